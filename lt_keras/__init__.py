@@ -1,0 +1,18 @@
+"""lt_keras: lottery tickets, supermasks and Early-Bird tickets for Keras."""
+__version__ = "0.1.0"
+
+from lt_keras.convert import mask_model, masked_layers, strip_masks  # noqa: E402
+from lt_keras.errors import LtKerasError, MaskError  # noqa: E402
+from lt_keras.layers import MaskedConv2D, MaskedDense  # noqa: E402
+from lt_keras.mask import Mask  # noqa: E402
+
+__all__ = [
+    "LtKerasError",
+    "Mask",
+    "MaskError",
+    "MaskedConv2D",
+    "MaskedDense",
+    "mask_model",
+    "masked_layers",
+    "strip_masks",
+]

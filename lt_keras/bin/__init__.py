@@ -1,0 +1,1 @@
+"""absl binaries: thin flag layers over one library call each."""

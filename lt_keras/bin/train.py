@@ -1,0 +1,76 @@
+"""lt-train: train a (dense or masked) model into a run directory.
+
+    python -m lt_keras.bin.train --flagfile=flags/lenet300_mnist_dense.flags \
+        --data_dir=path/to/mnist --output_dir=runs/dense
+
+Writes flags.txt, config.json, versions.json, history.json, model.keras,
+TensorBoard summaries and summary.json. Re-running a finished run directory
+trains nothing and prints its summary.
+"""
+import json
+import sys
+
+from absl import app, flags, logging
+
+from lt_keras.bin import common_flags
+from lt_keras.errors import LtKerasError
+
+common_flags.define_common_flags()
+FLAGS = flags.FLAGS
+
+
+def train(run, model_name, data_cfg, train_cfg):
+    from lt_keras.io_utils import atomic_write_json
+    from lt_keras.mask import Mask
+    from lt_keras.models import parameter_count
+    from lt_keras.training import build_and_train
+
+    data = data_cfg.load()
+    logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
+    model, result = build_and_train(model_name, data, train_cfg, output_dir=run.path)
+    run.save_model(model)
+    atomic_write_json(run.file("history.json"), result.history)
+    summary = {
+        "model": model_name,
+        "dataset": data.spec.name,
+        "data_source": data.source,
+        "data_sizes": data.sizes(),
+        "parameters": parameter_count(model),
+        "density": Mask.from_model(model).density(),
+        **{k: v for k, v in result.to_dict().items() if k != "history"},
+    }
+    run.write_summary(summary)
+    return summary
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from lt_keras.runs import RunDir
+
+    try:
+        data_cfg, train_cfg = common_flags.data_config(), common_flags.train_config()
+        run = RunDir(FLAGS.output_dir)
+        config = common_flags.config_dict(model=FLAGS.model, data=data_cfg, train=train_cfg)
+        run.open(config, common_flags.operative_flagfile(__name__))
+        if run.is_complete():
+            logging.info("%s is complete; nothing to train.", run.path)
+            summary = run.read_summary()
+        else:
+            summary = train(run, FLAGS.model, data_cfg, train_cfg)
+    except LtKerasError as e:
+        sys.exit(f"lt-train: error: {e}")
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    print(
+        f"\n{summary['model']} on {summary['dataset']}: test accuracy {summary['final_test_accuracy']:.4f} "
+        f"at the end ({summary['total_steps']} steps); early stop at step {summary['early_stop_step']} "
+        f"with test accuracy {summary['early_stop_test_accuracy']:.4f}. Run directory: {run.path}"
+    )
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

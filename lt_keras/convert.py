@@ -1,0 +1,93 @@
+"""Whole-model conversion between plain Keras layers and masked layers.
+
+``mask_model`` lets a user bring their own Sequential or functional model
+(nested models included): Dense and Conv2D layers become their masked twins
+with the same weights and all-ones masks. ``strip_masks`` goes back, baking
+``kernel * mask`` into plain layers, so exported models need nothing of ours.
+"""
+import numpy as np
+
+from lt_keras._keras import keras
+from lt_keras.errors import LtKerasError
+from lt_keras.layers import MASKED_TWIN, PLAIN_TWIN, is_masked
+from lt_keras.mask import mask_key
+
+
+def _walk(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _walk(layer)
+        else:
+            yield layer
+
+
+def masked_layers(model) -> list:
+    """Every masked layer of ``model``, nested models included, in layer order."""
+    layers = [l for l in _walk(model) if is_masked(l)]
+    seen = {}
+    for layer in layers:
+        key = mask_key(layer)
+        if key in seen:
+            raise LtKerasError(
+                f"two masked layers are both named {layer.name!r}; give every layer a "
+                "unique name so that mask keys are stable."
+            )
+        seen[key] = layer
+    return layers
+
+
+def _check_convertible(model):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"expected a Keras model, got {type(model).__name__}.")
+    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
+        raise LtKerasError(
+            f"model {model.name!r} is a subclassed model; mask_model and strip_masks convert "
+            "Sequential and functional models. Build the subclassed model from "
+            "lt_keras.MaskedDense / MaskedConv2D directly instead."
+        )
+    if not model.built:
+        raise LtKerasError(f"model {model.name!r} is not built; call it or give it an input shape first.")
+
+
+def _convert(model, twin_of, weights_of):
+    """Clone ``model`` with each layer swapped by ``twin_of`` and weights by ``weights_of``."""
+    _check_convertible(model)
+    pairs = []
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            new = _convert(layer, twin_of, weights_of)
+        else:
+            cls = twin_of.get(type(layer), type(layer))
+            config = layer.get_config()
+            new = cls.from_config(config)
+            pairs.append((layer, new))
+        return new
+
+    new_model = keras.models.clone_model(model, clone_function=clone)
+    for old, new in pairs:
+        new.set_weights(weights_of(old, new))
+    return new_model
+
+
+def mask_model(model):
+    """A copy of ``model`` whose Dense/Conv2D layers are masked twins (masks all ones)."""
+
+    def weights(old, new):
+        if is_masked(new) and not is_masked(old):
+            return old.get_weights() + [np.ones(new.kernel_mask.shape, np.float32)]
+        return old.get_weights()
+
+    return _convert(model, MASKED_TWIN, weights)
+
+
+def strip_masks(model):
+    """A copy of ``model`` with plain layers whose kernels are ``kernel * mask``."""
+
+    def weights(old, new):
+        if is_masked(old):
+            kernel = old.masked_kernel(training=False).numpy()
+            return [kernel] + ([old.bias.numpy()] if old.use_bias else [])
+        return old.get_weights()
+
+    return _convert(model, PLAIN_TWIN, weights)

@@ -1,0 +1,17 @@
+"""Errors a user can act on: binaries print them without a traceback."""
+
+
+class LtKerasError(Exception):
+    """Bad input, missing files or an inconsistent run directory."""
+
+
+class MaskError(LtKerasError, ValueError):
+    """A mask whose keys, shapes or values do not fit."""
+
+
+class DataError(LtKerasError):
+    """A dataset that cannot be found or read."""
+
+
+class RunDirError(LtKerasError):
+    """A run directory that belongs to a different configuration."""

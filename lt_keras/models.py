@@ -1,0 +1,163 @@
+"""The papers' networks, in a registry keyed by name.
+
+Every layer has an explicit name, so mask keys (``"fc1/kernel"``) are stable
+across builds, processes and saved files. Builders take ``masked=True`` to use
+``MaskedDense``/``MaskedConv2D`` (all-ones masks) and ``masked=False`` for plain
+Keras layers, so the same architecture can be compared with and without masks.
+
+- ``lenet_300_100``, ``conv2``, ``conv4``, ``conv6``: Frankle & Carbin (2019),
+  Glorot-normal init, 3x3 'same' convolutions, 2x2 max-pool after each pair.
+- ``vgg11_bn``, ``vgg16_bn``: the CIFAR VGG of network slimming / Early-Bird
+  (conv-BN-ReLU without conv bias, 2x2 average pool, one linear classifier).
+- ``resnet20``: He et al. (2016) CIFAR ResNet-20 with projection shortcuts.
+"""
+from lt_keras._keras import keras
+from lt_keras.errors import LtKerasError
+from lt_keras.layers import MaskedConv2D, MaskedDense
+
+_REGISTRY = {}
+
+
+def register(name):
+    def wrap(builder):
+        _REGISTRY[name] = builder
+        return builder
+
+    return wrap
+
+
+def model_names():
+    return sorted(_REGISTRY)
+
+
+def build_model(name, input_shape, num_classes, masked=True, **kwargs):
+    """Build registered model ``name`` for inputs of ``input_shape``."""
+    if name not in _REGISTRY:
+        raise LtKerasError(f"unknown model {name!r}; choose one of {model_names()}.")
+    return _REGISTRY[name](
+        input_shape=tuple(input_shape), num_classes=num_classes, masked=masked, **kwargs
+    )
+
+
+def parameter_count(model) -> int:
+    """Weights of the network itself: masks (and other mask state) excluded."""
+    return int(sum(int(w.shape.num_elements()) for w in model.weights if "kernel_mask" not in w.name))
+
+
+def _layers(masked):
+    return (MaskedDense, MaskedConv2D) if masked else (keras.layers.Dense, keras.layers.Conv2D)
+
+
+def _fc_head(x, dense, widths, num_classes, init):
+    for i, width in enumerate(widths, start=1):
+        x = dense(width, activation="relu", kernel_initializer=init, name=f"fc{i}")(x)
+    return dense(num_classes, kernel_initializer=init, name="output")(x)
+
+
+@register("lenet_300_100")
+def lenet_300_100(input_shape=(28, 28, 1), num_classes=10, masked=True):
+    dense, _ = _layers(masked)
+    inputs = keras.Input(input_shape, name="image")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    outputs = _fc_head(x, dense, (300, 100), num_classes, "glorot_normal")
+    return keras.Model(inputs, outputs, name="lenet_300_100")
+
+
+def _conv_net(name, filters, input_shape, num_classes, masked):
+    dense, conv = _layers(masked)
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    for block, width in enumerate(filters, start=1):
+        for j in (1, 2):
+            x = conv(
+                width,
+                3,
+                padding="same",
+                activation="relu",
+                kernel_initializer="glorot_normal",
+                name=f"conv{2 * block - 2 + j}",
+            )(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{block}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    outputs = _fc_head(x, dense, (256, 256), num_classes, "glorot_normal")
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register("conv2")
+def conv2(input_shape=(32, 32, 3), num_classes=10, masked=True):
+    return _conv_net("conv2", (64,), input_shape, num_classes, masked)
+
+
+@register("conv4")
+def conv4(input_shape=(32, 32, 3), num_classes=10, masked=True):
+    return _conv_net("conv4", (64, 128), input_shape, num_classes, masked)
+
+
+@register("conv6")
+def conv6(input_shape=(32, 32, 3), num_classes=10, masked=True):
+    return _conv_net("conv6", (64, 128, 256), input_shape, num_classes, masked)
+
+
+VGG_CONFIGS = {
+    "vgg11_bn": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
+    "vgg16_bn": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512),
+}
+
+
+def _vgg(name, input_shape, num_classes, masked):
+    dense, conv = _layers(masked)
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    conv_index = pool_index = 0
+    for item in VGG_CONFIGS[name]:
+        if item == "M":
+            pool_index += 1
+            x = keras.layers.MaxPooling2D(2, name=f"pool{pool_index}")(x)
+            continue
+        conv_index += 1
+        x = conv(item, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"conv{conv_index}")(x)
+        x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"bn{conv_index}")(x)
+        x = keras.layers.ReLU(name=f"relu{conv_index}")(x)
+    x = keras.layers.AveragePooling2D(2, name="avgpool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    outputs = dense(num_classes, name="output")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register("vgg11_bn")
+def vgg11_bn(input_shape=(32, 32, 3), num_classes=10, masked=True):
+    return _vgg("vgg11_bn", input_shape, num_classes, masked)
+
+
+@register("vgg16_bn")
+def vgg16_bn(input_shape=(32, 32, 3), num_classes=10, masked=True):
+    return _vgg("vgg16_bn", input_shape, num_classes, masked)
+
+
+@register("resnet20")
+def resnet20(input_shape=(32, 32, 3), num_classes=10, masked=True):
+    """ResNet-20: 3 stages x 3 basic blocks, widths 16/32/64, 1x1 projection shortcuts."""
+    dense, conv = _layers(masked)
+
+    def conv_bn(x, filters, kernel, stride, name, relu=True):
+        x = conv(filters, kernel, strides=stride, padding="same", use_bias=False,
+                 kernel_initializer="he_normal", name=name)(x)
+        x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name + "_bn")(x)
+        return keras.layers.ReLU(name=name + "_relu")(x) if relu else x
+
+    inputs = keras.Input(input_shape, name="image")
+    x = conv_bn(inputs, 16, 3, 1, "stem")
+    for stage, filters in enumerate((16, 32, 64), start=1):
+        for block in (1, 2, 3):
+            stride = 2 if stage > 1 and block == 1 else 1
+            prefix = f"stage{stage}_block{block}"
+            shortcut = x
+            y = conv_bn(x, filters, 3, stride, prefix + "_conv1")
+            y = conv_bn(y, filters, 3, 1, prefix + "_conv2", relu=False)
+            if stride != 1 or shortcut.shape[-1] != filters:
+                shortcut = conv_bn(x, filters, 1, stride, prefix + "_shortcut", relu=False)
+            x = keras.layers.Add(name=prefix + "_add")([shortcut, y])
+            x = keras.layers.ReLU(name=prefix + "_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    outputs = dense(num_classes, name="output")(x)
+    return keras.Model(inputs, outputs, name="resnet20")

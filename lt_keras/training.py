@@ -1,0 +1,241 @@
+"""Build, compile and fit a model from a config, with the papers' bookkeeping.
+
+Training runs through Keras ``model.fit``: one Keras "epoch" is one evaluation
+interval of ``eval_every`` steps, so the console shows Keras progress bars and
+the validation set is evaluated every ``eval_every`` iterations, as Frankle &
+Carbin do. After each interval the test set is evaluated too, so the result
+holds the early-stopping iteration (minimum validation loss) with the test
+accuracy there, and the test accuracy at the end.
+"""
+import dataclasses
+import math
+import sys
+import time
+
+import numpy as np
+from absl import logging
+
+from lt_keras._keras import keras, tf
+from lt_keras.errors import LtKerasError
+
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "step", "cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "adam"
+    learning_rate: float = 1.2e-3
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0  # decoupled (AdamW / SGDW)
+    lr_schedule: str = "constant"
+    lr_decay_steps: tuple = ()  # step schedule: iterations where the rate is multiplied by lr_decay_factor
+    lr_decay_factor: float = 0.1
+    warmup_steps: int = 0  # linear warmup from 0, before any schedule
+    batch_size: int = 60
+    train_steps: int = None  # exactly one of train_steps / epochs
+    epochs: float = None
+    eval_every: int = None  # None: once per pass over the training set
+    jit_compile: bool = True
+    seed: int = 0
+
+    def validate(self):
+        def bad(flag, message):
+            raise LtKerasError(f"--{flag}: {message}")
+
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", f"{self.optimizer!r} is not one of {list(OPTIMIZERS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            bad("lr_schedule", f"{self.lr_schedule!r} is not one of {list(LR_SCHEDULES)}")
+        if not self.learning_rate > 0:
+            bad("learning_rate", f"must be positive, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            bad("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if self.batch_size < 1:
+            bad("batch_size", f"must be >= 1, got {self.batch_size}")
+        if (self.train_steps is None) == (self.epochs is None):
+            bad("train_steps", "set exactly one of --train_steps and --epochs")
+        if self.train_steps is not None and self.train_steps < 1:
+            bad("train_steps", f"must be >= 1, got {self.train_steps}")
+        if self.epochs is not None and not self.epochs > 0:
+            bad("epochs", f"must be positive, got {self.epochs}")
+        if self.eval_every is not None and self.eval_every < 1:
+            bad("eval_every", f"must be >= 1, got {self.eval_every}")
+        if self.warmup_steps < 0:
+            bad("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        if list(self.lr_decay_steps) != sorted(set(self.lr_decay_steps)):
+            bad("lr_decay_steps", f"must be increasing, got {list(self.lr_decay_steps)}")
+        return self
+
+    def steps_per_epoch(self, num_train):
+        return max(1, num_train // self.batch_size)
+
+    def total_steps(self, num_train):
+        if self.train_steps is not None:
+            return int(self.train_steps)
+        return max(1, int(round(self.epochs * self.steps_per_epoch(num_train))))
+
+    def eval_interval(self, num_train):
+        return int(self.eval_every or self.steps_per_epoch(num_train))
+
+
+@keras.utils.register_keras_serializable(package="lt_keras")
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup to ``base``, then constant, step decay or cosine decay.
+
+    Frankle & Carbin (section 4) need warmup for IMP on deep networks at the
+    papers' learning rates; Early-Bird uses step decay.
+    """
+
+    def __init__(self, base, warmup_steps=0, kind="constant", decay_steps=(), decay_factor=0.1, total_steps=1):
+        self.base = float(base)
+        self.warmup_steps = int(warmup_steps)
+        self.kind = kind
+        self.decay_steps = tuple(int(s) for s in decay_steps)
+        self.decay_factor = float(decay_factor)
+        self.total_steps = int(total_steps)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        lr = tf.constant(self.base, tf.float32)
+        if self.kind == "step":
+            for boundary in self.decay_steps:
+                lr = tf.where(step >= boundary, lr * self.decay_factor, lr)
+        elif self.kind == "cosine":
+            span = max(1, self.total_steps - self.warmup_steps)
+            progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
+            lr = lr * 0.5 * (1.0 + tf.cos(math.pi * progress))
+        if self.warmup_steps > 0:
+            lr = lr * tf.minimum(1.0, (step + 1.0) / self.warmup_steps)
+        return lr
+
+    def get_config(self):
+        return {
+            "base": self.base,
+            "warmup_steps": self.warmup_steps,
+            "kind": self.kind,
+            "decay_steps": list(self.decay_steps),
+            "decay_factor": self.decay_factor,
+            "total_steps": self.total_steps,
+        }
+
+
+def make_optimizer(config: TrainConfig, total_steps: int):
+    lr = config.learning_rate
+    if config.warmup_steps or config.lr_schedule != "constant":
+        lr = WarmupSchedule(lr, config.warmup_steps, config.lr_schedule, config.lr_decay_steps,
+                            config.lr_decay_factor, total_steps)
+    wd = config.weight_decay or None
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(lr, weight_decay=wd)
+    return keras.optimizers.SGD(lr, momentum=config.momentum, weight_decay=wd)
+
+
+def compile_model(model, config: TrainConfig, total_steps: int):
+    model.compile(
+        optimizer=make_optimizer(config, total_steps),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=config.jit_compile,
+    )
+    return model
+
+
+@dataclasses.dataclass
+class TrainResult:
+    history: list  # one dict per evaluation: step, loss, accuracy, val_*, test_*
+    total_steps: int
+    early_stop_step: int
+    early_stop_val_loss: float
+    early_stop_val_accuracy: float
+    early_stop_test_accuracy: float
+    final_val_accuracy: float
+    final_test_accuracy: float
+    wall_time_s: float
+    ms_per_step: float
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+class _EvalRecorder(keras.callbacks.Callback):
+    """Evaluates the test set after each interval and records every metric by step."""
+
+    def __init__(self, test_ds, interval, total_steps):
+        super().__init__()
+        self.test_ds = test_ds
+        self.interval = interval
+        self.total_steps = total_steps
+        self.records = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        test = self.model.evaluate(self.test_ds, verbose=0, return_dict=True)
+        logs.update({f"test_{k}": v for k, v in test.items()})
+        step = min((epoch + 1) * self.interval, self.total_steps)
+        self.records.append({"step": step, **{k: float(v) for k, v in logs.items()}})
+
+
+def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose=None, compile=True) -> TrainResult:
+    """Train ``model`` on ``data`` for the configured length; return the bookkeeping.
+
+    ``callbacks`` are the user's own Keras callbacks, run alongside ours.
+    ``verbose`` defaults to progress bars on a terminal and one line per
+    evaluation otherwise (logs, CI).
+    """
+    config.validate()
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    num_train = len(data.y_train)
+    total = config.total_steps(num_train)
+    interval = min(config.eval_interval(num_train), total)
+    if compile:
+        compile_model(model, config, total)
+    recorder = _EvalRecorder(data.eval_dataset("test"), interval, total)
+    all_callbacks = [recorder, *callbacks]
+    if output_dir:
+        all_callbacks.append(
+            keras.callbacks.TensorBoard(log_dir=f"{output_dir}/tensorboard", update_freq="epoch", profile_batch=0)
+        )
+    train_ds = data.train_dataset(config.batch_size, seed=config.seed)
+    val_ds = data.eval_dataset("validation")
+    full, remainder = divmod(total, interval)
+    logging.info("training %s for %d steps (%d per evaluation), batch %d", model.name, total, interval,
+                 config.batch_size)
+    start = time.perf_counter()
+    model.fit(train_ds, epochs=full, steps_per_epoch=interval, validation_data=val_ds,
+              callbacks=all_callbacks, verbose=verbose)
+    if remainder:
+        model.fit(train_ds, initial_epoch=full, epochs=full + 1, steps_per_epoch=remainder,
+                  validation_data=val_ds, callbacks=all_callbacks, verbose=verbose)
+    wall = time.perf_counter() - start
+    return summarize(recorder.records, total, wall)
+
+
+def summarize(records, total_steps, wall_time_s) -> TrainResult:
+    if not records:
+        raise LtKerasError("training produced no evaluations.")
+    best = int(np.argmin([r["val_loss"] for r in records]))
+    return TrainResult(
+        history=records,
+        total_steps=total_steps,
+        early_stop_step=records[best]["step"],
+        early_stop_val_loss=records[best]["val_loss"],
+        early_stop_val_accuracy=records[best]["val_accuracy"],
+        early_stop_test_accuracy=records[best]["test_accuracy"],
+        final_val_accuracy=records[-1]["val_accuracy"],
+        final_test_accuracy=records[-1]["test_accuracy"],
+        wall_time_s=wall_time_s,
+        ms_per_step=1000.0 * wall_time_s / total_steps,
+    )
+
+
+def build_and_train(model_name, data, config: TrainConfig, output_dir=None, callbacks=(), verbose=None):
+    """Seed, build the registered model for ``data``, compile and fit it."""
+    from lt_keras.models import build_model
+
+    config.validate()
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(model_name, data.input_shape, data.num_classes)
+    result = fit(model, data, config, output_dir=output_dir, callbacks=callbacks, verbose=verbose)
+    return model, result

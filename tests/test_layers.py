@@ -1,0 +1,144 @@
+"""Contract tests for MaskedDense / MaskedConv2D."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lt_keras import Mask, MaskedConv2D, MaskedDense, masked_layers
+from lt_keras._keras import keras, tf
+from tests.conftest import random_mask
+
+
+def small_cnn(jit=False):
+    inputs = keras.Input((8, 8, 3))
+    x = MaskedConv2D(4, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = MaskedDense(16, activation="relu", name="fc")(x)
+    outputs = MaskedDense(3, name="out")(x)
+    return keras.Model(inputs, outputs)
+
+
+def randomize_masks(model, density=0.5, seed=1):
+    for i, layer in enumerate(masked_layers(model)):
+        layer.kernel_mask.assign(random_mask(layer.kernel.shape, density, seed + i))
+
+
+def batch(n=16, seed=0):
+    rng = np.random.RandomState(seed)
+    return rng.randn(n, 8, 8, 3).astype(np.float32), rng.randint(0, 3, n)
+
+
+def test_variables_and_trainability():
+    model = small_cnn()
+    for layer in masked_layers(model):
+        names = [w.name.split("/")[-1].split(":")[0] for w in layer.weights]
+        assert names == ["kernel", "bias", "kernel_mask"]
+        assert not layer.kernel_mask.trainable
+        assert layer.kernel_mask in layer.non_trainable_weights
+        np.testing.assert_array_equal(layer.kernel_mask.numpy(), 1.0)
+
+
+def test_output_uses_masked_kernel_without_touching_weights():
+    layer = MaskedDense(2, use_bias=False)
+    layer.build((None, 3))
+    layer.kernel.assign([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    layer.kernel_mask.assign([[1, 0], [0, 1], [1, 1]])
+    out = layer(np.array([[1.0, 1.0, 1.0]], np.float32))
+    np.testing.assert_array_equal(out.numpy(), [[6.0, 10.0]])
+    np.testing.assert_array_equal(layer.kernel.numpy(), [[1, 2], [3, 4], [5, 6]])
+
+
+def test_dense_on_rank3_inputs():
+    layer = MaskedDense(4, name="seq")
+    x = np.random.rand(2, 5, 3).astype(np.float32)
+    y = layer(x)
+    assert y.shape == (2, 5, 4)
+    reference = np.tensordot(x, layer.kernel.numpy(), axes=1) + layer.bias.numpy()
+    np.testing.assert_allclose(y.numpy(), reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_pruned_weights_stay_exactly_zero_after_50_adam_steps(jit):
+    model = small_cnn()
+    randomize_masks(model)
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit)
+    before = {l.name: l.kernel.numpy().copy() for l in masked_layers(model)}
+    x, y = batch(64)
+    model.fit(x, y, batch_size=16, epochs=13, verbose=0, steps_per_epoch=4, shuffle=False)  # >= 50 steps
+    assert model.optimizer.iterations.numpy() >= 50
+    for layer in masked_layers(model):
+        mask = layer.kernel_mask.numpy()
+        effective = layer.masked_kernel().numpy()
+        assert np.all(effective[mask == 0] == 0.0)
+        # Pruned entries get exactly zero gradient, so the stored kernel does not move there.
+        np.testing.assert_array_equal(layer.kernel.numpy()[mask == 0], before[layer.name][mask == 0])
+        assert not np.allclose(layer.kernel.numpy()[mask == 1], before[layer.name][mask == 1])
+
+
+def test_xla_and_eager_outputs_agree():
+    model = small_cnn()
+    randomize_masks(model)
+    x, _ = batch()
+    eager = model(x).numpy()
+    compiled = tf.function(lambda t: model(t), jit_compile=True)(tf.constant(x)).numpy()
+    np.testing.assert_allclose(eager, compiled, atol=1e-5)
+
+
+def test_get_config_round_trip():
+    for layer in (MaskedDense(7, activation="relu", name="d"), MaskedConv2D(3, 2, strides=2, name="c")):
+        clone = type(layer).from_config(layer.get_config())
+        assert clone.get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize("fmt", ["keras", "savedmodel"])
+def test_serialization_keeps_outputs_and_masks(tmp_path, fmt):
+    model = small_cnn()
+    randomize_masks(model)
+    x, _ = batch()
+    expected = model(x).numpy()
+    if fmt == "keras":
+        path = str(tmp_path / "m.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+    else:
+        path = str(tmp_path / "saved")
+        model.save(path, save_format="tf")
+        loaded = keras.models.load_model(path)
+    assert [type(l).__name__ for l in masked_layers(loaded)] == ["MaskedConv2D", "MaskedDense", "MaskedDense"]
+    np.testing.assert_array_equal(loaded(x).numpy(), expected)
+    assert Mask.from_model(loaded) == Mask.from_model(model)
+
+
+def test_savedmodel_serves_without_lt_keras(tmp_path):
+    model = small_cnn()
+    randomize_masks(model)
+    x, _ = batch()
+    path = str(tmp_path / "serving")
+    tf.saved_model.save(model, path)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", model(x).numpy())
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        f"m = tf.saved_model.load({path!r})\n"
+        f"x = np.load({str(tmp_path / 'x.npy')!r}); y = np.load({str(tmp_path / 'y.npy')!r})\n"
+        "out = list(m.signatures['serving_default'](tf.constant(x)).values())[0].numpy()\n"
+        "assert 'lt_keras' not in sys.modules\n"
+        "print(float(np.abs(out - y).max()))\n"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.strip().splitlines()[-1]) <= 1e-5
+
+
+def test_effective_mask_is_the_only_hook_subclasses_need():
+    class HalfMask(MaskedDense):
+        def effective_mask(self, training=None):
+            return tf.ones_like(self.kernel_mask) * 0.0
+
+    layer = HalfMask(2, use_bias=False)
+    out = layer(np.ones((1, 3), np.float32))
+    np.testing.assert_array_equal(out.numpy(), 0.0)

@@ -1,0 +1,71 @@
+"""Training: config validation, schedules, early-stop bookkeeping, fit with masks."""
+import numpy as np
+import pytest
+
+from lt_keras import LtKerasError, Mask, masked_layers
+from lt_keras.data import DataConfig
+from lt_keras.training import TrainConfig, WarmupSchedule, build_and_train, summarize
+
+
+@pytest.mark.parametrize(
+    "kwargs, flag",
+    [
+        ({"optimizer": "rmsprop"}, "--optimizer"),
+        ({"learning_rate": 0}, "--learning_rate"),
+        ({"train_steps": None}, "--train_steps"),
+        ({"epochs": 1}, "--train_steps"),  # both set
+        ({"eval_every": 0}, "--eval_every"),
+        ({"lr_decay_steps": (5, 3)}, "--lr_decay_steps"),
+    ],
+)
+def test_config_errors_name_the_flag(kwargs, flag):
+    with pytest.raises(LtKerasError, match=flag):
+        TrainConfig(**{"train_steps": 10, **kwargs}).validate()
+
+
+def test_lengths():
+    cfg = TrainConfig(epochs=2.5, batch_size=60)
+    assert cfg.total_steps(600) == 25 and cfg.eval_interval(600) == 10
+    assert TrainConfig(train_steps=7, eval_every=3).eval_interval(600) == 3
+
+
+def test_schedules():
+    warm = WarmupSchedule(1.0, warmup_steps=4)
+    assert [round(float(warm(s)), 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    step = WarmupSchedule(0.1, kind="step", decay_steps=(10, 20))
+    assert np.allclose([float(step(s)) for s in (0, 9, 10, 19, 20)], [0.1, 0.1, 0.01, 0.01, 0.001])
+    cos = WarmupSchedule(1.0, kind="cosine", total_steps=100)
+    assert float(cos(0)) == pytest.approx(1.0) and float(cos(50)) == pytest.approx(0.5) and float(cos(100)) < 1e-6
+    assert WarmupSchedule(**step.get_config()).get_config() == step.get_config()
+
+
+def test_summarize_picks_minimum_validation_loss():
+    records = [
+        {"step": 10, "val_loss": 0.5, "val_accuracy": 0.8, "test_accuracy": 0.79},
+        {"step": 20, "val_loss": 0.3, "val_accuracy": 0.9, "test_accuracy": 0.88},
+        {"step": 25, "val_loss": 0.4, "val_accuracy": 0.91, "test_accuracy": 0.9},
+    ]
+    result = summarize(records, 25, 1.0)
+    assert (result.early_stop_step, result.early_stop_test_accuracy) == (20, 0.88)
+    assert result.final_test_accuracy == 0.9 and result.ms_per_step == 40.0
+
+
+def test_build_and_train_learns_and_keeps_masks(tmp_path):
+    data = DataConfig(max_train_examples=600).load()
+    cfg = TrainConfig(train_steps=25, eval_every=10, batch_size=60, seed=1)
+    model, result = build_and_train("lenet_300_100", data, cfg, output_dir=str(tmp_path), verbose=0)
+    assert [r["step"] for r in result.history] == [10, 20, 25]  # remainder interval included
+    assert result.total_steps == 25 and int(model.optimizer.iterations.numpy()) == 25
+    assert result.final_test_accuracy > 0.6  # far above chance (0.1) after 25 steps
+    assert any(p.name.startswith("events") for p in (tmp_path / "tensorboard" / "train").iterdir())
+    assert Mask.from_model(model).density() == 1.0
+    assert all(l.kernel_mask.numpy().min() == 1 for l in masked_layers(model))
+
+
+def test_same_seed_same_result():
+    data = DataConfig(max_train_examples=300).load()
+    cfg = TrainConfig(train_steps=5, batch_size=50, seed=4, jit_compile=False)
+    a, _ = build_and_train("lenet_300_100", data, cfg, verbose=0)
+    b, _ = build_and_train("lenet_300_100", data, cfg, verbose=0)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, atol=1e-6)
