@@ -1,0 +1,90 @@
+"""Mask criteria: which weights to keep, as scoring functions (higher = keep).
+
+Each criterion is ``score(w_init, w_final, rng) -> array`` over one tensor, as
+in jaxpruner; the count/threshold arithmetic lives once, in ``pruning.py``.
+Names and definitions follow Zhou et al. (2019), figure 2: regions of the
+(w_init, w_final) plane that are kept.
+"""
+import numpy as np
+
+from lt_keras.errors import LtKerasError
+
+
+def _large_final(wi, wf, rng):
+    return np.abs(wf)
+
+
+def _small_final(wi, wf, rng):
+    return -np.abs(wf)
+
+
+def _large_init(wi, wf, rng):
+    return np.abs(wi)
+
+
+def _small_init(wi, wf, rng):
+    return -np.abs(wi)
+
+
+def _large_init_large_final(wi, wf, rng):
+    # Kept when both magnitudes clear the threshold: the smaller one decides.
+    return np.minimum(np.abs(wi), np.abs(wf))
+
+
+def _small_init_small_final(wi, wf, rng):
+    return -np.maximum(np.abs(wi), np.abs(wf))
+
+
+def _magnitude_increase(wi, wf, rng):
+    return np.abs(wf) - np.abs(wi)
+
+
+def _movement(wi, wf, rng):
+    return np.abs(wf - wi)
+
+
+def _random(wi, wf, rng):
+    return rng.random_sample(np.shape(wf))
+
+
+def _same_sign(wi, wf):
+    return np.sign(wi) == np.sign(wf)
+
+
+def _large_final_same_sign(wi, wf, rng):
+    # Weights that flipped sign rank below every weight that kept it.
+    return np.where(_same_sign(wi, wf), np.abs(wf), -1.0 - np.abs(wf))
+
+
+def _large_final_diff_sign(wi, wf, rng):
+    return np.where(~_same_sign(wi, wf), np.abs(wf), -1.0 - np.abs(wf))
+
+
+CRITERIA = {
+    "large_final": _large_final,
+    "small_final": _small_final,
+    "large_init": _large_init,
+    "small_init": _small_init,
+    "large_init_large_final": _large_init_large_final,
+    "small_init_small_final": _small_init_small_final,
+    "magnitude_increase": _magnitude_increase,
+    "movement": _movement,
+    "random": _random,
+    "large_final_same_sign": _large_final_same_sign,
+    "large_final_diff_sign": _large_final_diff_sign,
+}
+
+
+def criterion_names():
+    return list(CRITERIA)
+
+
+def score(criterion, w_init, w_final, rng=None):
+    """Keep-scores of one tensor under ``criterion`` (float64, same shape)."""
+    if criterion not in CRITERIA:
+        raise LtKerasError(f"--criterion: unknown criterion {criterion!r}; choose one of {criterion_names()}.")
+    w_init, w_final = np.asarray(w_init, np.float64), np.asarray(w_final, np.float64)
+    if w_init.shape != w_final.shape:
+        raise LtKerasError(f"initial and final weights differ in shape: {w_init.shape} vs {w_final.shape}.")
+    rng = rng if rng is not None else np.random.RandomState(0)
+    return np.asarray(CRITERIA[criterion](w_init, w_final, rng), np.float64)
