@@ -1,0 +1,264 @@
+"""Iterative magnitude pruning (Frankle & Carbin 2019) with Zhou et al.'s ablations.
+
+Round 0 trains the dense network; every later round prunes the previous
+round's survivors by a mask criterion, rewinds the kept weights (to theta_0,
+to the weights after K steps, or not at all) through a mask-1 action, and
+trains again. Each round is written to ``round_<k>/`` only once complete
+(built in a temporary folder, then renamed), so a killed run resumes at the
+first missing round and ends with the same masks as an uninterrupted one.
+"""
+import dataclasses
+import os
+import shutil
+
+import numpy as np
+from absl import logging
+
+from lt_keras._keras import keras
+from lt_keras.actions import apply_mask1, mask1_action_names
+from lt_keras.convert import masked_layers
+from lt_keras.criteria import criterion_names, score
+from lt_keras.errors import LtKerasError
+from lt_keras.io_utils import atomic_write_json, read_json
+from lt_keras.layers import MaskedConv2D
+from lt_keras.mask import Mask, mask_key
+from lt_keras.pruning import prune_global, prune_layerwise, random_mask_like
+from lt_keras.training import TrainConfig, fit
+
+CONTROLS = ("random_reinit", "random_prune")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImpConfig:
+    rounds: int = 3  # pruning rounds after the dense round 0
+    target_density: float = None  # one-shot: prune once to this density instead
+    allocation: str = "layerwise"
+    prune_rate_fc: float = 0.2
+    prune_rate_conv: float = 0.1
+    prune_rate_output: float = 0.1
+    prune_rate: float = 0.2  # global allocation
+    rewind: str = "init"  # init | step:K | none
+    criterion: str = "large_final"
+    mask1: str = "init"
+    controls: tuple = ()
+
+    def validate(self):
+        if self.target_density is None and self.rounds < 1:
+            raise LtKerasError(f"--rounds: must be >= 1, got {self.rounds}.")
+        if self.target_density is not None and not 0 < self.target_density < 1:
+            raise LtKerasError(f"--target_density: must be in (0, 1), got {self.target_density}.")
+        if self.allocation not in ("layerwise", "global"):
+            raise LtKerasError(f"--allocation: {self.allocation!r} is not one of ['layerwise', 'global'].")
+        for name in ("prune_rate_fc", "prune_rate_conv", "prune_rate_output", "prune_rate"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise LtKerasError(f"--{name}: pruning rate must be in (0, 1), got {value}.")
+        if self.criterion not in criterion_names():
+            raise LtKerasError(f"--criterion: {self.criterion!r} is not one of {criterion_names()}.")
+        if self.mask1 not in mask1_action_names():
+            raise LtKerasError(f"--mask1: {self.mask1!r} is not one of {mask1_action_names()}.")
+        unknown = sorted(set(self.controls) - set(CONTROLS))
+        if unknown:
+            raise LtKerasError(f"--controls: unknown {unknown}; choose from {list(CONTROLS)}.")
+        self.rewind_step()
+        return self
+
+    def rewind_step(self):
+        """0 for init, K for step:K, None for none."""
+        if self.rewind == "init":
+            return 0
+        if self.rewind == "none":
+            return None
+        if self.rewind.startswith("step:") and self.rewind[5:].isdigit() and int(self.rewind[5:]) > 0:
+            return int(self.rewind[5:])
+        raise LtKerasError(f"--rewind: expected init, none or step:K with K > 0, got {self.rewind!r}.")
+
+    @property
+    def total_rounds(self):
+        return 1 if self.target_density is not None else self.rounds
+
+
+def layer_rates(model, config: ImpConfig) -> dict:
+    """Per-tensor pruning rates by layer kind (the last masked layer is the output)."""
+    layers = masked_layers(model)
+    rates = {}
+    for i, layer in enumerate(layers):
+        if config.target_density is not None:
+            rate = 1.0 - config.target_density
+        elif i == len(layers) - 1:
+            rate = config.prune_rate_output
+        elif isinstance(layer, MaskedConv2D):
+            rate = config.prune_rate_conv
+        else:
+            rate = config.prune_rate_fc
+        rates[mask_key(layer)] = rate
+    return rates
+
+
+def kernels(model) -> dict:
+    return {mask_key(l): l.kernel.numpy() for l in masked_layers(model)}
+
+
+class _Snapshot(keras.callbacks.Callback):
+    """Keeps the model's weights after exactly ``step`` training steps (late rewinding)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.weights = step, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.weights is None and int(self.model.optimizer.iterations.numpy()) == self.step:
+            self.weights = self.model.get_weights()
+
+
+def _set_start(model, rewind_weights, mask, action, rng, fresh_model=None):
+    """Load the rewind point, apply the mask-1 action to the kernels, and the mask."""
+    model.set_weights(rewind_weights)
+    for layer in masked_layers(model):
+        key = mask_key(layer)
+        fresh = fresh_model.get_layer(layer.name).kernel.numpy() if fresh_model is not None else None
+        if action != "init":
+            layer.kernel.assign(apply_mask1(action, layer.kernel.numpy(), mask[key], rng, fresh))
+    mask.apply_to(model)
+
+
+def _evaluate(model, data):
+    return float(model.evaluate(data.eval_dataset("test"), verbose=0, return_dict=True)["accuracy"])
+
+
+def run_imp(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=None):
+    """Run (or resume) IMP in ``run_dir``; returns the list of per-round metrics.
+
+    ``build()`` must return a fresh masked model with deterministic initial weights.
+    """
+    imp.validate()
+    train.validate()
+    os.makedirs(run_dir, exist_ok=True)
+    keras.utils.set_random_seed(train.seed)
+    model = build()
+    init_path = os.path.join(run_dir, "init_weights.npz")
+    if os.path.exists(init_path):
+        with np.load(init_path) as f:
+            init_weights = [f[f"w{i}"] for i in range(len(f.files))]
+    else:
+        init_weights = model.get_weights()
+        tmp = init_path + ".tmp.npz"
+        np.savez(tmp, **{f"w{i}": w for i, w in enumerate(init_weights)})
+        os.replace(tmp, init_path)
+    rates = layer_rates(model, imp)
+    mask = Mask.ones_like(model)
+    rewind_weights = init_weights
+    results = []
+    for k in range(imp.total_rounds + 1):
+        round_dir = os.path.join(run_dir, f"round_{k}")
+        if os.path.exists(os.path.join(round_dir, "metrics.json")):
+            metrics = read_json(os.path.join(round_dir, "metrics.json"))
+            mask = Mask.load(os.path.join(round_dir, "mask.npz"))
+            with np.load(os.path.join(round_dir, "next.npz")) as f:
+                next_mask = Mask({key[len("mask:"):]: f[key] for key in f.files if key.startswith("mask:")})
+                rewind_weights = [f[f"rewind{i}"] for i in range(len(init_weights))]
+            logging.info("round %d is complete; skipping.", k)
+        else:
+            metrics, next_mask, rewind_weights = _train_round(
+                k, round_dir, build, model, data, imp, train, mask, rates, init_weights, rewind_weights, verbose)
+        results.append(metrics)
+        mask = next_mask
+    return results
+
+
+def _seeded_build(build, seed):
+    keras.utils.set_random_seed(seed)
+    return build()
+
+
+def _train_round(k, round_dir, build, model, data, imp, train, mask, rates, init_weights, rewind_weights, verbose):
+    rng = np.random.RandomState(train.seed * 1000 + k)
+    step = imp.rewind_step()
+    tmp = round_dir + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, "ticket"))
+    fresh = _seeded_build(build, train.seed * 1000 + k + 1) if imp.mask1 == "reinit" and k > 0 else None
+    _set_start(model, rewind_weights, mask, imp.mask1 if k > 0 else "init", rng, fresh_model=fresh)
+    start_kernels = kernels(model)
+    untrained = _evaluate(_compiled(model), data)
+    _write_ticket(os.path.join(tmp, "ticket"), model, mask, imp, k)
+    snapshot = _Snapshot(step) if (k == 0 and step) else None
+    result = fit(model, data, train, callbacks=[snapshot] if snapshot else [], verbose=verbose)
+    final_kernels = kernels(model)
+    if k == 0 and step:
+        if snapshot.weights is None:
+            raise LtKerasError(f"--rewind=step:{step} is past the {result.total_steps} training steps.")
+        rewind_weights = snapshot.weights
+    elif step is None:  # no rewinding: the next round continues from the trained weights
+        rewind_weights = model.get_weights()
+    # The next mask: scores compare this round's starting weights with its trained weights.
+    scores = {key: score(imp.criterion, start_kernels[key], final_kernels[key], rng) for key in final_kernels}
+    if k == imp.total_rounds:
+        next_mask = mask
+    elif imp.allocation == "global":
+        next_mask = prune_global(scores, mask, imp.prune_rate)
+    else:
+        next_mask = prune_layerwise(scores, mask, rates)
+    metrics = {
+        "round": k,
+        "density": mask.density(),
+        "layer_density": mask.layer_densities(),
+        "early_stop_step": result.early_stop_step,
+        "early_stop_val_accuracy": result.early_stop_val_accuracy,
+        "early_stop_test_accuracy": result.early_stop_test_accuracy,
+        "final_val_accuracy": result.final_val_accuracy,
+        "final_test_accuracy": result.final_test_accuracy,
+        "untrained_test_accuracy": untrained,
+        "wall_time_s": result.wall_time_s,
+        "controls": {},
+    }
+    if k > 0:
+        for control in imp.controls:
+            metrics["controls"][control] = _control(control, build, data, train, mask, rewind_weights, k, verbose)
+    mask.save(os.path.join(tmp, "mask.npz"))
+    np.savez(os.path.join(tmp, "next.npz"), **{f"mask:{key}": v for key, v in next_mask.items()},
+             **{f"rewind{i}": w for i, w in enumerate(rewind_weights)})
+    atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)
+    shutil.rmtree(round_dir, ignore_errors=True)
+    os.replace(tmp, round_dir)  # the round exists only once complete
+    return metrics, next_mask, rewind_weights
+
+
+def _compiled(model):
+    if model.optimizer is None:
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    return model
+
+
+def _write_ticket(folder, model, mask, imp, k):
+    """The round's ticket: the masked model at its starting weights, its mask, and what it is."""
+    tmp_model = os.path.join(folder, ".partial.model.keras")
+    model.save(tmp_model)
+    os.replace(tmp_model, os.path.join(folder, "model.keras"))
+    mask.save(os.path.join(folder, "mask.npz"))
+    atomic_write_json(os.path.join(folder, "ticket.json"), {
+        "method": "imp",
+        "round": k,
+        "criterion": imp.criterion,
+        "rewind": imp.rewind,
+        "mask1": imp.mask1,
+        "density": mask.density(),
+        "layer_density": mask.layer_densities(),
+    })
+
+
+def _control(name, build, data, train, mask, rewind_weights, k, verbose):
+    """Train a baseline with the ticket's per-layer densities (Frankle & Carbin's controls)."""
+    model = _seeded_build(build, train.seed * 1000 + k + 2)
+    if name == "random_reinit":  # the ticket's mask over a fresh initialization
+        used = mask
+    else:  # random_prune: random positions, same per-layer counts, the ticket's rewind weights
+        used = random_mask_like(mask, np.random.RandomState(train.seed * 1000 + k + 3))
+        model.set_weights(rewind_weights)
+    used.apply_to(model)
+    result = fit(model, data, train, verbose=verbose)
+    return {"density": used.density(), "layer_density": used.layer_densities(),
+            "early_stop_step": result.early_stop_step,
+            "early_stop_test_accuracy": result.early_stop_test_accuracy,
+            "final_test_accuracy": result.final_test_accuracy}
