@@ -1,0 +1,51 @@
+"""Round tables and plots of IMP runs, as in Frankle & Carbin's figures 3 and 4."""
+import os
+
+from lt_keras.io_utils import atomic_write_bytes
+
+
+def round_table(results) -> str:
+    controls = sorted({c for r in results for c in r.get("controls", {})})
+    header = ["round", "weights %", "untrained", "early-stop it", "test@es", "test@end"] + [f"{c}@end" for c in controls]
+    rows = [header]
+    for r in results:
+        untrained = r.get("untrained_test_accuracy")
+        rows.append([str(r["round"]), f"{100 * r['density']:.1f}",
+                     "-" if untrained is None else f"{untrained:.4f}",
+                     str(r["early_stop_step"]), f"{r['early_stop_test_accuracy']:.4f}", f"{r['final_test_accuracy']:.4f}"]
+                    + [f"{r['controls'][c]['final_test_accuracy']:.4f}" if c in r.get("controls", {}) else "-"
+                       for c in controls])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
+
+
+def plot_rounds(results, path):
+    """Test accuracy and early-stop iteration vs remaining weights (log x), ticket vs controls."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    density = [100 * r["density"] for r in results]
+    fig, (acc, es) = plt.subplots(1, 2, figsize=(11, 4))
+    acc.plot(density, [r["final_test_accuracy"] for r in results], "o-", label="ticket (end)")
+    acc.plot(density, [r["early_stop_test_accuracy"] for r in results], "o--", label="ticket (early stop)")
+    es.plot(density, [r["early_stop_step"] for r in results], "o-", label="ticket")
+    for control in sorted({c for r in results for c in r.get("controls", {})}):
+        points = [(100 * r["density"], r["controls"][control]) for r in results if control in r.get("controls", {})]
+        acc.plot([d for d, _ in points], [c["final_test_accuracy"] for _, c in points], "s:", label=control)
+        es.plot([d for d, _ in points], [c["early_stop_step"] for _, c in points], "s:", label=control)
+    for ax, ylabel in ((acc, "test accuracy"), (es, "early-stop iteration")):
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("weights remaining (%)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(os.fspath(path), buffer.getvalue())

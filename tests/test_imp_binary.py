@@ -1,0 +1,53 @@
+"""End-to-end: the lt-imp binary on the embedded data, in a subprocess."""
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def run_imp(*args, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "lt_keras.bin.imp", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+QUICK = ["--train_steps=10", "--eval_every=5", "--max_train_examples=300", "--rounds=1", "--jit_compile=false"]
+
+
+def test_imp_run_writes_rounds_report_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    first = run_imp("--output_dir", str(out), "--controls=random_prune", *QUICK)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for name in ("summary.json", "report.png", "flags.txt", "round_0/metrics.json", "round_1/mask.npz",
+                 "round_1/ticket/model.keras", "round_1/ticket/mask.npz", "round_1/ticket/ticket.json"):
+        assert (out / name).exists(), name
+    rounds = json.loads((out / "summary.json").read_text())["rounds"]
+    assert [r["density"] for r in rounds] == [1.0, (188_160 + 24_000 + 900) / 266_200]
+    assert "random_prune@end" in first.stdout
+    again = run_imp(f"--flagfile={out / 'flags.txt'}")
+    assert again.returncode == 0 and "nothing to train" in again.stderr
+    def table(stdout):
+        lines = stdout.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("round"))
+        return lines[start : start + 3]
+
+    assert table(again.stdout) == table(first.stdout)
+
+
+def test_bad_flags_leave_the_run_dir_as_it_was(tmp_path):
+    out = tmp_path / "run"
+    assert run_imp("--output_dir", str(out), *QUICK).returncode == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    cases = [
+        (["--criterion=biggest"], "--criterion"),
+        (["--prune_rate_fc=1.5"], "--prune_rate_fc"),
+        (["--rounds=0"], "--rounds"),
+        (["--rounds=2"], "different configuration"),  # mismatched run directory
+    ]
+    for extra, message in cases:
+        result = run_imp("--output_dir", str(out), *QUICK, *extra)
+        assert result.returncode != 0, extra
+        assert message in result.stderr and "Traceback" not in result.stderr, (extra, result.stderr[-1500:])
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
