@@ -19,7 +19,7 @@ from lt_keras.actions import apply_mask1, mask1_action_names
 from lt_keras.convert import masked_layers
 from lt_keras.criteria import criterion_names, score
 from lt_keras.errors import LtKerasError
-from lt_keras.io_utils import atomic_write_json, read_json
+from lt_keras.io_utils import atomic_save_model, atomic_write_json, read_json
 from lt_keras.layers import MaskedConv2D
 from lt_keras.mask import Mask, mask_key
 from lt_keras.pruning import prune_global, prune_layerwise, random_mask_like
@@ -233,9 +233,7 @@ def _compiled(model):
 
 def _write_ticket(folder, model, mask, imp, k):
     """The round's ticket: the masked model at its starting weights, its mask, and what it is."""
-    tmp_model = os.path.join(folder, ".partial.model.keras")
-    model.save(tmp_model)
-    os.replace(tmp_model, os.path.join(folder, "model.keras"))
+    atomic_save_model(model, os.path.join(folder, "model.keras"))
     mask.save(os.path.join(folder, "mask.npz"))
     atomic_write_json(os.path.join(folder, "ticket.json"), {
         "method": "imp",

@@ -34,6 +34,15 @@ def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
+def atomic_save_model(model, path):
+    """Save a Keras model atomically (Keras insists on the .keras suffix for the temporary too)."""
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".partial.{os.getpid()}.{os.path.basename(path)}")
+    model.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def read_json(path):
     with open(path) as f:
         return json.load(f)

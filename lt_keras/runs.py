@@ -12,7 +12,7 @@ import platform
 import sys
 
 from lt_keras.errors import RunDirError
-from lt_keras.io_utils import atomic_write_json, atomic_write_text, read_json
+from lt_keras.io_utils import atomic_save_model, atomic_write_json, atomic_write_text, read_json
 
 PACKAGES = ("lt_keras", "tensorflow", "tf_keras", "tensorflow-model-optimization", "tensorflow-datasets", "numpy", "absl-py")
 
@@ -71,9 +71,4 @@ class RunDir:
         atomic_write_json(self.file(self.SUMMARY), summary)
 
     def save_model(self, model, name="model.keras"):
-        """Save a Keras model atomically (Keras insists on the .keras suffix)."""
-        final = self.file(name)
-        tmp = os.path.join(os.path.dirname(final), f".partial.{os.getpid()}.{os.path.basename(final)}")
-        model.save(tmp)
-        os.replace(tmp, final)
-        return final
+        return atomic_save_model(model, self.file(name))
