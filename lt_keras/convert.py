@@ -9,7 +9,7 @@ import numpy as np
 
 from lt_keras._keras import keras
 from lt_keras.errors import LtKerasError
-from lt_keras.layers import MASKED_TWIN, PLAIN_TWIN, is_masked
+from lt_keras.layers import MASK0_ACTIONS, MASKED_TWIN, PLAIN_TWIN, is_masked
 from lt_keras.mask import mask_key
 
 
@@ -49,18 +49,17 @@ def _check_convertible(model):
         raise LtKerasError(f"model {model.name!r} is not built; call it or give it an input shape first.")
 
 
-def _convert(model, twin_of, weights_of):
-    """Clone ``model`` with each layer swapped by ``twin_of`` and weights by ``weights_of``."""
+def _convert(model, twin_of, weights_of, config_of=lambda layer, config: config):
+    """Clone ``model`` with layers swapped by ``twin_of``, configs by ``config_of``, weights by ``weights_of``."""
     _check_convertible(model)
     pairs = []
 
     def clone(layer):
         if isinstance(layer, keras.Model):
-            new = _convert(layer, twin_of, weights_of)
+            new = _convert(layer, twin_of, weights_of, config_of)
         else:
             cls = twin_of.get(type(layer), type(layer))
-            config = layer.get_config()
-            new = cls.from_config(config)
+            new = cls.from_config(config_of(layer, layer.get_config()))
             pairs.append((layer, new))
         return new
 
@@ -70,15 +69,33 @@ def _convert(model, twin_of, weights_of):
     return new_model
 
 
-def mask_model(model):
-    """A copy of ``model`` whose Dense/Conv2D layers are masked twins (masks all ones)."""
+def mask_model(model, mask0="zero"):
+    """A copy of ``model`` whose Dense/Conv2D layers are masked twins.
+
+    Plain layers get all-ones masks; layers that are already masked keep
+    their masks. ``mask0`` sets what pruned positions hold ("zero", or
+    "freeze_init": the kernel's values at conversion time).
+    """
+    if mask0 not in MASK0_ACTIONS:
+        raise LtKerasError(f"mask0: {mask0!r} is not one of {list(MASK0_ACTIONS)}.")
+
+    def config(layer, config):
+        if type(layer) in MASKED_TWIN or is_masked(layer):
+            config = dict(config, mask0=mask0)
+        return config
 
     def weights(old, new):
-        if is_masked(new) and not is_masked(old):
-            return old.get_weights() + [np.ones(new.kernel_mask.shape, np.float32)]
-        return old.get_weights()
+        if not is_masked(new):
+            return old.get_weights()
+        kernel = old.kernel.numpy()
+        mask = old.kernel_mask.numpy() if is_masked(old) else np.ones(kernel.shape, np.float32)
+        values = [kernel] + ([old.bias.numpy()] if old.use_bias else []) + [mask]
+        if new.kernel_frozen is not None:
+            frozen = old.kernel_frozen if is_masked(old) and old.kernel_frozen is not None else old.kernel
+            values.append(frozen.numpy())
+        return values
 
-    return _convert(model, MASKED_TWIN, weights)
+    return _convert(model, MASKED_TWIN, weights, config)
 
 
 def strip_masks(model):
@@ -90,4 +107,9 @@ def strip_masks(model):
             return [kernel] + ([old.bias.numpy()] if old.use_bias else [])
         return old.get_weights()
 
-    return _convert(model, PLAIN_TWIN, weights)
+    def config(layer, config):
+        if is_masked(layer):
+            config = {k: v for k, v in config.items() if k != "mask0"}
+        return config
+
+    return _convert(model, PLAIN_TWIN, weights, config)

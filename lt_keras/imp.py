@@ -16,11 +16,11 @@ from absl import logging
 
 from lt_keras._keras import keras
 from lt_keras.actions import apply_mask1, mask1_action_names
-from lt_keras.convert import masked_layers
+from lt_keras.convert import mask_model, masked_layers
 from lt_keras.criteria import criterion_names, score
 from lt_keras.errors import LtKerasError
 from lt_keras.io_utils import atomic_save_model, atomic_write_json, read_json
-from lt_keras.layers import MaskedConv2D
+from lt_keras.layers import MASK0_ACTIONS, MaskedConv2D
 from lt_keras.mask import Mask, mask_key
 from lt_keras.pruning import prune_global, prune_layerwise, random_mask_like
 from lt_keras.training import TrainConfig, fit
@@ -40,6 +40,7 @@ class ImpConfig:
     rewind: str = "init"  # init | step:K | none
     criterion: str = "large_final"
     mask1: str = "init"
+    mask0: str = "zero"  # zero | freeze_init (pruned weights keep theta_0)
     controls: tuple = ()
 
     def validate(self):
@@ -57,6 +58,8 @@ class ImpConfig:
             raise LtKerasError(f"--criterion: {self.criterion!r} is not one of {criterion_names()}.")
         if self.mask1 not in mask1_action_names():
             raise LtKerasError(f"--mask1: {self.mask1!r} is not one of {mask1_action_names()}.")
+        if self.mask0 not in MASK0_ACTIONS:
+            raise LtKerasError(f"--mask0: {self.mask0!r} is not one of {list(MASK0_ACTIONS)}.")
         unknown = sorted(set(self.controls) - set(CONTROLS))
         if unknown:
             raise LtKerasError(f"--controls: unknown {unknown}; choose from {list(CONTROLS)}.")
@@ -111,14 +114,17 @@ class _Snapshot(keras.callbacks.Callback):
             self.weights = self.model.get_weights()
 
 
-def _set_start(model, rewind_weights, mask, action, rng, fresh_model=None):
-    """Load the rewind point, apply the mask-1 action to the kernels, and the mask."""
+def _set_start(model, rewind_weights, mask, action, rng, fresh=None):
+    """Load the rewind point, apply the mask-1 action to the kernels, and the mask.
+
+    ``fresh`` maps mask keys to new draws from the initializers (``reinit``).
+    """
     model.set_weights(rewind_weights)
     for layer in masked_layers(model):
         key = mask_key(layer)
-        fresh = fresh_model.get_layer(layer.name).kernel.numpy() if fresh_model is not None else None
         if action != "init":
-            layer.kernel.assign(apply_mask1(action, layer.kernel.numpy(), mask[key], rng, fresh))
+            draw = fresh[key] if fresh is not None else None
+            layer.kernel.assign(apply_mask1(action, layer.kernel.numpy(), mask[key], rng, draw))
     mask.apply_to(model)
 
 
@@ -133,6 +139,8 @@ def run_imp(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=No
     """
     imp.validate()
     train.validate()
+    if imp.mask0 != "zero":
+        build = _with_mask0(build, imp.mask0)
     os.makedirs(run_dir, exist_ok=True)
     keras.utils.set_random_seed(train.seed)
     model = build()
@@ -166,6 +174,11 @@ def run_imp(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=No
     return results
 
 
+def _with_mask0(build, mask0):
+    """``build`` whose masked layers keep their initial values where pruned."""
+    return lambda: mask_model(build(), mask0=mask0)
+
+
 def _seeded_build(build, seed):
     keras.utils.set_random_seed(seed)
     return build()
@@ -177,8 +190,8 @@ def _train_round(k, round_dir, build, model, data, imp, train, mask, rates, init
     tmp = round_dir + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(os.path.join(tmp, "ticket"))
-    fresh = _seeded_build(build, train.seed * 1000 + k + 1) if imp.mask1 == "reinit" and k > 0 else None
-    _set_start(model, rewind_weights, mask, imp.mask1 if k > 0 else "init", rng, fresh_model=fresh)
+    fresh = kernels(_seeded_build(build, train.seed * 1000 + k + 1)) if imp.mask1 == "reinit" and k > 0 else None
+    _set_start(model, rewind_weights, mask, imp.mask1 if k > 0 else "init", rng, fresh)
     start_kernels = kernels(model)
     untrained = _evaluate(_compiled(model), data)
     _write_ticket(os.path.join(tmp, "ticket"), model, mask, imp, k)
@@ -241,6 +254,7 @@ def _write_ticket(folder, model, mask, imp, k):
         "criterion": imp.criterion,
         "rewind": imp.rewind,
         "mask1": imp.mask1,
+        "mask0": imp.mask0,
         "density": mask.density(),
         "layer_density": mask.layer_densities(),
     })
@@ -260,3 +274,90 @@ def _control(name, build, data, train, mask, rewind_weights, k, verbose):
             "early_stop_step": result.early_stop_step,
             "early_stop_test_accuracy": result.early_stop_test_accuracy,
             "final_test_accuracy": result.final_test_accuracy}
+
+
+@dataclasses.dataclass
+class TicketSearch:
+    """What ``find_ticket`` found: the final mask and one record per round."""
+
+    mask: Mask
+    masks: list  # the mask each round trained with; masks[0] is the starting mask
+    rounds: list  # per round: round, density, layer_density, train (train_fn's return), evaluation
+
+
+def _reset_optimizer(model):
+    """Zero the optimizer's slots and step counter, as a fresh optimizer would start."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return
+    variables = optimizer.variables() if callable(optimizer.variables) else optimizer.variables
+    for variable in variables:
+        variable.assign(np.zeros(variable.shape, variable.dtype.as_numpy_dtype))
+
+
+def find_ticket(model, train_fn, config: ImpConfig = None, evaluate_fn=None, output_dir=None, seed=0):
+    """Run IMP rounds around the user's own training loop; returns a ``TicketSearch``.
+
+    ``model`` is a compiled model with masked layers (see ``mask_model``); its
+    current weights are theta_0 and its current mask the starting mask.
+    ``train_fn(model, callbacks)`` trains it in place, normally
+    ``model.fit(..., callbacks=callbacks)``; the callbacks are ours (late
+    rewinding) and must be passed on. ``evaluate_fn(model)``, if given, is
+    called after each round's training and its result recorded. Between
+    rounds the kept weights are rewound per ``config`` and the optimizer's
+    state and step counter are zeroed. With ``output_dir`` each round's
+    ticket is written to ``round_<k>/ticket`` in the common ticket format.
+    The model ends trained at the last round's mask.
+    """
+    config = (config or ImpConfig()).validate()
+    layers = masked_layers(model)
+    if not layers:
+        raise LtKerasError(f"model {model.name!r} has no masked layers; convert it with lt_keras.mask_model first.")
+    wrong = [l.name for l in layers if l.mask0 != config.mask0]
+    if wrong:
+        raise LtKerasError(f"config.mask0={config.mask0!r} but layers {wrong} were built with another mask0; "
+                           f"convert with lt_keras.mask_model(model, mask0={config.mask0!r}).")
+    step = config.rewind_step()
+    rates = layer_rates(model, config)
+    rewind_weights = model.get_weights()
+    mask = Mask.from_model(model)
+    search = TicketSearch(mask=mask, masks=[], rounds=[])
+    for k in range(config.total_rounds + 1):
+        rng = np.random.RandomState(seed * 1000 + k)
+        if k > 0:
+            fresh = None
+            if config.mask1 == "reinit":
+                fresh = {mask_key(l): l.kernel_initializer(l.kernel.shape).numpy() for l in layers}
+            _set_start(model, rewind_weights, mask, config.mask1, rng, fresh)
+            _reset_optimizer(model)
+        start_kernels = kernels(model)
+        if output_dir is not None:
+            folder = os.path.join(output_dir, f"round_{k}", "ticket")
+            shutil.rmtree(folder + ".partial", ignore_errors=True)
+            os.makedirs(folder + ".partial")
+            _write_ticket(folder + ".partial", model, mask, config, k)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(folder + ".partial", folder)
+        snapshot = _Snapshot(step) if (k == 0 and step) else None
+        trained = train_fn(model, [snapshot] if snapshot else [])
+        if snapshot is not None:
+            if snapshot.weights is None:
+                raise LtKerasError(f"rewind=step:{step} is past the training steps of train_fn.")
+            rewind_weights = snapshot.weights
+        elif step is None:
+            rewind_weights = model.get_weights()
+        record = {"round": k, "density": mask.density(), "layer_density": mask.layer_densities(),
+                  "train": trained, "evaluation": evaluate_fn(model) if evaluate_fn else None}
+        search.rounds.append(record)
+        search.masks.append(mask)
+        logging.info("find_ticket round %d: %.2f%% of weights remain", k, 100 * mask.density())
+        if k < config.total_rounds:
+            final_kernels = kernels(model)
+            scores = {key: score(config.criterion, start_kernels[key], final_kernels[key], rng)
+                      for key in final_kernels}
+            if config.allocation == "global":
+                mask = prune_global(scores, mask, config.prune_rate)
+            else:
+                mask = prune_layerwise(scores, mask, rates)
+    search.mask = mask
+    return search

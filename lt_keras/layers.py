@@ -10,14 +10,31 @@ removed without losing the underlying weights.
 Subclasses change *which* mask is used by overriding ``effective_mask`` only;
 the variable set and its creation order depend on ``get_config()`` alone, so
 ``.keras`` files (which store variables by creation order) round-trip.
+
+``mask0`` says what pruned positions hold (Zhou et al.'s mask-0 actions):
+``"zero"`` (default) or ``"freeze_init"``, where they keep frozen values
+stored in a non-trainable ``kernel_frozen`` (set to the kernel when the
+layer is built or converted; IMP sets it to theta_0).
 """
 from lt_keras._keras import keras, tf
 
 _PACKAGE = "lt_keras"
 
 
+MASK0_ACTIONS = ("zero", "freeze_init")
+
+
 class MaskedKernelMixin:
     """Adds ``kernel_mask`` and the masked-kernel computation to a Keras layer."""
+
+    def _init_mask_options(self, mask0):
+        if mask0 not in MASK0_ACTIONS:
+            raise ValueError(f"mask0: {mask0!r} is not one of {list(MASK0_ACTIONS)}.")
+        self.mask0 = mask0
+
+    def _mask_config(self, config):
+        config["mask0"] = self.mask0
+        return config
 
     def _build_mask(self):
         self.kernel_mask = self.add_weight(
@@ -27,6 +44,12 @@ class MaskedKernelMixin:
             initializer="ones",
             trainable=False,
         )
+        self.kernel_frozen = None
+        if self.mask0 == "freeze_init":
+            self.kernel_frozen = self.add_weight(
+                name="kernel_frozen", shape=self.kernel.shape, dtype=self.kernel.dtype,
+                initializer="zeros", trainable=False)
+            self.kernel_frozen.assign(self.kernel)
 
     def effective_mask(self, training=None):
         """The 0/1 tensor the kernel is multiplied by in this forward pass.
@@ -39,13 +62,24 @@ class MaskedKernelMixin:
         return tf.stop_gradient(self.kernel_mask)
 
     def masked_kernel(self, training=None):
-        """``kernel * mask``: the kernel the layer actually computes with."""
-        return self.kernel * tf.cast(self.effective_mask(training), self.kernel.dtype)
+        """``kernel * mask`` (plus frozen values where pruned): the kernel the layer computes with."""
+        mask = tf.cast(self.effective_mask(training), self.kernel.dtype)
+        kernel = self.kernel * mask
+        if self.kernel_frozen is not None:
+            kernel += tf.stop_gradient(self.kernel_frozen) * (1.0 - mask)
+        return kernel
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
 class MaskedDense(MaskedKernelMixin, keras.layers.Dense):
     """``keras.layers.Dense`` with a fixed 0/1 kernel mask."""
+
+    def __init__(self, *args, mask0="zero", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_mask_options(mask0)
+
+    def get_config(self):
+        return self._mask_config(super().get_config())
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -77,6 +111,13 @@ class MaskedDense(MaskedKernelMixin, keras.layers.Dense):
 @keras.utils.register_keras_serializable(package=_PACKAGE)
 class MaskedConv2D(MaskedKernelMixin, keras.layers.Conv2D):
     """``keras.layers.Conv2D`` with a fixed 0/1 kernel mask."""
+
+    def __init__(self, *args, mask0="zero", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_mask_options(mask0)
+
+    def get_config(self):
+        return self._mask_config(super().get_config())
 
     def build(self, input_shape):
         super().build(input_shape)

@@ -103,8 +103,72 @@ def test_one_shot_and_global(tmp_path, data):
         ({"rewind": "step:x"}, "--rewind"),
         ({"controls": ("other",)}, "--controls"),
         ({"target_density": 1.2}, "--target_density"),
+        ({"mask0": "keep"}, "--mask0"),
     ],
 )
 def test_config_errors(kwargs, message):
     with pytest.raises(LtKerasError, match=message):
         ImpConfig(**kwargs).validate()
+
+
+def test_mask0_freeze_init_keeps_pruned_weights_at_theta0(tmp_path, data):
+    run = str(tmp_path)
+    run_imp(run, build, data, ImpConfig(rounds=1, mask0="freeze_init"), TRAIN, verbose=0)
+    with np.load(os.path.join(run, "init_weights.npz")) as f:
+        init_fc1 = f["w0"]
+    ticket = keras.models.load_model(os.path.join(run, "round_1", "ticket", "model.keras"))
+    fc1 = ticket.get_layer("fc1")
+    assert fc1.mask0 == "freeze_init"
+    np.testing.assert_array_equal(fc1.kernel_frozen.numpy(), init_fc1)
+    # The effective kernel equals theta_0 everywhere at the rewind point (kept: rewound, pruned: frozen).
+    np.testing.assert_array_equal(fc1.masked_kernel().numpy(), init_fc1)
+
+
+def lenet_arrays(data, n=600):
+    x, y = next(iter(data.train_dataset(n, seed=0)))
+    return x.numpy(), y.numpy()
+
+
+def test_find_ticket_around_users_fit(tmp_path, data):
+    """The library API prunes the user's own compiled model trained by their own model.fit."""
+    from lt_keras import find_ticket, mask_model
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Flatten()(inputs)
+    h = keras.layers.Dense(64, activation="relu", name="hidden")(h)
+    user_model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
+    model = mask_model(user_model)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    theta0 = model.get_layer("hidden").kernel.numpy()
+    x, y = lenet_arrays(data)
+    seen_callbacks = []
+
+    def train_fn(m, callbacks):
+        seen_callbacks.append(list(callbacks))
+        return m.fit(x, y, batch_size=60, epochs=1, verbose=0, callbacks=callbacks).history["loss"][-1]
+
+    search = find_ticket(model, train_fn, ImpConfig(rounds=2, rewind="step:3"),
+                         evaluate_fn=lambda m: m.evaluate(x, y, verbose=0, return_dict=True)["accuracy"],
+                         output_dir=str(tmp_path))
+    assert [r["round"] for r in search.rounds] == [0, 1, 2]
+    assert search.mask.counts()["hidden/kernel"] == (round(0.8 * round(0.8 * 50176)), 50176)
+    assert search.mask.counts()["logits/kernel"] == (round(0.9 * 576), 640)
+    assert search.masks[2] == search.mask and Mask.from_model(model) == search.mask
+    assert len(seen_callbacks[0]) == 1 and seen_callbacks[1] == []  # the snapshot rides only round 0
+    assert all(0 <= r["evaluation"] <= 1 and r["train"] > 0 for r in search.rounds)
+    # Pruned weights never moved off zero through the user's fit.
+    hidden = model.get_layer("hidden")
+    assert np.all(hidden.masked_kernel().numpy()[search.mask["hidden/kernel"] == 0] == 0)
+    ticket = keras.models.load_model(os.path.join(str(tmp_path), "round_2", "ticket", "model.keras"))
+    assert Mask.from_model(ticket) == search.mask
+    assert not np.array_equal(ticket.get_layer("hidden").kernel.numpy(), theta0)  # rewound to step 3, not 0
+    assert model.optimizer.iterations.numpy() == 10  # zeroed at the last rewind, then one epoch
+
+
+def test_find_ticket_rejects_unmasked_model():
+    from lt_keras import find_ticket
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(LtKerasError, match="mask_model"):
+        find_ticket(model, lambda m, c: None)

@@ -142,3 +142,40 @@ def test_effective_mask_is_the_only_hook_subclasses_need():
     layer = HalfMask(2, use_bias=False)
     out = layer(np.ones((1, 3), np.float32))
     np.testing.assert_array_equal(out.numpy(), 0.0)
+
+
+def test_mask0_freeze_init_keeps_pruned_weights_at_their_frozen_values():
+    layer = MaskedDense(2, use_bias=False, mask0="freeze_init")
+    layer.build((None, 3))
+    init = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], np.float32)
+    layer.kernel.assign(init)
+    layer.kernel_frozen.assign(init)
+    layer.kernel_mask.assign([[1, 0], [0, 1], [1, 1]])
+    layer.kernel.assign(init * 10)  # "training" moved every weight
+    out = layer(np.array([[1.0, 1.0, 1.0]], np.float32))
+    # kept positions use the kernel, pruned ones the frozen init: [10+3+50, 2+40+60]
+    np.testing.assert_array_equal(out.numpy(), [[63.0, 102.0]])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(np.ones((1, 3), np.float32)))
+    grad = tape.gradient(loss, layer.kernel).numpy()
+    np.testing.assert_array_equal(grad, [[1, 0], [0, 1], [1, 1]])  # pruned weights take no gradient
+    assert not layer.kernel_frozen.trainable and all(w is not layer.kernel_frozen for w in layer.trainable_weights)
+    assert MaskedDense.from_config(layer.get_config()).mask0 == "freeze_init"
+    with pytest.raises(ValueError, match="mask0"):
+        MaskedDense(2, mask0="other")
+
+
+def test_mask0_freeze_init_round_trips_and_strips(tmp_path):
+    from lt_keras import mask_model, strip_masks
+
+    model = mask_model(small_cnn(), mask0="freeze_init")
+    assert all(l.mask0 == "freeze_init" for l in masked_layers(model))
+    np.testing.assert_array_equal(model.get_layer("fc").kernel_frozen.numpy(), model.get_layer("fc").kernel.numpy())
+    randomize_masks(model)
+    model.get_layer("fc").kernel.assign(model.get_layer("fc").kernel * 3.0)
+    x, _ = batch()
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+    np.testing.assert_allclose(strip_masks(model)(x).numpy(), model(x).numpy(), atol=1e-5)

@@ -24,6 +24,7 @@ flags.DEFINE_float("prune_rate", 0.2, "Per-round pooled rate with --allocation=g
 flags.DEFINE_string("rewind", "init", "init (theta_0), step:K (weights after K steps) or none.")
 flags.DEFINE_string("criterion", "large_final", "Mask criterion (Zhou et al.).")
 flags.DEFINE_string("mask1", "init", "Mask-1 action for the kept weights at rewind.")
+flags.DEFINE_string("mask0", "zero", "Mask-0 action for pruned weights: zero or freeze_init (keep theta_0).")
 flags.DEFINE_list("controls", [], "Baselines trained every round: random_reinit, random_prune.")
 FLAGS = flags.FLAGS
 
@@ -35,7 +36,7 @@ def imp_config():
         rounds=FLAGS.rounds, target_density=FLAGS.target_density, allocation=FLAGS.allocation,
         prune_rate_fc=FLAGS.prune_rate_fc, prune_rate_conv=FLAGS.prune_rate_conv,
         prune_rate_output=FLAGS.prune_rate_output, prune_rate=FLAGS.prune_rate, rewind=FLAGS.rewind,
-        criterion=FLAGS.criterion, mask1=FLAGS.mask1, controls=tuple(FLAGS.controls),
+        criterion=FLAGS.criterion, mask1=FLAGS.mask1, mask0=FLAGS.mask0, controls=tuple(FLAGS.controls),
     ).validate()
 
 
