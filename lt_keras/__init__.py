@@ -6,6 +6,7 @@ from lt_keras.errors import LtKerasError, MaskError  # noqa: E402
 from lt_keras.imp import ImpConfig, TicketSearch, find_ticket  # noqa: E402
 from lt_keras.layers import MaskedConv2D, MaskedDense  # noqa: E402
 from lt_keras.mask import Mask  # noqa: E402
+from lt_keras import supermask  # noqa: E402
 
 __all__ = [
     "ImpConfig",

@@ -9,7 +9,7 @@ import numpy as np
 
 from lt_keras._keras import keras
 from lt_keras.errors import LtKerasError
-from lt_keras.layers import MASK0_ACTIONS, MASKED_TWIN, PLAIN_TWIN, is_masked
+from lt_keras.layers import MASK0_ACTIONS, MASK_OPTIONS, MASKED_TWIN, PLAIN_TWIN, is_masked
 from lt_keras.mask import mask_key
 
 
@@ -69,30 +69,52 @@ def _convert(model, twin_of, weights_of, config_of=lambda layer, config: config)
     return new_model
 
 
-def mask_model(model, mask0="zero"):
+def _variable_name(variable):
+    return variable.name.split("/")[-1].split(":")[0]
+
+
+def mask_model(model, **options):
     """A copy of ``model`` whose Dense/Conv2D layers are masked twins.
 
-    Plain layers get all-ones masks; layers that are already masked keep
-    their masks. ``mask0`` sets what pruned positions hold ("zero", or
-    "freeze_init": the kernel's values at conversion time).
+    Plain layers get all-ones masks; masked layers keep their masks (and
+    scores, when the mode stays). ``options`` set masked-layer options on
+    every masked layer: ``mask0`` ("zero", or "freeze_init": pruned weights
+    keep the kernel's values at conversion time), and the supermask options
+    ``mask_mode``, ``keep_fraction``, ``score_init``, ``eval_mask``,
+    ``dynamic_weight_rescaling`` (see ``lt_keras.layers``).
     """
-    if mask0 not in MASK0_ACTIONS:
-        raise LtKerasError(f"mask0: {mask0!r} is not one of {list(MASK0_ACTIONS)}.")
+    unknown = sorted(set(options) - set(MASK_OPTIONS))
+    if unknown:
+        raise LtKerasError(f"mask_model: unknown options {unknown}; choose from {list(MASK_OPTIONS)}.")
+    if options.get("mask0", "zero") not in MASK0_ACTIONS:
+        raise LtKerasError(f"mask0: {options['mask0']!r} is not one of {list(MASK0_ACTIONS)}.")
+    if "mask_mode" in options and "eval_mask" not in options:
+        options["eval_mask"] = None  # the new mode's default
 
     def config(layer, config):
         if type(layer) in MASKED_TWIN or is_masked(layer):
-            config = dict(config, mask0=mask0)
+            config = dict(config, **options)
         return config
 
     def weights(old, new):
         if not is_masked(new):
             return old.get_weights()
-        kernel = old.kernel.numpy()
-        mask = old.kernel_mask.numpy() if is_masked(old) else np.ones(kernel.shape, np.float32)
-        values = [kernel] + ([old.bias.numpy()] if old.use_bias else []) + [mask]
-        if new.kernel_frozen is not None:
-            frozen = old.kernel_frozen if is_masked(old) and old.kernel_frozen is not None else old.kernel
-            values.append(frozen.numpy())
+        old_masked = is_masked(old)
+        values = []
+        for variable in new.weights:
+            name = _variable_name(variable)
+            if name in ("kernel", "bias"):
+                values.append(getattr(old, name).numpy())
+            elif name == "kernel_mask":
+                values.append(old.kernel_mask.numpy() if old_masked else np.ones(variable.shape, np.float32))
+            elif name == "kernel_frozen":
+                kept = old_masked and old.kernel_frozen is not None
+                values.append((old.kernel_frozen if kept else old.kernel).numpy())
+            elif name == "kernel_scores":
+                same = old_masked and old.kernel_scores is not None and old.mask_mode == new.mask_mode
+                values.append((old.kernel_scores if same else variable).numpy())
+            else:
+                raise LtKerasError(f"mask_model: no source for variable {variable.name!r}.")
         return values
 
     return _convert(model, MASKED_TWIN, weights, config)
@@ -103,13 +125,13 @@ def strip_masks(model):
 
     def weights(old, new):
         if is_masked(old):
-            kernel = old.masked_kernel(training=False).numpy()
+            kernel = old.deterministic_kernel().numpy()
             return [kernel] + ([old.bias.numpy()] if old.use_bias else [])
         return old.get_weights()
 
     def config(layer, config):
         if is_masked(layer):
-            config = {k: v for k, v in config.items() if k != "mask0"}
+            config = {k: v for k, v in config.items() if k not in MASK_OPTIONS}
         return config
 
     return _convert(model, PLAIN_TWIN, weights, config)

@@ -19,10 +19,11 @@ from lt_keras.actions import apply_mask1, mask1_action_names
 from lt_keras.convert import mask_model, masked_layers
 from lt_keras.criteria import criterion_names, score
 from lt_keras.errors import LtKerasError
-from lt_keras.io_utils import atomic_save_model, atomic_write_json, read_json
+from lt_keras.io_utils import atomic_write_json, load_weights, read_json, save_weights
 from lt_keras.layers import MASK0_ACTIONS, MaskedConv2D
 from lt_keras.mask import Mask, mask_key
 from lt_keras.pruning import prune_global, prune_layerwise, random_mask_like
+from lt_keras.ticket import write_ticket
 from lt_keras.training import TrainConfig, fit
 
 CONTROLS = ("random_reinit", "random_prune")
@@ -146,13 +147,10 @@ def run_imp(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=No
     model = build()
     init_path = os.path.join(run_dir, "init_weights.npz")
     if os.path.exists(init_path):
-        with np.load(init_path) as f:
-            init_weights = [f[f"w{i}"] for i in range(len(f.files))]
+        init_weights = load_weights(init_path)
     else:
         init_weights = model.get_weights()
-        tmp = init_path + ".tmp.npz"
-        np.savez(tmp, **{f"w{i}": w for i, w in enumerate(init_weights)})
-        os.replace(tmp, init_path)
+        save_weights(init_path, init_weights)
     rates = layer_rates(model, imp)
     mask = Mask.ones_like(model)
     rewind_weights = init_weights
@@ -189,7 +187,7 @@ def _train_round(k, round_dir, build, model, data, imp, train, mask, rates, init
     step = imp.rewind_step()
     tmp = round_dir + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(os.path.join(tmp, "ticket"))
+    os.makedirs(tmp)
     fresh = kernels(_seeded_build(build, train.seed * 1000 + k + 1)) if imp.mask1 == "reinit" and k > 0 else None
     _set_start(model, rewind_weights, mask, imp.mask1 if k > 0 else "init", rng, fresh)
     start_kernels = kernels(model)
@@ -246,18 +244,8 @@ def _compiled(model):
 
 def _write_ticket(folder, model, mask, imp, k):
     """The round's ticket: the masked model at its starting weights, its mask, and what it is."""
-    atomic_save_model(model, os.path.join(folder, "model.keras"))
-    mask.save(os.path.join(folder, "mask.npz"))
-    atomic_write_json(os.path.join(folder, "ticket.json"), {
-        "method": "imp",
-        "round": k,
-        "criterion": imp.criterion,
-        "rewind": imp.rewind,
-        "mask1": imp.mask1,
-        "mask0": imp.mask0,
-        "density": mask.density(),
-        "layer_density": mask.layer_densities(),
-    })
+    write_ticket(folder, model, mask, {"method": "imp", "round": k, "criterion": imp.criterion,
+                                       "rewind": imp.rewind, "mask1": imp.mask1, "mask0": imp.mask0})
 
 
 def _control(name, build, data, train, mask, rewind_weights, k, verbose):
@@ -332,12 +320,7 @@ def find_ticket(model, train_fn, config: ImpConfig = None, evaluate_fn=None, out
             _reset_optimizer(model)
         start_kernels = kernels(model)
         if output_dir is not None:
-            folder = os.path.join(output_dir, f"round_{k}", "ticket")
-            shutil.rmtree(folder + ".partial", ignore_errors=True)
-            os.makedirs(folder + ".partial")
-            _write_ticket(folder + ".partial", model, mask, config, k)
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(folder + ".partial", folder)
+            _write_ticket(os.path.join(output_dir, f"round_{k}", "ticket"), model, mask, config, k)
         snapshot = _Snapshot(step) if (k == 0 and step) else None
         trained = train_fn(model, [snapshot] if snapshot else [])
         if snapshot is not None:

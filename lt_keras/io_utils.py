@@ -8,6 +8,8 @@ import json
 import os
 import tempfile
 
+import numpy as np
+
 
 def atomic_write_bytes(path, data: bytes):
     path = os.fspath(path)
@@ -54,3 +56,15 @@ def _jsonable(value):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
+
+
+def save_weights(path, weights):
+    """A list of arrays (``model.get_weights()`` order) as ``.npz`` with keys w0, w1, ..., atomically."""
+    tmp = f"{path}.tmp.npz"
+    np.savez(tmp, **{f"w{i}": w for i, w in enumerate(weights)})
+    os.replace(tmp, path)
+
+
+def load_weights(path):
+    with np.load(path) as f:
+        return [f[f"w{i}"] for i in range(len(f.files))]

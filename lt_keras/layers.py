@@ -15,6 +15,15 @@ the variable set and its creation order depend on ``get_config()`` alone, so
 ``"zero"`` (default) or ``"freeze_init"``, where they keep frozen values
 stored in a non-trainable ``kernel_frozen`` (set to the kernel when the
 layer is built or converted; IMP sets it to theta_0).
+
+``mask_mode`` turns a layer into a supermask layer: ``"fixed"`` (default)
+uses ``kernel_mask`` alone; ``"bernoulli"`` (Zhou et al.) samples
+mask ~ Bernoulli(sigmoid(kernel_scores)) and ``"topk"`` (edge-popup) keeps
+the ``keep_fraction`` largest |kernel_scores|, both with straight-through
+gradients to the trainable ``kernel_scores``, while kernel and bias are
+frozen. ``kernel_mask`` still multiplies in (a supermask can be learned
+inside a ticket). ``eval_mask`` picks the inference mask: ``"sampled"``,
+``"expected"`` (sigmoid(scores) > 0.5) or ``"topk"``.
 """
 from lt_keras._keras import keras, tf
 
@@ -22,19 +31,43 @@ _PACKAGE = "lt_keras"
 
 
 MASK0_ACTIONS = ("zero", "freeze_init")
+MASK_MODES = ("fixed", "bernoulli", "topk")
+EVAL_MASKS = {"fixed": ("fixed",), "bernoulli": ("sampled", "expected"), "topk": ("topk",)}
+MASK_OPTIONS = ("mask0", "mask_mode", "keep_fraction", "score_init", "eval_mask", "dynamic_weight_rescaling")
 
 
 class MaskedKernelMixin:
     """Adds ``kernel_mask`` and the masked-kernel computation to a Keras layer."""
 
-    def _init_mask_options(self, mask0):
+    def _init_mask_options(self, mask0="zero", mask_mode="fixed", keep_fraction=0.5, score_init=0.0,
+                           eval_mask=None, dynamic_weight_rescaling=False):
         if mask0 not in MASK0_ACTIONS:
             raise ValueError(f"mask0: {mask0!r} is not one of {list(MASK0_ACTIONS)}.")
-        self.mask0 = mask0
+        if mask_mode not in MASK_MODES:
+            raise ValueError(f"mask_mode: {mask_mode!r} is not one of {list(MASK_MODES)}.")
+        eval_mask = eval_mask or EVAL_MASKS[mask_mode][0]
+        if eval_mask not in EVAL_MASKS[mask_mode]:
+            raise ValueError(f"eval_mask: {eval_mask!r} does not go with mask_mode={mask_mode!r}; "
+                             f"choose one of {list(EVAL_MASKS[mask_mode])}.")
+        if not 0 < keep_fraction <= 1:
+            raise ValueError(f"keep_fraction: must be in (0, 1], got {keep_fraction}.")
+        self.mask0, self.mask_mode, self.eval_mask = mask0, mask_mode, eval_mask
+        self.keep_fraction, self.score_init = float(keep_fraction), float(score_init)
+        self.dynamic_weight_rescaling = bool(dynamic_weight_rescaling)
 
     def _mask_config(self, config):
-        config["mask0"] = self.mask0
+        config.update({name: getattr(self, name) for name in MASK_OPTIONS})
         return config
+
+    @property
+    def is_supermask(self):
+        return self.mask_mode != "fixed"
+
+    def add_weight(self, name=None, *args, **kwargs):
+        # A supermask layer learns only its scores: the parent's kernel and bias are created frozen.
+        if getattr(self, "mask_mode", "fixed") != "fixed" and name in ("kernel", "bias"):
+            kwargs["trainable"] = False
+        return super().add_weight(name, *args, **kwargs)
 
     def _build_mask(self):
         self.kernel_mask = self.add_weight(
@@ -50,6 +83,42 @@ class MaskedKernelMixin:
                 name="kernel_frozen", shape=self.kernel.shape, dtype=self.kernel.dtype,
                 initializer="zeros", trainable=False)
             self.kernel_frozen.assign(self.kernel)
+        self.kernel_scores = None
+        if self.is_supermask:
+            initializer = (keras.initializers.Constant(self.score_init) if self.mask_mode == "bernoulli"
+                           else keras.initializers.HeUniform())
+            self.kernel_scores = self.add_weight(
+                name="kernel_scores", shape=self.kernel.shape, dtype=self.kernel.dtype,
+                initializer=initializer, trainable=True)
+
+    def _topk_mask(self, magnitude):
+        """Exactly round(keep_fraction * n) ones at the largest entries of ``magnitude``."""
+        flat = tf.reshape(magnitude, [-1])
+        n = flat.shape[0]
+        k = max(1, int(round(self.keep_fraction * n)))
+        indices = tf.math.top_k(flat, k=k, sorted=False).indices
+        ones = tf.scatter_nd(indices[:, None], tf.ones([k], flat.dtype), [n])
+        return tf.reshape(ones, magnitude.shape)
+
+    def learned_mask(self, training=None, hard=False):
+        """The supermask for this pass; straight-through (differentiable) unless ``hard``."""
+        scores = self.kernel_scores
+        if self.mask_mode == "topk":
+            magnitude = tf.abs(scores)
+            mask = self._topk_mask(magnitude)
+            return mask if hard else magnitude + tf.stop_gradient(mask - magnitude)
+        prob = tf.sigmoid(scores)
+        if hard or not (training or self.eval_mask == "sampled"):
+            mask = tf.cast(prob > 0.5, prob.dtype)
+        else:
+            mask = tf.cast(tf.random.uniform(tf.shape(prob), dtype=prob.dtype) < prob, prob.dtype)
+        return mask if hard else prob + tf.stop_gradient(mask - prob)
+
+    def hard_mask(self):
+        """The 0/1 mask a ticket keeps: kernel_mask times the expected or top-k supermask."""
+        if not self.is_supermask:
+            return tf.convert_to_tensor(self.kernel_mask)
+        return self.kernel_mask * self.learned_mask(hard=True)
 
     def effective_mask(self, training=None):
         """The 0/1 tensor the kernel is multiplied by in this forward pass.
@@ -58,13 +127,24 @@ class MaskedKernelMixin:
         computing one (measured ~6% of a LeNet step without XLA). Learned masks
         (supermasks) override this method and return a differentiable tensor.
         """
-        del training
-        return tf.stop_gradient(self.kernel_mask)
+        fixed = tf.stop_gradient(self.kernel_mask)
+        if not self.is_supermask:
+            return fixed
+        return fixed * self.learned_mask(training)
 
     def masked_kernel(self, training=None):
         """``kernel * mask`` (plus frozen values where pruned): the kernel the layer computes with."""
-        mask = tf.cast(self.effective_mask(training), self.kernel.dtype)
+        return self._compose(tf.cast(self.effective_mask(training), self.kernel.dtype))
+
+    def deterministic_kernel(self):
+        """The kernel a ticket or an export keeps: the hard (expected / top-k) mask, no sampling."""
+        return self._compose(tf.cast(self.hard_mask(), self.kernel.dtype))
+
+    def _compose(self, mask):
         kernel = self.kernel * mask
+        if self.dynamic_weight_rescaling:  # Zhou et al.: scale by numel / ones of the current mask
+            ones = tf.maximum(tf.reduce_sum(tf.stop_gradient(mask)), 1.0)
+            kernel *= tf.cast(tf.size(mask), kernel.dtype) / ones
         if self.kernel_frozen is not None:
             kernel += tf.stop_gradient(self.kernel_frozen) * (1.0 - mask)
         return kernel
@@ -74,9 +154,10 @@ class MaskedKernelMixin:
 class MaskedDense(MaskedKernelMixin, keras.layers.Dense):
     """``keras.layers.Dense`` with a fixed 0/1 kernel mask."""
 
-    def __init__(self, *args, mask0="zero", **kwargs):
+    def __init__(self, *args, mask0="zero", mask_mode="fixed", keep_fraction=0.5, score_init=0.0,
+                 eval_mask=None, dynamic_weight_rescaling=False, **kwargs):
         super().__init__(*args, **kwargs)
-        self._init_mask_options(mask0)
+        self._init_mask_options(mask0, mask_mode, keep_fraction, score_init, eval_mask, dynamic_weight_rescaling)
 
     def get_config(self):
         return self._mask_config(super().get_config())
@@ -112,9 +193,10 @@ class MaskedDense(MaskedKernelMixin, keras.layers.Dense):
 class MaskedConv2D(MaskedKernelMixin, keras.layers.Conv2D):
     """``keras.layers.Conv2D`` with a fixed 0/1 kernel mask."""
 
-    def __init__(self, *args, mask0="zero", **kwargs):
+    def __init__(self, *args, mask0="zero", mask_mode="fixed", keep_fraction=0.5, score_init=0.0,
+                 eval_mask=None, dynamic_weight_rescaling=False, **kwargs):
         super().__init__(*args, **kwargs)
-        self._init_mask_options(mask0)
+        self._init_mask_options(mask0, mask_mode, keep_fraction, score_init, eval_mask, dynamic_weight_rescaling)
 
     def get_config(self):
         return self._mask_config(super().get_config())

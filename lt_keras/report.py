@@ -21,8 +21,6 @@ def round_table(results) -> str:
 
 def plot_rounds(results, path):
     """Test accuracy and early-stop iteration vs remaining weights (log x), ticket vs controls."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,8 +42,44 @@ def plot_rounds(results, path):
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path):
+    """Write a matplotlib figure as PNG atomically, and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     atomic_write_bytes(os.fspath(path), buffer.getvalue())
+
+
+def plot_curves(history, path, extra="mask_density"):
+    """Learning curves of one training: accuracies vs step, and ``extra`` (if logged) vs step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in history]
+    has_extra = any(extra in r for r in history)
+    fig, axes = plt.subplots(1, 2 if has_extra else 1, figsize=(11 if has_extra else 6, 4), squeeze=False)
+    acc = axes[0][0]
+    for key in ("accuracy", "val_accuracy", "test_accuracy"):
+        if any(key in r for r in history):
+            acc.plot(steps, [r.get(key) for r in history], label=key)
+    acc.set_xlabel("iteration")
+    acc.set_ylabel("accuracy")
+    acc.grid(True, alpha=0.3)
+    acc.legend()
+    if has_extra:
+        ax = axes[0][1]
+        ax.plot(steps, [r.get(extra) for r in history])
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(extra)
+        ax.grid(True, alpha=0.3)
+    save_figure(fig, path)

@@ -166,14 +166,19 @@ class _EvalRecorder(keras.callbacks.Callback):
         self.test_ds = test_ds
         self.interval = interval
         self.total_steps = total_steps
-        self.records = []
+        self._logged = []
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         test = self.model.evaluate(self.test_ds, verbose=0, return_dict=True)
         logs.update({f"test_{k}": v for k, v in test.items()})
         step = min((epoch + 1) * self.interval, self.total_steps)
-        self.records.append({"step": step, **{k: float(v) for k, v in logs.items()}})
+        # Keep the logs dict itself: callbacks after this one (e.g. a mask-density logger) add to it.
+        self._logged.append((step, logs))
+
+    @property
+    def records(self):
+        return [{"step": step, **{k: float(v) for k, v in logs.items()}} for step, logs in self._logged]
 
 
 def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose=None, compile=True) -> TrainResult:

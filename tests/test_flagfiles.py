@@ -6,6 +6,7 @@ import pytest
 from absl import flags
 
 import lt_keras.bin.imp  # noqa: F401  (defines the IMP and common flags)
+import lt_keras.bin.supermask  # noqa: F401
 import lt_keras.bin.train  # noqa: F401
 from tests.conftest import REPO
 
@@ -27,4 +28,6 @@ def test_flagfile_parses(path, monkeypatch):
 def test_there_are_paper_flagfiles():
     names = {os.path.basename(p) for p in FLAGFILES}
     assert {"quickstart.flags", "lenet300_mnist_imp.flags", "conv2_cifar10_imp.flags", "conv4_cifar10_imp.flags",
-            "conv6_cifar10_imp.flags"} <= names
+            "conv6_cifar10_imp.flags", "lenet300_mnist_supermask.flags",
+            "lenet300_mnist_supermask_signed_constant.flags", "conv4_cifar10_supermask.flags",
+            "conv6_cifar10_edgepopup.flags"} <= names

@@ -1,4 +1,4 @@
-"""Training-step cost of masked layers vs plain Keras vs TFMOT's pruning wrapper.
+"""Training-step cost of masked and supermask layers vs plain Keras vs TFMOT's pruning wrapper.
 
     bash tools/env.sh python tools/bench_layers.py            # LeNet-300-100 and Conv-4
     bash tools/env.sh python tools/bench_layers.py --quick    # fewer, shorter rounds
@@ -6,11 +6,12 @@
 For each model and for XLA off/on, three configurations of the same
 architecture train side by side in one process, interleaved (A B C A B C ...):
 plain Keras layers, lt_keras masked layers (fixed random masks at 50%
-density), and the plain model wrapped by TFMOT ``prune_low_magnitude`` (50%
-constant sparsity). Each round times ``--steps`` training steps of batch 60 on
+density), the plain model wrapped by TFMOT ``prune_low_magnitude`` (50%
+constant sparsity), and supermask layers over frozen weights (Bernoulli
+sampling; top-k at 50%), all with Adam. Each round times ``--steps`` training steps of batch 60 on
 synthetic inputs (step cost does not depend on pixel values); the medians over
 ``--rounds`` rounds give the ratios, printed beside their targets from
-TARGETS.md (masked/plain <= 1.05, masked/TFMOT <= 0.85).
+TARGETS.md (masked/plain <= 1.05, masked/TFMOT <= 0.85, supermask/plain <= 1.3).
 """
 import json
 import statistics
@@ -20,20 +21,23 @@ import time
 import numpy as np
 from absl import app, flags
 
-from lt_keras import Mask
+from lt_keras import Mask, supermask
 from lt_keras._keras import keras, tf
 from lt_keras.models import build_model
 
+CONFIGS = ("plain", "masked", "tfmot", "supermask", "topk")
 flags.DEFINE_list("models", ["lenet_300_100", "conv4"], "Models to measure.")
 flags.DEFINE_integer("steps", None, "Timed steps per round (default 200 for LeNet, 40 for conv nets).")
 flags.DEFINE_integer("rounds", 5, "Interleaved rounds; medians are reported.")
 flags.DEFINE_bool("quick", False, "3 rounds of fewer steps.")
 flags.DEFINE_string("json_out", None, "Also write the results as JSON here.")
+flags.DEFINE_list("configs", list(CONFIGS), f"Configurations to time, from {list(CONFIGS)}.")
 FLAGS = flags.FLAGS
 
 BATCH = 60
 INPUT_SHAPES = {"lenet_300_100": (28, 28, 1)}
-TARGETS = {"masked/plain": 1.05, "masked/tfmot": 0.85}
+TARGETS = {"masked/plain": 1.05, "masked/tfmot": 0.85, "supermask/plain": 1.3, "topk/plain": 1.3}
+
 
 
 class _StepTimer(keras.callbacks.Callback):
@@ -69,7 +73,12 @@ def make_configs(name, jit):
     pruned = _compile(tfmot.sparsity.keras.prune_low_magnitude(build_model(name, shape, 10, masked=False),
                                                                pruning_schedule=schedule), jit)
     callbacks = {"tfmot": [tfmot.sparsity.keras.UpdatePruningStep()]}
-    return {"plain": plain, "masked": masked, "tfmot": pruned}, callbacks, shape
+    keras.utils.set_random_seed(0)
+    bernoulli = _compile(supermask.to_supermask(build_model(name, shape, 10), "bernoulli"), jit)
+    keras.utils.set_random_seed(0)
+    topk = _compile(supermask.to_supermask(build_model(name, shape, 10), "topk", keep_fraction=0.5), jit)
+    models = {"plain": plain, "masked": masked, "tfmot": pruned, "supermask": bernoulli, "topk": topk}
+    return {k: v for k, v in models.items() if k in FLAGS.configs}, callbacks, shape
 
 
 def time_steps(model, dataset, steps, extra_callbacks=()):
@@ -108,10 +117,10 @@ def main(argv):
             medians, raw = bench(name, jit, steps, rounds)
             row = {"model": name, "jit_compile": jit, "steps_per_round": steps, "ms_per_step": medians,
                    "raw_ms_per_step": raw}
-            if "plain" in medians and "masked" in medians:
-                row["masked/plain"] = medians["masked"] / medians["plain"]
-            if "tfmot" in medians and "masked" in medians:
-                row["masked/tfmot"] = medians["masked"] / medians["tfmot"]
+            for key in TARGETS:
+                a, b = key.split("/")
+                if a in medians and b in medians:
+                    row[key] = medians[a] / medians[b]
             report["rows"].append(row)
             print(_format_row(row), flush=True)
     if FLAGS.json_out:
@@ -124,7 +133,7 @@ def main(argv):
 def _format_row(row):
     ms = row["ms_per_step"]
     parts = [f"{row['model']:<14} xla={'on ' if row['jit_compile'] else 'off'}"]
-    parts += [f"{k} {ms[k]:7.3f} ms" for k in ("plain", "masked", "tfmot") if k in ms]
+    parts += [f"{k} {ms[k]:7.3f} ms" for k in CONFIGS if k in ms]
     for key, target in TARGETS.items():
         if key in row:
             verdict = "ok" if row[key] <= target else "MISSED"

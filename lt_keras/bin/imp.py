@@ -22,8 +22,9 @@ flags.DEFINE_float("prune_rate_conv", 0.1, "Per-round pruning rate of convolutio
 flags.DEFINE_float("prune_rate_output", 0.1, "Per-round pruning rate of the output layer.")
 flags.DEFINE_float("prune_rate", 0.2, "Per-round pooled rate with --allocation=global.")
 flags.DEFINE_string("rewind", "init", "init (theta_0), step:K (weights after K steps) or none.")
-flags.DEFINE_string("criterion", "large_final", "Mask criterion (Zhou et al.).")
-flags.DEFINE_string("mask1", "init", "Mask-1 action for the kept weights at rewind.")
+if "criterion" not in flags.FLAGS:  # lt-supermask defines the same flags (tests import both)
+    flags.DEFINE_string("criterion", "large_final", "Mask criterion (Zhou et al.).")
+    flags.DEFINE_string("mask1", "init", "Mask-1 action for the kept weights at rewind.")
 flags.DEFINE_string("mask0", "zero", "Mask-0 action for pruned weights: zero or freeze_init (keep theta_0).")
 flags.DEFINE_list("controls", [], "Baselines trained every round: random_reinit, random_prune.")
 FLAGS = flags.FLAGS

@@ -3,7 +3,7 @@
     python -m lt_keras.bin.train --flagfile=flags/lenet300_mnist_dense.flags \
         --data_dir=path/to/mnist --output_dir=runs/dense
 
-Writes flags.txt, config.json, versions.json, history.json, model.keras,
+Writes flags.txt, config.json, versions.json, init_weights.npz, history.json, model.keras,
 TensorBoard summaries and summary.json. Re-running a finished run directory
 trains nothing and prints its summary.
 """
@@ -20,14 +20,18 @@ FLAGS = flags.FLAGS
 
 
 def train(run, model_name, data_cfg, train_cfg):
-    from lt_keras.io_utils import atomic_write_json
+    from lt_keras._keras import keras
+    from lt_keras.io_utils import atomic_write_json, save_weights
     from lt_keras.mask import Mask
-    from lt_keras.models import parameter_count
-    from lt_keras.training import build_and_train
+    from lt_keras.models import build_model, parameter_count
+    from lt_keras.training import fit
 
     data = data_cfg.load()
     logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
-    model, result = build_and_train(model_name, data, train_cfg, output_dir=run.path)
+    keras.utils.set_random_seed(train_cfg.seed)
+    model = build_model(model_name, data.input_shape, data.num_classes)
+    save_weights(run.file("init_weights.npz"), model.get_weights())  # for mask criteria of init vs final
+    result = fit(model, data, train_cfg, output_dir=run.path)
     run.save_model(model)
     atomic_write_json(run.file("history.json"), result.history)
     summary = {

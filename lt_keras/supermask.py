@@ -1,0 +1,156 @@
+"""Supermasks: masks learned (or picked) over frozen, untrained weights.
+
+Zhou et al. (2019) learn mask ~ Bernoulli(sigmoid(scores)) with a
+straight-through gradient; edge-popup (Ramanujan et al. 2020) keeps the top
+fraction of |scores|. Both live in the masked layers (``mask_mode``); this
+module converts models, initializes the frozen weights, evaluates the
+stochastic masks as the paper reports them, turns a learned supermask into a
+ticket, and evaluates criterion masks on untrained weights.
+"""
+import numpy as np
+
+from lt_keras._keras import keras, tf
+from lt_keras.actions import apply_mask1
+from lt_keras.convert import mask_model, masked_layers
+from lt_keras.criteria import score
+from lt_keras.errors import LtKerasError
+from lt_keras.layers import EVAL_MASKS
+from lt_keras.mask import Mask, mask_key
+from lt_keras.pruning import prune_layerwise
+
+ESTIMATORS = ("bernoulli", "topk")
+WEIGHT_INITS = ("glorot_normal", "kaiming_normal", "signed_constant", "signed_kaiming_constant")
+
+
+def to_supermask(model, estimator="bernoulli", keep_fraction=0.5, score_init=0.0, eval_mask=None,
+                 dynamic_weight_rescaling=False):
+    """A copy of ``model`` whose masked layers learn supermasks over their (frozen) weights."""
+    if estimator not in ESTIMATORS:
+        raise LtKerasError(f"--estimator: {estimator!r} is not one of {list(ESTIMATORS)}.")
+    if eval_mask is not None and eval_mask not in EVAL_MASKS[estimator]:
+        raise LtKerasError(f"--eval_mask: {eval_mask!r} does not go with --estimator={estimator}; "
+                           f"choose one of {list(EVAL_MASKS[estimator])}.")
+    if not 0 < keep_fraction <= 1:
+        raise LtKerasError(f"--keep_fraction: must be in (0, 1], got {keep_fraction}.")
+    return mask_model(model, mask_mode=estimator, keep_fraction=keep_fraction, score_init=score_init,
+                      eval_mask=eval_mask, dynamic_weight_rescaling=dynamic_weight_rescaling)
+
+
+def _fan_in(shape):
+    return int(np.prod(shape[:-1]))
+
+
+def init_weights(model, scheme="glorot_normal", seed=0):
+    """Set every masked layer's kernel by ``scheme`` (biases to zero), deterministically from ``seed``.
+
+    ``signed_constant`` is sign(w) x std(w) of a Glorot-normal draw (Zhou et
+    al.); ``signed_kaiming_constant`` is sign(w) x sqrt(2 / fan_in).
+    """
+    if scheme not in WEIGHT_INITS:
+        raise LtKerasError(f"--weight_init: {scheme!r} is not one of {list(WEIGHT_INITS)}.")
+    for i, layer in enumerate(masked_layers(model)):
+        shape = tuple(layer.kernel.shape)
+        base = keras.initializers.HeNormal(seed + i) if scheme == "kaiming_normal" else \
+            keras.initializers.GlorotNormal(seed + i)
+        w = base(shape).numpy()
+        if scheme == "signed_constant":
+            w = np.sign(w) * np.std(w)
+        elif scheme == "signed_kaiming_constant":
+            w = np.sign(w) * np.sqrt(2.0 / _fan_in(shape))
+        layer.kernel.assign(w.astype(np.float32))
+        if layer.use_bias:
+            layer.bias.assign(np.zeros(layer.bias.shape, np.float32))
+    return model
+
+
+def set_eval_mask(model, eval_mask):
+    """Switch the inference mask of every supermask layer (drops Keras's cached predict/test functions)."""
+    for layer in masked_layers(model):
+        if layer.is_supermask:
+            if eval_mask not in EVAL_MASKS[layer.mask_mode]:
+                raise LtKerasError(f"eval mask {eval_mask!r} does not go with {layer.mask_mode!r} layers; "
+                                   f"choose one of {list(EVAL_MASKS[layer.mask_mode])}.")
+            layer.eval_mask = eval_mask
+    model.test_function = model.predict_function = None
+    return model
+
+
+def evaluate(model, dataset, eval_mask=None, samples=10):
+    """Test accuracy of a (compiled) supermask model under ``eval_mask``.
+
+    ``sampled``: mean (and std) over ``samples`` independently sampled masks,
+    as Zhou et al. report; ``expected`` and ``topk`` are deterministic.
+    """
+    if eval_mask is not None:
+        set_eval_mask(model, eval_mask)
+    modes = {l.eval_mask for l in masked_layers(model) if l.is_supermask}
+    runs = samples if "sampled" in modes else 1
+    accuracies = [float(model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"]) for _ in range(runs)]
+    return {"eval_mask": ",".join(sorted(modes)) or "fixed", "samples": runs,
+            "accuracy": float(np.mean(accuracies)), "accuracy_std": float(np.std(accuracies))}
+
+
+def hard_mask(model) -> Mask:
+    """The learned supermask as a fixed ``Mask`` (expected mask for Bernoulli, top-k for edge-popup)."""
+    return Mask({mask_key(l): l.hard_mask().numpy() for l in masked_layers(model)})
+
+
+def expected_density(model) -> float:
+    """Mean keep-probability of the Bernoulli layers (the top-k fraction for edge-popup)."""
+    kept = total = 0.0
+    for layer in masked_layers(model):
+        if layer.is_supermask:
+            probs = tf.sigmoid(layer.kernel_scores) if layer.mask_mode == "bernoulli" else layer.hard_mask()
+            kept += float(tf.reduce_sum(probs * layer.kernel_mask))
+            total += float(np.prod(layer.kernel.shape))
+    return kept / total if total else 1.0
+
+
+def to_ticket(model):
+    """A fixed-mask model with the frozen weights and the final hard mask: the supermask's ticket.
+
+    With dynamic weight rescaling the rescaled kernel is stored, so the ticket
+    computes exactly what the supermask computed with its hard mask.
+    """
+    mask = hard_mask(model)
+    kernels = {mask_key(l): l.deterministic_kernel().numpy() for l in masked_layers(model)}
+    ticket = mask_model(model, mask_mode="fixed", dynamic_weight_rescaling=False)
+    for layer in masked_layers(ticket):
+        layer.kernel.assign(kernels[mask_key(layer)])
+    mask.apply_to(ticket)
+    return ticket
+
+
+class MaskDensityLogger(keras.callbacks.Callback):
+    """Adds ``mask_density`` (expected fraction of kept weights) to the epoch logs of any ``model.fit``."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["mask_density"] = expected_density(self.model)
+
+
+def criterion_mask(init_kernels, final_kernels, criterion, density, seed=0) -> Mask:
+    """Mask keeping ``density`` of each tensor by a Zhou et al. criterion of (init, final) weights."""
+    if not 0 < density <= 1:
+        raise LtKerasError(f"--density: must be in (0, 1], got {density}.")
+    rng = np.random.RandomState(seed)
+    scores = {key: score(criterion, init_kernels[key], final_kernels[key], rng) for key in init_kernels}
+    ones = Mask({key: np.ones(np.shape(v), np.float32) for key, v in init_kernels.items()})
+    if density == 1:
+        return ones
+    return prune_layerwise(scores, ones, {key: 1.0 - density for key in init_kernels})
+
+
+def untrained_accuracy(model, mask: Mask, mask1, dataset, seed=0):
+    """Accuracy of ``model``'s current (untrained) weights under ``mask`` and a mask-1 action, no training."""
+    rng = np.random.RandomState(seed)
+    mask.check_fits(model)
+    for layer in masked_layers(model):
+        key = mask_key(layer)
+        layer.kernel.assign(apply_mask1(mask1, layer.kernel.numpy(), mask[key], rng))
+    mask.apply_to(model)
+    if model.optimizer is None:
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    model.test_function = None
+    return float(model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"])

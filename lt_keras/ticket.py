@@ -1,0 +1,89 @@
+"""The ticket: the one artifact every search writes and every consumer reads.
+
+    ticket/
+      model.keras   masked model at the weights the ticket starts from
+      mask.npz      mask key -> 0/1 array (exactly the model's masks), + mask.json
+      ticket.json   method, per-layer and total density, precision, source, versions
+
+``write_ticket`` builds the folder under a temporary name and renames it, so
+a ticket folder is complete or absent. ``load_ticket`` checks every part and
+says what is wrong with a broken one.
+"""
+import dataclasses
+import json
+import os
+import shutil
+
+from lt_keras.errors import LtKerasError
+from lt_keras.io_utils import atomic_save_model, atomic_write_json
+from lt_keras.mask import Mask
+
+FILES = ("model.keras", "mask.npz", "ticket.json")
+
+
+@dataclasses.dataclass
+class Ticket:
+    model: object  # keras.Model with masked layers, mask applied
+    mask: Mask
+    info: dict
+    path: str
+
+
+def write_ticket(folder, model, mask: Mask, info: dict):
+    """Write ``model`` (with ``mask`` applied) and its description to ``folder`` atomically."""
+    from lt_keras.runs import library_versions
+
+    mask.check_fits(model)
+    mask.apply_to(model)
+    folder = os.fspath(folder)
+    partial = folder + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    atomic_save_model(model, os.path.join(partial, "model.keras"))
+    mask.save(os.path.join(partial, "mask.npz"))
+    atomic_write_json(os.path.join(partial, "ticket.json"), {
+        "precision": "fp32",
+        **info,
+        "density": mask.density(),
+        "layer_density": mask.layer_densities(),
+        "versions": library_versions(),
+    })
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(partial, folder)
+    return folder
+
+
+def load_ticket(folder) -> Ticket:
+    """Load and validate a ticket folder; ``LtKerasError`` names the missing or broken part."""
+    from lt_keras._keras import keras
+
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise LtKerasError(f"ticket {folder!r}: not a directory.")
+    missing = [name for name in FILES if not os.path.exists(os.path.join(folder, name))]
+    if missing:
+        raise LtKerasError(f"ticket {folder!r}: missing {missing}; a ticket holds {list(FILES)}.")
+    try:
+        with open(os.path.join(folder, "ticket.json")) as f:
+            info = json.load(f)
+    except (OSError, ValueError) as e:
+        raise LtKerasError(f"ticket {folder!r}: ticket.json is unreadable: {e}") from None
+    try:
+        mask = Mask.load(os.path.join(folder, "mask.npz"))
+    except LtKerasError:
+        raise
+    except Exception as e:  # numpy raises several types for a corrupted archive
+        raise LtKerasError(f"ticket {folder!r}: mask.npz is unreadable: {e}") from None
+    try:
+        import lt_keras.layers  # noqa: F401  (registers the masked layers for deserialization)
+
+        model = keras.models.load_model(os.path.join(folder, "model.keras"))
+    except Exception as e:
+        raise LtKerasError(f"ticket {folder!r}: model.keras is unreadable: {e}") from None
+    try:
+        mask.check_fits(model)
+    except LtKerasError as e:
+        raise LtKerasError(f"ticket {folder!r}: mask.npz does not fit model.keras: {e}") from None
+    if Mask.from_model(model) != mask:
+        raise LtKerasError(f"ticket {folder!r}: the masks inside model.keras differ from mask.npz.")
+    return Ticket(model=model, mask=mask, info=info, path=folder)

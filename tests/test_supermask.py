@@ -1,0 +1,153 @@
+"""Supermask layers and helpers: frozen weights, straight-through scores, exact top-k, evaluation modes."""
+import numpy as np
+import pytest
+
+from lt_keras import Mask, MaskedDense, masked_layers, supermask
+from lt_keras._keras import keras, tf
+from lt_keras.errors import LtKerasError
+from lt_keras.models import build_model
+
+
+def small(estimator="bernoulli", **kwargs):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12,))
+    h = keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(h))
+    return supermask.to_supermask(model, estimator, **kwargs)
+
+
+def data(n=240, seed=0):
+    rng = np.random.RandomState(seed)
+    x = rng.randn(n, 12).astype(np.float32)
+    return x, (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 1).astype(np.int32)
+
+
+@pytest.mark.parametrize("estimator", ["bernoulli", "topk"])
+@pytest.mark.parametrize("jit", [False, True])
+def test_training_moves_only_the_scores(estimator, jit):
+    model = small(estimator)
+    frozen = {v.name: v.numpy().copy() for l in masked_layers(model) for v in (l.kernel, l.bias)}
+    scores = {l.name: l.kernel_scores.numpy().copy() for l in masked_layers(model)}
+    assert {v.name.split("/")[-1].split(":")[0] for v in model.trainable_weights} == {"kernel_scores"}
+    model.compile(keras.optimizers.SGD(10.0, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    x, y = data()
+    model.fit(x, y, batch_size=60, epochs=2, verbose=0)
+    for layer in masked_layers(model):
+        for v in (layer.kernel, layer.bias):
+            np.testing.assert_array_equal(v.numpy(), frozen[v.name])  # bitwise unchanged
+        assert not np.array_equal(layer.kernel_scores.numpy(), scores[layer.name])  # gradients reached them
+
+
+def test_topk_keeps_exactly_the_requested_count():
+    model = small("topk", keep_fraction=0.3)
+    for layer in masked_layers(model):
+        n = int(np.prod(layer.kernel.shape))
+        assert int(layer.hard_mask().numpy().sum()) == round(0.3 * n)
+        # the kept entries are the largest |scores|
+        s = np.abs(layer.kernel_scores.numpy()).ravel()
+        kept = layer.hard_mask().numpy().ravel() > 0
+        assert s[kept].min() >= s[~kept].max()
+
+
+def test_sampled_masks_track_sigmoid_scores():
+    layer = MaskedDense(400, mask_mode="bernoulli")
+    layer.build((None, 50))
+    p = np.random.RandomState(0).uniform(0.05, 0.95, (50, 400)).astype(np.float32)
+    layer.kernel_scores.assign(np.log(p / (1 - p)))
+    samples = np.stack([layer.learned_mask(training=True, hard=False).numpy() for _ in range(200)])
+    assert set(np.unique(samples)) == {0.0, 1.0}  # straight-through forward values are hard 0/1
+    # mean over samples per entry tracks p (std of a mean of 200 Bernoullis <= 0.036)
+    assert np.abs(samples.mean(0) - p).mean() < 0.03
+    assert abs(samples.mean() - p.mean()) < 0.005
+
+
+def test_eval_modes_on_hand_made_scores():
+    layer = MaskedDense(2, use_bias=False, mask_mode="bernoulli", eval_mask="expected")
+    layer.build((None, 3))
+    layer.kernel.assign(np.ones((3, 2), np.float32))
+    layer.kernel_scores.assign([[5.0, -5.0], [0.1, -0.1], [-3.0, 3.0]])
+    x = np.ones((1, 3), np.float32)
+    np.testing.assert_array_equal(layer(x, training=False).numpy(), [[2.0, 1.0]])  # sigmoid > 0.5
+    np.testing.assert_array_equal(layer.hard_mask().numpy(), [[1, 0], [1, 0], [0, 1]])
+    topk = MaskedDense(2, use_bias=False, mask_mode="topk", keep_fraction=0.5)
+    topk.build((None, 3))
+    topk.kernel.assign(np.ones((3, 2), np.float32))
+    topk.kernel_scores.assign([[5.0, -0.5], [0.1, -4.0], [-3.0, 0.2]])
+    np.testing.assert_array_equal(topk(x, training=False).numpy(), [[2.0, 1.0]])  # |5|, |-4|, |-3| kept
+    rescaled = MaskedDense(2, use_bias=False, mask_mode="topk", keep_fraction=0.5, dynamic_weight_rescaling=True)
+    rescaled.build((None, 3))
+    rescaled.kernel.assign(np.ones((3, 2), np.float32))
+    rescaled.kernel_scores.assign(topk.kernel_scores)
+    np.testing.assert_array_equal(rescaled(x, training=False).numpy(), [[4.0, 2.0]])  # x 6/3
+    with pytest.raises(ValueError, match="eval_mask"):
+        MaskedDense(2, mask_mode="topk", eval_mask="expected")
+
+
+def test_sampled_evaluation_averages_samples():
+    model = small("bernoulli")
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    x, y = data()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(60)
+    sampled = supermask.evaluate(model, ds, "sampled", samples=5)
+    assert sampled["samples"] == 5 and sampled["accuracy_std"] > 0  # different masks each sample
+    expected = [supermask.evaluate(model, ds, "expected") for _ in range(2)]
+    assert expected[0]["samples"] == 1 and expected[0]["accuracy"] == expected[1]["accuracy"]
+
+
+def test_serialization_keeps_scores_and_mode(tmp_path):
+    model = small("topk", keep_fraction=0.25, dynamic_weight_rescaling=True)
+    path = str(tmp_path / "sm.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    for a, b in zip(masked_layers(model), masked_layers(loaded)):
+        assert (b.mask_mode, b.keep_fraction, b.dynamic_weight_rescaling) == ("topk", 0.25, True)
+        np.testing.assert_array_equal(a.kernel_scores.numpy(), b.kernel_scores.numpy())
+    x, _ = data(8)
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+
+
+def test_ticket_computes_what_the_supermask_computed():
+    model = small("bernoulli", eval_mask="expected", dynamic_weight_rescaling=True)
+    for layer in masked_layers(model):
+        layer.kernel_scores.assign(np.random.RandomState(1).randn(*layer.kernel.shape).astype(np.float32))
+    ticket = supermask.to_ticket(model)
+    x, _ = data(16)
+    np.testing.assert_allclose(ticket(x).numpy(), model(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
+    assert all(not l.is_supermask and l.kernel.trainable for l in masked_layers(ticket))
+    assert Mask.from_model(ticket) == supermask.hard_mask(model)
+
+
+def test_weight_inits():
+    model = build_model("lenet_300_100", (28, 28, 1), 10)
+    supermask.init_weights(model, "signed_constant", seed=3)
+    fc1 = model.get_layer("fc1").kernel.numpy()
+    assert len(np.unique(np.abs(fc1))) == 1 and abs(np.abs(fc1[0, 0]) - np.sqrt(2 / (784 + 300))) < 0.01
+    supermask.init_weights(model, "signed_kaiming_constant", seed=3)
+    np.testing.assert_allclose(np.abs(model.get_layer("fc2").kernel.numpy()), np.sqrt(2 / 300), rtol=1e-6)
+    supermask.init_weights(model, "kaiming_normal", seed=3)
+    assert abs(model.get_layer("fc1").kernel.numpy().std() - np.sqrt(2 / 784)) < 0.005
+    with pytest.raises(LtKerasError, match="weight_init"):
+        supermask.init_weights(model, "uniform")
+
+
+def test_criterion_mask_and_untrained_accuracy():
+    init = {"a/kernel": np.array([[1.0, -2.0], [3.0, -4.0]])}
+    final = {"a/kernel": np.array([[2.0, 5.0], [-1.0, -6.0]])}
+    mask = supermask.criterion_mask(init, final, "large_final_same_sign", 0.5)
+    np.testing.assert_array_equal(mask["a/kernel"], [[1, 0], [0, 1]])  # same sign, largest |final|
+    plain = supermask.to_ticket(small("topk"))
+    x, y = data(60)
+    acc = supermask.untrained_accuracy(plain, Mask.from_model(plain), "signed_constant",
+                                       tf.data.Dataset.from_tensor_slices((x, y)).batch(60))
+    assert 0.0 <= acc <= 1.0
+    w = plain.get_layer("hidden").kernel.numpy()
+    assert len(np.unique(np.abs(w[w != 0]))) == 1  # signed constant applied
+
+
+def test_density_logger_in_a_users_fit():
+    model = small("bernoulli")
+    model.compile(keras.optimizers.SGD(50.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = data()
+    history = model.fit(x, y, epochs=2, verbose=0, callbacks=[supermask.MaskDensityLogger()])
+    assert history.history["mask_density"][0] != 0.5 and 0 < history.history["mask_density"][-1] < 1

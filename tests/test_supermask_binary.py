@@ -1,0 +1,66 @@
+"""End-to-end: lt-supermask (learned and untrained-mask modes) on the embedded data, in subprocesses."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from lt_keras.ticket import load_ticket
+from tests.conftest import REPO
+
+QUICK = ["--epochs=1", "--max_train_examples=500", "--jit_compile=false", "--optimizer=sgd", "--learning_rate=50",
+         "--batch_size=100", "--eval_samples=3"]
+
+
+def run(module, *args, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_learned_supermask_run_writes_ticket_and_curves(tmp_path):
+    out = tmp_path / "sm"
+    result = run("lt_keras.bin.supermask", f"--output_dir={out}", "--estimator=topk", "--keep_fraction=0.3",
+                 "--weight_init=signed_kaiming_constant", *QUICK)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("summary.json", "curves.png", "history.json", "model.keras", "flags.txt"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["evaluations"]["topk"]["samples"] == 1
+    assert abs(summary["ticket_density"] - 0.3) < 1e-3
+    assert "mask_density" in json.loads((out / "history.json").read_text())[-1]
+    ticket = load_ticket(out / "ticket")
+    assert ticket.info["method"] == "supermask" and ticket.info["estimator"] == "topk"
+    kernel = ticket.model.get_layer("fc1").kernel.numpy()
+    kept = kernel[ticket.mask["fc1/kernel"] > 0]
+    np.testing.assert_allclose(np.abs(kept), np.sqrt(2 / 784), rtol=1e-6)  # frozen signed Kaiming constants
+    again = run("lt_keras.bin.supermask", f"--flagfile={out / 'flags.txt'}")
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+
+
+def test_untrained_masks_from_a_dense_run(tmp_path):
+    dense = tmp_path / "dense"
+    trained = run("lt_keras.bin.train", f"--output_dir={dense}", "--train_steps=30", "--max_train_examples=500",
+                  "--jit_compile=false")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert (dense / "init_weights.npz").exists()
+    out = tmp_path / "untrained"
+    result = run("lt_keras.bin.supermask", f"--output_dir={out}", f"--from_run={dense}",
+                 "--densities=0.2,0.5", "--max_train_examples=500")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert [round(r["density"], 3) for r in rows] == [0.2, 0.5]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+
+
+def test_bad_flags_exit_with_a_clear_message(tmp_path):
+    cases = [(["--estimator=topk", "--eval_mask=expected"], "--eval_mask"),
+             (["--keep_fraction=0"], "--keep_fraction"),
+             ([f"--from_run={tmp_path}"], "init_weights.npz"),
+             ([f"--from_run={tmp_path}", "--criterion=best"], "--criterion"),
+             (["--densities=0.5,abc"], "--densities")]
+    for extra, message in cases:
+        result = run("lt_keras.bin.supermask", f"--output_dir={tmp_path / 'x'}", *QUICK, *extra)
+        assert result.returncode != 0, extra
+        assert message in result.stderr and "Traceback" not in result.stderr, (extra, result.stderr[-1500:])
