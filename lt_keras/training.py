@@ -9,6 +9,7 @@ accuracy there, and the test accuracy at the end.
 """
 import dataclasses
 import math
+import os
 import sys
 import time
 
@@ -17,6 +18,7 @@ from absl import logging
 
 from lt_keras._keras import keras, tf
 from lt_keras.errors import LtKerasError
+from lt_keras.io_utils import atomic_write_json, read_json
 
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
@@ -161,12 +163,15 @@ class TrainResult:
 class _EvalRecorder(keras.callbacks.Callback):
     """Evaluates the test set after each interval and records every metric by step."""
 
-    def __init__(self, test_ds, interval, total_steps):
+    def __init__(self, test_ds, interval, total_steps, state_path=None):
         super().__init__()
         self.test_ds = test_ds
         self.interval = interval
         self.total_steps = total_steps
+        self.state_path = state_path  # records survive a kill next to Keras's BackupAndRestore state
         self._logged = []
+        if state_path and os.path.exists(state_path):
+            self._logged = [(r["step"], {k: v for k, v in r.items() if k != "step"}) for r in read_json(state_path)]
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -174,19 +179,31 @@ class _EvalRecorder(keras.callbacks.Callback):
         logs.update({f"test_{k}": v for k, v in test.items()})
         step = min((epoch + 1) * self.interval, self.total_steps)
         # Keep the logs dict itself: callbacks after this one (e.g. a mask-density logger) add to it.
-        self._logged.append((step, logs))
+        self._logged = [(s, l) for s, l in self._logged if s < step] + [(step, logs)]
+        self._persist()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._persist()  # the previous epoch's logs are final now (later callbacks added theirs)
+
+    def _persist(self):
+        if self.state_path and self._logged:
+            os.makedirs(os.path.dirname(self.state_path), exist_ok=True)
+            atomic_write_json(self.state_path, self.records)
 
     @property
     def records(self):
         return [{"step": step, **{k: float(v) for k, v in logs.items()}} for step, logs in self._logged]
 
 
-def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose=None, compile=True) -> TrainResult:
+def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose=None, compile=True,
+        backup_dir=None) -> TrainResult:
     """Train ``model`` on ``data`` for the configured length; return the bookkeeping.
 
     ``callbacks`` are the user's own Keras callbacks, run alongside ours.
     ``verbose`` defaults to progress bars on a terminal and one line per
-    evaluation otherwise (logs, CI).
+    evaluation otherwise (logs, CI). With ``backup_dir``, Keras's
+    ``BackupAndRestore`` saves weights, optimizer and position at every
+    evaluation, and a killed run continues from the last one.
     """
     config.validate()
     if verbose is None:
@@ -196,8 +213,11 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
     interval = min(config.eval_interval(num_train), total)
     if compile:
         compile_model(model, config, total)
-    recorder = _EvalRecorder(data.eval_dataset("test"), interval, total)
+    recorder = _EvalRecorder(data.eval_dataset("test"), interval, total,
+                             os.path.join(backup_dir, "records.json") if backup_dir else None)
     all_callbacks = [recorder, *callbacks]
+    if backup_dir:  # last, so a saved position always has its evaluation recorded
+        all_callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False))
     if output_dir:
         all_callbacks.append(
             keras.callbacks.TensorBoard(log_dir=f"{output_dir}/tensorboard", update_freq="epoch", profile_batch=0)

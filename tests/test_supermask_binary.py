@@ -36,7 +36,7 @@ def test_learned_supermask_run_writes_ticket_and_curves(tmp_path):
     kept = kernel[ticket.mask["fc1/kernel"] > 0]
     np.testing.assert_allclose(np.abs(kept), np.sqrt(2 / 784), rtol=1e-6)  # frozen signed Kaiming constants
     again = run("lt_keras.bin.supermask", f"--flagfile={out / 'flags.txt'}")
-    assert again.returncode == 0 and "nothing to do" in again.stderr
+    assert again.returncode == 0 and "nothing to train" in again.stderr
 
 
 def test_untrained_masks_from_a_dense_run(tmp_path):

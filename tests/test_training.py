@@ -69,3 +69,32 @@ def test_same_seed_same_result():
     b, _ = build_and_train("lenet_300_100", data, cfg, verbose=0)
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_allclose(wa, wb, atol=1e-6)
+
+
+def test_killed_fit_with_backup_resumes_at_its_last_evaluation(tmp_path):
+    from lt_keras._keras import keras
+    from lt_keras.models import build_model
+    from lt_keras.training import fit
+
+    data = DataConfig(max_train_examples=600).load()
+    cfg = TrainConfig(train_steps=40, eval_every=10, seed=0, jit_compile=False)
+    backup = str(tmp_path / "backup")
+
+    class Die(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:  # after the 2nd evaluation was recorded
+                raise KeyboardInterrupt
+
+    keras.utils.set_random_seed(0)
+    model = build_model("lenet_300_100", (28, 28, 1), 10)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, data, cfg, callbacks=[Die()], verbose=0, backup_dir=backup)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    fresh = build_model("lenet_300_100", (28, 28, 1), 10)
+    batches = []
+    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(batch))
+    result = fit(fresh, data, cfg, callbacks=[counter], verbose=0, backup_dir=backup)
+    assert [r["step"] for r in result.history] == [10, 20, 30, 40]
+    assert len(batches) == 30  # continued after the last saved evaluation (step 10), not from scratch
+    assert int(fresh.optimizer.iterations.numpy()) == 40

@@ -106,6 +106,20 @@ def config_dict(**parts) -> dict:
     return json.loads(json.dumps(plain))
 
 
+def open_run(output_dir, binary_module, **config_parts):
+    """Open (or re-open) the run directory for this config: ``(run, summary)``, summary None unless complete."""
+    from absl import logging
+
+    from lt_keras.runs import RunDir
+
+    run = RunDir(output_dir)
+    run.open(config_dict(**config_parts), operative_flagfile(binary_module))
+    if run.is_complete():
+        logging.info("%s is complete; nothing to train.", run.path)
+        return run, run.read_summary()
+    return run, None
+
+
 def operative_flagfile(binary_module: str) -> str:
     """The flags of the lt_keras modules, one per line: a flagfile that re-runs this run."""
     lines = [f"# Operative flags of {binary_module}; re-run with --flagfile=<this file>."]

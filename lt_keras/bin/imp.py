@@ -47,16 +47,13 @@ def main(argv):
     from lt_keras.imp import run_imp
     from lt_keras.models import build_model
     from lt_keras.report import plot_rounds, round_table
-    from lt_keras.runs import RunDir
 
     try:
         data_cfg, train_cfg, imp_cfg = common_flags.data_config(), common_flags.train_config(), imp_config()
-        run = RunDir(FLAGS.output_dir)
-        config = common_flags.config_dict(model=FLAGS.model, data=data_cfg, train=train_cfg, imp=imp_cfg)
-        run.open(config, common_flags.operative_flagfile(__name__))
-        if run.is_complete():
-            logging.info("%s is complete; nothing to train.", run.path)
-            results = run.read_summary()["rounds"]
+        run, summary = common_flags.open_run(FLAGS.output_dir, __name__, model=FLAGS.model, data=data_cfg,
+                                             train=train_cfg, imp=imp_cfg)
+        if summary is not None:
+            results = summary["rounds"]
         else:
             data = data_cfg.load()
             logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())

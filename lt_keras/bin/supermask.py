@@ -165,17 +165,12 @@ def untrained(model_name, data, options, seed):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from lt_keras.runs import RunDir
 
     try:
         data_cfg, train_cfg, options = common_flags.data_config(), common_flags.train_config(), supermask_options()
-        run = RunDir(FLAGS.output_dir)
-        config = common_flags.config_dict(model=FLAGS.model, data=data_cfg, train=train_cfg, supermask=options)
-        run.open(config, common_flags.operative_flagfile(__name__))
-        if run.is_complete():
-            logging.info("%s is complete; nothing to do.", run.path)
-            summary = run.read_summary()
-        else:
+        run, summary = common_flags.open_run(FLAGS.output_dir, __name__, model=FLAGS.model, data=data_cfg,
+                                             train=train_cfg, supermask=options)
+        if summary is None:
             data = data_cfg.load()
             logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
             if options.get("from_run"):

@@ -50,17 +50,12 @@ def train(run, model_name, data_cfg, train_cfg):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from lt_keras.runs import RunDir
 
     try:
         data_cfg, train_cfg = common_flags.data_config(), common_flags.train_config()
-        run = RunDir(FLAGS.output_dir)
-        config = common_flags.config_dict(model=FLAGS.model, data=data_cfg, train=train_cfg)
-        run.open(config, common_flags.operative_flagfile(__name__))
-        if run.is_complete():
-            logging.info("%s is complete; nothing to train.", run.path)
-            summary = run.read_summary()
-        else:
+        run, summary = common_flags.open_run(FLAGS.output_dir, __name__, model=FLAGS.model, data=data_cfg,
+                                             train=train_cfg)
+        if summary is None:
             summary = train(run, FLAGS.model, data_cfg, train_cfg)
     except LtKerasError as e:
         sys.exit(f"lt-train: error: {e}")

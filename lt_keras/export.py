@@ -1,0 +1,138 @@
+"""Export a ticket for serving: a plain SavedModel (and TFLite) that needs nothing of ours.
+
+``strip_masks`` bakes ``kernel * mask`` into plain Keras layers (a slimmed
+Early-Bird model stays slimmed: it is already plain and small); the
+SavedModel gets a ``serving_default`` signature over the model's input. The
+report measures what users check before shipping: per-layer sparsity, the
+largest output difference between the masked model and the export, and the
+zipped size of a dense export against the sparse one.
+"""
+import io
+import os
+import zipfile
+
+import numpy as np
+
+from lt_keras._keras import keras, tf
+from lt_keras.convert import masked_layers, strip_masks
+from lt_keras.errors import LtKerasError
+
+TFLITE_QUANTIZATION = ("none", "dynamic", "int8")
+
+
+def plain_model(model):
+    """The servable model: masks baked in when the model has masked layers."""
+    return strip_masks(model) if masked_layers(model) else model
+
+
+def _serving_fn(model):
+    spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32, name="inputs")
+
+    @tf.function(input_signature=[spec])
+    def serve(inputs):
+        return {"logits": model(inputs, training=False)}
+
+    return serve
+
+
+def save_saved_model(model, directory):
+    """Write ``model`` (plain layers) as a SavedModel with a ``serving_default`` signature."""
+    serve = _serving_fn(model)
+    tf.saved_model.save(model, directory, signatures={"serving_default": serve})
+    return directory
+
+
+def zipped_size(directory) -> int:
+    """Bytes of ``directory`` as a deflate-compressed zip (how sparse weights pay off on disk)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for root, _, files in os.walk(directory):
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                archive.write(path, os.path.relpath(path, directory))
+    return buffer.tell()
+
+
+def layer_sparsity(model) -> dict:
+    """Fraction of zeros in every kernel of a plain model."""
+    out = {}
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is not None:
+            values = kernel.numpy()
+            out[layer.name] = float(np.mean(values == 0))
+    return out
+
+
+def to_tflite(saved_model_dir, quantization="none", representative=None) -> bytes:
+    """Convert a SavedModel to TFLite; ``int8`` needs ``representative`` (an iterable of input batches)."""
+    if quantization not in TFLITE_QUANTIZATION:
+        raise LtKerasError(f"--tflite_quantization: {quantization!r} is not one of {list(TFLITE_QUANTIZATION)}.")
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    if quantization != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "int8":
+        if representative is None:
+            raise LtKerasError("int8 TFLite export needs a representative dataset.")
+        converter.representative_dataset = lambda: ([np.asarray(x, np.float32)] for x in representative)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter.convert()
+
+
+def tflite_outputs(tflite_bytes, x) -> np.ndarray:
+    """Run a TFLite model on ``x`` one example at a time (float inputs, quantized or not)."""
+    interpreter = tf.lite.Interpreter(model_content=tflite_bytes)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(inp["index"], (1,) + x.shape[1:])
+    interpreter.allocate_tensors()
+    results = []
+    for example in x:
+        value = example[None].astype(np.float32)
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            value = np.round(value / scale + zero).astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], value)
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"]).astype(np.float32)
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
+            y = (y - zero) * scale
+        results.append(y[0])
+    return np.stack(results)
+
+
+def export_ticket(model, saved_model_dir, x_check):
+    """Export ``model`` and measure it against the masked model on ``x_check``; returns the report."""
+    if os.path.exists(saved_model_dir) and os.listdir(saved_model_dir):
+        raise LtKerasError(f"--saved_model_dir: {saved_model_dir} exists and is not empty; choose a new folder.")
+    plain = plain_model(model)
+    tmp = saved_model_dir.rstrip("/") + ".partial"
+    tf.io.gfile.rmtree(tmp) if os.path.exists(tmp) else None
+    save_saved_model(plain, tmp)
+    if os.path.exists(saved_model_dir):
+        os.rmdir(saved_model_dir)
+    os.replace(tmp, saved_model_dir)
+    loaded = tf.saved_model.load(saved_model_dir)
+    exported = loaded.signatures["serving_default"](inputs=tf.constant(x_check))["logits"].numpy()
+    reference = model(x_check, training=False).numpy()
+    dense = keras.models.clone_model(plain)  # the same network with its unmasked kernels, for the size baseline
+    dense.set_weights(plain.get_weights())
+    for layer in masked_layers(model):
+        dense.get_layer(layer.name).kernel.assign(layer.kernel)
+    dense_dir = saved_model_dir.rstrip("/") + ".dense_for_size"
+    save_saved_model(dense, dense_dir)
+    dense_zip = zipped_size(dense_dir)
+    tf.io.gfile.rmtree(dense_dir)
+    sparse_zip = zipped_size(saved_model_dir)
+    sparsity = layer_sparsity(plain)
+    kernels = [l.kernel.numpy() for l in plain.layers if getattr(l, "kernel", None) is not None]
+    return {
+        "saved_model_dir": os.path.abspath(saved_model_dir),
+        "layer_sparsity": sparsity,
+        "total_sparsity": float(sum((k == 0).sum() for k in kernels) / sum(k.size for k in kernels)),
+        "parity_examples": int(len(x_check)),
+        "max_abs_diff_saved_model": float(np.max(np.abs(exported - reference))),
+        "zipped_bytes_dense": dense_zip,
+        "zipped_bytes_exported": sparse_zip,
+        "zip_ratio": sparse_zip / dense_zip,
+    }

@@ -1,0 +1,180 @@
+"""Tickets in use: lt-retrain (XLA, strategies, resume) and lt-export (SavedModel/TFLite parity, bad tickets)."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lt_keras import LtKerasError, Mask, masked_layers
+from lt_keras._keras import keras
+from lt_keras.data import DataConfig
+from lt_keras.imp import ImpConfig, run_imp
+from lt_keras.models import build_model
+from lt_keras.ticket import load_ticket
+from lt_keras.training import TrainConfig, fit
+from tests.conftest import REPO
+
+QUICK_DATA = ["--max_train_examples=600", "--validation_size=200"]
+
+
+def run(module, *args, env=None, timeout=300):
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return DataConfig(max_train_examples=600, validation_size=200).load()
+
+
+@pytest.fixture(scope="module")
+def imp_ticket(tmp_path_factory, data):
+    run_dir = str(tmp_path_factory.mktemp("imp"))
+    config = TrainConfig(train_steps=10, eval_every=5, seed=1, jit_compile=False)
+    run_imp(run_dir, lambda: build_model("lenet_300_100", (28, 28, 1), 10), data, ImpConfig(rounds=1), config,
+            verbose=0)
+    return os.path.join(run_dir, "round_1", "ticket")
+
+
+def test_xla_and_non_xla_retraining_agree(imp_ticket, data):
+    weights = {}
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        model = load_ticket(imp_ticket).model
+        fit(model, data, TrainConfig(train_steps=5, eval_every=5, jit_compile=jit, seed=0), verbose=0)
+        weights[jit] = model.get_weights()
+    for a, b in zip(weights[False], weights[True]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_retrain_keeps_masks_and_exports_to_a_plain_saved_model(imp_ticket, tmp_path):
+    out = tmp_path / "retrain"
+    result = run("lt_keras.bin.retrain", f"--ticket_dir={imp_ticket}", f"--output_dir={out}", "--train_steps=20",
+                 "--eval_every=10", *QUICK_DATA)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pruned_weights_nonzero"] == 0 and summary["jit_compile"] and summary["replicas"] == 1
+    retrained = load_ticket(out / "ticket")
+    assert retrained.mask == load_ticket(imp_ticket).mask and retrained.info["retrained_from"]
+    assert not (out / "backup").exists()
+
+    exported = tmp_path / "export" / "lenet"
+    result = run("lt_keras.bin.export", f"--ticket_dir={out / 'ticket'}", f"--saved_model_dir={exported}",
+                 "--tflite", *QUICK_DATA)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "export" / "lenet.report.json").read_text())
+    assert report["max_abs_diff_saved_model"] <= 1e-5
+    assert report["tflite_max_abs_diff"] <= 1e-4  # float TFLite: documented tolerance
+    assert report["zipped_bytes_exported"] < report["zipped_bytes_dense"]
+    assert abs(report["total_sparsity"] - (1 - retrained.mask.density())) < 1e-6
+
+    # Serve in a process that never imports lt_keras.
+    x = np.random.RandomState(0).randn(7, 28, 28, 1).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "ref.npy", retrained.model(x, training=False).numpy())
+    script = f"""
+import sys, numpy as np, tensorflow as tf
+m = tf.saved_model.load({str(exported)!r})
+y = m.signatures["serving_default"](inputs=tf.constant(np.load({str(tmp_path / 'x.npy')!r})))["logits"].numpy()
+assert not any(name.startswith("lt_keras") for name in sys.modules), "lt_keras was imported"
+zeros = sum(int((v.numpy() == 0).sum()) for v in m.variables if len(v.shape) == 2)
+print(float(np.max(np.abs(y - np.load({str(tmp_path / 'ref.npy')!r})))), zeros)
+"""
+    served = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), capture_output=True, text=True,
+                            timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert served.returncode == 0, served.stderr[-2000:]
+    diff, zeros = served.stdout.split()
+    assert float(diff) <= 1e-5
+    assert int(zeros) == sum(int((v == 0).sum()) for v in retrained.mask.values())
+
+    again = run("lt_keras.bin.export", f"--ticket_dir={out / 'ticket'}", f"--saved_model_dir={exported}", *QUICK_DATA)
+    assert again.returncode != 0 and "not empty" in again.stderr
+
+
+def test_mirrored_strategy_over_two_cpu_devices(imp_ticket, tmp_path):
+    out = tmp_path / "mirrored"
+    result = run("lt_keras.bin.retrain", f"--ticket_dir={imp_ticket}", f"--output_dir={out}", "--strategy=mirrored",
+                 "--cpu_devices=2", "--train_steps=10", "--eval_every=5", *QUICK_DATA)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["replicas"] == 2 and summary["pruned_weights_nonzero"] == 0
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_strategy_with_two_local_workers(imp_ticket, tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    out = tmp_path / "multi"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "lt_keras.bin.retrain", f"--ticket_dir={imp_ticket}", f"--output_dir={out}",
+             "--strategy=multi_worker", "--train_steps=10", "--eval_every=5", "--nojit_compile", *QUICK_DATA],
+            cwd=REPO, env=dict(env, TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outputs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["replicas"] == 2 and summary["pruned_weights_nonzero"] == 0
+
+
+def test_broken_tickets_give_clear_errors(imp_ticket, tmp_path):
+    def copy(name):
+        target = tmp_path / name
+        shutil.copytree(imp_ticket, target)
+        return target
+
+    missing = copy("missing")
+    (missing / "mask.npz").unlink()
+    with pytest.raises(LtKerasError, match=r"missing \['mask.npz'\]"):
+        load_ticket(missing)
+    corrupted = copy("corrupted")
+    (corrupted / "model.keras").write_bytes(b"not a zip")
+    with pytest.raises(LtKerasError, match="model.keras is unreadable"):
+        load_ticket(corrupted)
+    wrong = copy("wrong")
+    mask = Mask.load(wrong / "mask.npz")
+    Mask({k: v[:-1] if k == "fc1/kernel" else v for k, v in mask.items()}).save(wrong / "mask.npz")
+    with pytest.raises(LtKerasError, match="does not fit"):
+        load_ticket(wrong)
+    result = run("lt_keras.bin.retrain", f"--ticket_dir={missing}", f"--output_dir={tmp_path / 'r'}", *QUICK_DATA)
+    assert result.returncode != 0 and "missing ['mask.npz']" in result.stderr and "Traceback" not in result.stderr
+    result = run("lt_keras.bin.export", f"--ticket_dir={wrong}", f"--saved_model_dir={tmp_path / 'e'}", *QUICK_DATA)
+    assert result.returncode != 0 and "does not fit" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_supermask_ticket_retrains_and_exports(tmp_path):
+    sm = tmp_path / "sm"
+    result = run("lt_keras.bin.supermask", f"--output_dir={sm}", "--epochs=1", "--optimizer=sgd",
+                 "--learning_rate=50", "--batch_size=100", "--estimator=topk", "--nojit_compile", *QUICK_DATA)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "retrain"
+    result = run("lt_keras.bin.retrain", f"--ticket_dir={sm / 'ticket'}", f"--output_dir={out}", "--train_steps=10",
+                 "--eval_every=5", *QUICK_DATA)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "supermask" and summary["pruned_weights_nonzero"] == 0
+    assert all(l.kernel.trainable for l in masked_layers(load_ticket(out / "ticket").model))
+    result = run("lt_keras.bin.export", f"--ticket_dir={out / 'ticket'}", f"--saved_model_dir={tmp_path / 'e'}",
+                 *QUICK_DATA)
+    assert result.returncode == 0, result.stderr[-3000:]
