@@ -5,6 +5,7 @@ import os
 import pytest
 from absl import flags
 
+import lt_keras.bin.early_bird  # noqa: F401
 import lt_keras.bin.imp  # noqa: F401  (defines the IMP and common flags)
 import lt_keras.bin.supermask  # noqa: F401
 import lt_keras.bin.train  # noqa: F401
@@ -30,4 +31,5 @@ def test_there_are_paper_flagfiles():
     assert {"quickstart.flags", "lenet300_mnist_imp.flags", "conv2_cifar10_imp.flags", "conv4_cifar10_imp.flags",
             "conv6_cifar10_imp.flags", "lenet300_mnist_supermask.flags",
             "lenet300_mnist_supermask_signed_constant.flags", "conv4_cifar10_supermask.flags",
-            "conv6_cifar10_edgepopup.flags"} <= names
+            "conv6_cifar10_edgepopup.flags", "vgg16_cifar100_early_bird.flags",
+            "resnet20_cifar10_early_bird_cpu.flags"} <= names

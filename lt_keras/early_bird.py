@@ -1,0 +1,279 @@
+"""Early-Bird tickets (You et al. 2020): find the ticket early, by when its mask stops changing.
+
+Training adds an L1 penalty on BatchNorm scale factors (network slimming).
+After every epoch, for each pruning ratio p, one global threshold on |gamma|
+over the prunable BatchNorm layers gives a channel mask (or, with weight
+granularity, one global magnitude threshold over the masked kernels). A FIFO
+keeps the last masks; the ticket has emerged when the newest mask is within
+``epsilon`` normalized Hamming distance of every other mask in the full queue.
+
+``slim`` then builds the physically smaller network: pruned conv filters,
+their BatchNorm entries, and the matching inputs of the next conv or dense
+layer are removed, weights copied. A channel is prunable when its BatchNorm
+follows a convolution and its output reaches only convolutions or dense
+layers (through ReLU, pooling, dropout, flatten or global pooling); channels
+that feed a residual addition are kept. Zeroing gamma and beta of the pruned
+channels (``channel_masked``) gives exactly the slimmed network's outputs.
+"""
+import collections
+
+import numpy as np
+
+from lt_keras._keras import keras, tf
+from lt_keras.convert import masked_layers
+from lt_keras.errors import LtKerasError
+from lt_keras.mask import Mask, mask_key
+from lt_keras.pruning import prune_global
+
+GRANULARITIES = ("channel", "weight")
+_PASS = (keras.layers.ReLU, keras.layers.Activation, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
+         keras.layers.Dropout)
+_REDUCE = (keras.layers.Flatten, keras.layers.GlobalAveragePooling2D)
+
+
+def _consumers(layer, model_layers):
+    return [n.outbound_layer for n in layer.outbound_nodes if n.outbound_layer in model_layers]
+
+
+def _producers(layer):
+    nodes = layer.inbound_nodes
+    if not nodes:
+        return []
+    inbound = nodes[0].inbound_layers
+    return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
+
+
+def _reaches_only_weights(layer, model_layers, after_reduce=False):
+    for consumer in _consumers(layer, model_layers):
+        if isinstance(consumer, keras.layers.Dense):
+            continue
+        if isinstance(consumer, keras.layers.Conv2D) and not after_reduce:
+            continue
+        if isinstance(consumer, _PASS) and not after_reduce:
+            if not _reaches_only_weights(consumer, model_layers):
+                return False
+            continue
+        if isinstance(consumer, _REDUCE) and not after_reduce:
+            if not _reaches_only_weights(consumer, model_layers, after_reduce=True):
+                return False
+            continue
+        return False
+    return True
+
+
+def prunable_bns(model):
+    """BatchNorm layers whose channels can be removed (see the module docstring), in layer order."""
+    layers = set(model.layers)
+    out = []
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        producers = _producers(layer)
+        if (len(producers) == 1 and isinstance(producers[0], keras.layers.Conv2D)
+                and _consumers(producers[0], layers) == [layer] and _reaches_only_weights(layer, layers)):
+            out.append(layer)
+    return out
+
+
+def bn_key(layer):
+    return layer.name + "/gamma"
+
+
+def add_bn_l1(model, l1):
+    """Add ``l1 * sum |gamma|`` over the prunable BatchNorm layers to the model's loss (network slimming)."""
+    if l1 < 0:
+        raise LtKerasError(f"--bn_l1: must be >= 0, got {l1}.")
+    gammas = [bn.gamma for bn in prunable_bns(model)]
+    if not gammas:
+        raise LtKerasError(f"model {model.name!r} has no prunable BatchNorm channels; use --granularity=weight.")
+    if l1:
+        model.add_loss(lambda: l1 * tf.add_n([tf.reduce_sum(tf.abs(g)) for g in gammas]))
+    return model
+
+
+def channel_mask(model, ratio) -> Mask:
+    """Prune the fraction ``ratio`` of prunable channels with the smallest |gamma| (one global threshold)."""
+    bns = prunable_bns(model)
+    if not bns:
+        raise LtKerasError(f"model {model.name!r} has no prunable BatchNorm channels.")
+    scores = {bn_key(bn): np.abs(bn.gamma.numpy()) for bn in bns}
+    ones = Mask({key: np.ones_like(v, np.float32) for key, v in scores.items()})
+    mask = prune_global(scores, ones, ratio)
+    # Never remove a whole layer: keep its largest channel.
+    arrays = dict(mask)
+    for key, values in arrays.items():
+        if not values.any():
+            values = values.copy()
+            values[int(np.argmax(scores[key]))] = 1.0
+            arrays[key] = values
+    return Mask(arrays)
+
+
+def weight_mask(model, ratio) -> Mask:
+    """Prune the fraction ``ratio`` of all masked kernel weights with the smallest |w| (one global threshold)."""
+    layers = masked_layers(model)
+    if not layers:
+        raise LtKerasError(f"model {model.name!r} has no masked layers for --granularity=weight.")
+    scores = {mask_key(l): np.abs(l.kernel.numpy()) for l in layers}
+    return prune_global(scores, Mask.ones_like(model), ratio)
+
+
+def compute_mask(model, ratio, granularity):
+    if granularity not in GRANULARITIES:
+        raise LtKerasError(f"--granularity: {granularity!r} is not one of {list(GRANULARITIES)}.")
+    return channel_mask(model, ratio) if granularity == "channel" else weight_mask(model, ratio)
+
+
+class EarlyBirdDetector:
+    """FIFO of the last ``queue_length`` masks per ratio; records when each ratio's ticket emerged."""
+
+    def __init__(self, ratios, queue_length=5, epsilon=0.1):
+        if not ratios or any(not 0 < r < 1 for r in ratios):
+            raise LtKerasError(f"--prune_ratios: each ratio must be in (0, 1), got {list(ratios)}.")
+        if queue_length < 2:
+            raise LtKerasError(f"--queue_length: must be >= 2, got {queue_length}.")
+        if not 0 <= epsilon < 1:
+            raise LtKerasError(f"--epsilon: must be in [0, 1), got {epsilon}.")
+        self.ratios, self.queue_length, self.epsilon = tuple(ratios), queue_length, epsilon
+        self.queues = {r: collections.deque(maxlen=queue_length) for r in self.ratios}
+        self.emerged = {}  # ratio -> epoch (1-based)
+        self.max_distance = {r: [] for r in self.ratios}  # per epoch: max distance to the queue (None if not full)
+
+    def update(self, epoch, masks):
+        """Add this epoch's masks ({ratio: Mask}); returns the ratios that emerged now."""
+        new = []
+        for ratio in self.ratios:
+            queue = self.queues[ratio]
+            queue.append(masks[ratio])
+            if len(queue) < self.queue_length:
+                self.max_distance[ratio].append(None)
+                continue
+            distance = max(queue[-1].hamming_distance(m) for m in list(queue)[:-1])
+            self.max_distance[ratio].append(distance)
+            if ratio not in self.emerged and distance <= self.epsilon:
+                self.emerged[ratio] = epoch
+                new.append(ratio)
+        return new
+
+    @property
+    def all_emerged(self):
+        return len(self.emerged) == len(self.ratios)
+
+
+class EarlyBirdCallback(keras.callbacks.Callback):
+    """Early-Bird detection inside any ``model.fit``: masks after every epoch, FIFO distances, EB epochs.
+
+    Keeps every epoch's masks (for the distance matrix) and the weights at
+    each ratio's EB epoch; with ``stop_at_eb`` it stops training once every
+    ratio has emerged. Adds ``eb_distance_<ratio>`` to the epoch logs.
+    """
+
+    def __init__(self, ratios=(0.3, 0.5, 0.7), queue_length=5, epsilon=0.1, granularity="channel",
+                 stop_at_eb=True, verbose=1):
+        super().__init__()
+        self.detector = EarlyBirdDetector(ratios, queue_length, epsilon)
+        if granularity not in GRANULARITIES:
+            raise LtKerasError(f"--granularity: {granularity!r} is not one of {list(GRANULARITIES)}.")
+        self.granularity, self.stop_at_eb, self.verbose = granularity, stop_at_eb, verbose
+        self.history = {r: [] for r in self.detector.ratios}  # masks per epoch
+        self.eb_weights = {}
+
+    @property
+    def emerged(self):
+        return dict(self.detector.emerged)
+
+    def on_epoch_end(self, epoch, logs=None):
+        masks = {r: compute_mask(self.model, r, self.granularity) for r in self.detector.ratios}
+        for ratio, mask in masks.items():
+            self.history[ratio].append(mask)
+        for ratio in self.detector.update(epoch + 1, masks):
+            self.eb_weights[ratio] = self.model.get_weights()
+            if self.verbose:
+                print(f"\nEarly-Bird ticket at prune ratio {ratio} emerged at epoch {epoch + 1}.", flush=True)
+        if logs is not None:
+            for ratio in self.detector.ratios:
+                distance = self.detector.max_distance[ratio][-1]
+                if distance is not None:
+                    logs[f"eb_distance_{ratio}"] = distance
+        if self.stop_at_eb and self.detector.all_emerged:
+            self.model.stop_training = True
+
+    def distance_matrix(self, ratio) -> np.ndarray:
+        """Normalized Hamming distance between the masks of every pair of epochs."""
+        masks = self.history[ratio]
+        n = len(masks)
+        matrix = np.zeros((n, n))
+        for i in range(n):
+            for j in range(i + 1, n):
+                matrix[i, j] = matrix[j, i] = masks[i].hamming_distance(masks[j])
+        return matrix
+
+
+def channel_masked(model, mask: Mask):
+    """A copy of ``model`` whose pruned channels output exactly zero (gamma and beta zeroed)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for bn in prunable_bns(copy):
+        keep = mask.get(bn_key(bn))
+        if keep is not None:
+            bn.gamma.assign(bn.gamma * keep)
+            bn.beta.assign(bn.beta * keep)
+    return copy
+
+
+def slim(model, mask: Mask):
+    """The physically smaller network for a channel mask, with the weights copied.
+
+    Outputs equal ``channel_masked(model, mask)`` (up to float rounding).
+    """
+    bns = {bn_key(bn): bn for bn in prunable_bns(model)}
+    unknown = sorted(set(mask) - set(bns))
+    if unknown:
+        raise LtKerasError(f"channel mask keys {unknown} are not prunable BatchNorm layers of {model.name!r}.")
+    conv_out = {}
+    for key, values in mask.items():
+        keep = np.flatnonzero(values)
+        if keep.size == 0:
+            raise LtKerasError(f"channel mask {key!r} removes every channel of its layer.")
+        conv_out[_producers(bns[key])[0].name] = keep
+    keep_of, in_keep = {}, {}
+    for layer in model.layers:
+        producers = _producers(layer)
+        inputs = [keep_of.get(p.name) for p in producers]
+        if len(inputs) > 1 and any(k is not None for k in inputs):
+            raise LtKerasError(f"layer {layer.name!r} merges pruned channels; it cannot be slimmed.")
+        current = inputs[0] if inputs else None
+        in_keep[layer.name] = current
+        if isinstance(layer, keras.layers.Conv2D):
+            keep_of[layer.name] = conv_out.get(layer.name)
+        elif isinstance(layer, keras.layers.Dense):
+            keep_of[layer.name] = None
+        elif isinstance(layer, keras.layers.Flatten) and current is not None:
+            shape = layer.input_shape
+            spatial, channels = int(np.prod(shape[1:-1])), shape[-1]
+            keep_of[layer.name] = (np.arange(spatial)[:, None] * channels + current[None, :]).ravel()
+        else:
+            keep_of[layer.name] = current
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.Conv2D) and conv_out.get(layer.name) is not None:
+            config["filters"] = int(conv_out[layer.name].size)
+        return type(layer).from_config(config)
+
+    slimmed = keras.models.clone_model(model, clone_function=clone)
+    for old in model.layers:
+        new = slimmed.get_layer(old.name)
+        values = []
+        for variable in old.weights:
+            value = variable.numpy()
+            if isinstance(old, (keras.layers.Conv2D, keras.layers.Dense)) and value.ndim >= 2:
+                if in_keep[old.name] is not None:
+                    value = np.take(value, in_keep[old.name], axis=-2)
+                if keep_of[old.name] is not None:
+                    value = np.take(value, keep_of[old.name], axis=-1)
+            elif value.ndim == 1 and keep_of.get(old.name) is not None and not isinstance(old, keras.layers.Dense):
+                value = value[keep_of[old.name]]
+            values.append(value)
+        new.set_weights(values)
+    return slimmed

@@ -1,0 +1,55 @@
+"""Training FLOPs of a Keras model, counted from its layers' shapes.
+
+Per example, forward: Conv2D 2*H_out*W_out*k_h*k_w*C_in*C_out (+ bias),
+Dense 2*in*out (+ bias), BatchNormalization 4 per element (inference
+affine plus statistics), ReLU/pooling/add 1 per output element. Backward is
+counted as twice the forward (gradients w.r.t. inputs and weights), so a
+training step costs 3x forward x batch. Unstructured masks do not change the
+count (dense kernels still run); a slimmed model is counted at its real,
+smaller shapes. The same rules apply to every model, so ratios are fair.
+"""
+import numpy as np
+
+from lt_keras._keras import keras
+
+
+def _elements(shape):
+    return int(np.prod([d for d in shape[1:] if d is not None]))
+
+
+def _output_shape(layer):
+    shape = layer.output_shape
+    return shape[0] if isinstance(shape, list) else shape
+
+
+def forward_flops_per_example(model) -> int:
+    total = 0
+    for layer in _flat_layers(model):
+        out = _output_shape(layer)
+        if isinstance(layer, keras.layers.Conv2D):
+            k_h, k_w, c_in, c_out = layer.kernel.shape
+            total += 2 * _elements(out) // c_out * k_h * k_w * c_in * c_out // max(1, getattr(layer, "groups", 1))
+            total += _elements(out) if layer.use_bias else 0
+        elif isinstance(layer, keras.layers.Dense):
+            n_in, n_out = layer.kernel.shape
+            total += 2 * n_in * n_out + (n_out if layer.use_bias else 0)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            total += 4 * _elements(out)
+        elif isinstance(layer, (keras.layers.ReLU, keras.layers.Activation, keras.layers.MaxPooling2D,
+                                keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D,
+                                keras.layers.Add)):
+            total += _elements(out)
+    return int(total)
+
+
+def training_flops_per_step(model, batch_size) -> int:
+    """Forward + backward (2x forward) FLOPs of one training step of ``batch_size`` examples."""
+    return 3 * forward_flops_per_example(model) * batch_size
+
+
+def _flat_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _flat_layers(layer)
+        else:
+            yield layer

@@ -1,0 +1,141 @@
+"""Early-Bird: detection on hand-made masks, prunable channels, exact slimming, FLOPs, callback, binary."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lt_keras import LtKerasError, Mask
+from lt_keras import early_bird as eb
+from lt_keras._keras import keras
+from lt_keras.flops import forward_flops_per_example, training_flops_per_step
+from lt_keras.models import build_model
+from lt_keras.ticket import load_ticket
+from tests.conftest import REPO
+
+
+def m(bits):
+    return Mask({"bn/gamma": np.array(bits, np.float32)})
+
+
+def test_detector_declares_when_the_newest_mask_is_within_epsilon_of_the_full_queue():
+    d = eb.EarlyBirdDetector([0.5], queue_length=3, epsilon=0.25)
+    seq = [[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0], [1, 0, 1, 0], [1, 0, 1, 1], [1, 0, 1, 0]]
+    emerged_at = [e for e, bits in enumerate(seq, start=1) if d.update(e, {0.5: m(bits)})]
+    # epoch 3: queue full, distances to epochs 1, 2 are 0.5 -> no; 4: 0.5 (epoch 2 vs 4: 0.5) -> no;
+    # 5: distances to epochs 3, 4 are 0.25 -> yes (<= epsilon)
+    assert emerged_at == [5] and d.emerged == {0.5: 5}
+    assert d.max_distance[0.5][:2] == [None, None] and d.max_distance[0.5][4] == 0.25
+    with pytest.raises(LtKerasError, match="prune_ratios"):
+        eb.EarlyBirdDetector([1.2])
+
+
+@pytest.mark.parametrize("name, count", [("vgg11_bn", 8), ("resnet20", 9)])
+def test_prunable_channels(name, count):
+    model = build_model(name, (32, 32, 3), 10)
+    bns = eb.prunable_bns(model)
+    assert len(bns) == count
+    if name == "resnet20":  # only block-internal channels: the others feed residual additions
+        assert all(b.name.endswith("_conv1_bn") for b in bns)
+
+
+def _randomize_bns(model, seed=0):
+    rng = np.random.RandomState(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape
+            layer.gamma.assign(rng.rand(*c))
+            layer.beta.assign(rng.randn(*c) * 0.1)
+            layer.moving_mean.assign(rng.randn(*c) * 0.1)
+            layer.moving_variance.assign(rng.rand(*c) + 0.5)
+
+
+@pytest.mark.parametrize("name", ["vgg11_bn", "resnet20"])
+def test_slimmed_network_equals_the_channel_masked_network(name):
+    model = build_model(name, (32, 32, 3), 10)
+    _randomize_bns(model)
+    mask = eb.channel_mask(model, 0.5)
+    total = sum(v.size for v in mask.values())
+    assert sum(int(v.sum()) for v in mask.values()) == total - round(0.5 * total)  # one global threshold
+    slimmed = eb.slim(model, mask)
+    x = np.random.RandomState(1).randn(3, 32, 32, 3).astype(np.float32)
+    np.testing.assert_allclose(slimmed(x, training=False).numpy(), eb.channel_masked(model, mask)(x, training=False).numpy(),
+                               atol=1e-4, rtol=1e-4)
+    assert slimmed.count_params() < model.count_params()
+    assert forward_flops_per_example(slimmed) < forward_flops_per_example(model)
+    kept = {k: int(v.sum()) for k, v in mask.items()}
+    for key, n in kept.items():
+        assert slimmed.get_layer(key.split("/")[0]).gamma.shape[0] == n
+    assert Mask.from_model(slimmed).density() == 1.0  # masked layers came along, with sliced all-ones masks
+
+
+def test_flops_by_hand():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(name="r")(x)
+    x = keras.layers.Flatten(name="f")(x)
+    model = keras.Model(inputs, keras.layers.Dense(5, name="d")(x))
+    conv = 2 * 8 * 8 * 3 * 3 * 3 * 4 + 8 * 8 * 4
+    bn, relu, dense = 4 * 256, 256, 2 * 256 * 5 + 5
+    assert forward_flops_per_example(model) == conv + bn + relu + dense
+    assert training_flops_per_step(model, 10) == 3 * 10 * (conv + bn + relu + dense)
+
+
+def test_callback_stops_a_users_fit_when_every_ratio_emerged():
+    keras.utils.set_random_seed(0)
+    model = build_model("vgg11_bn", (32, 32, 3), 10)
+    eb.add_bn_l1(model, 1e-4)
+    model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.RandomState(0).randn(16, 32, 32, 3).astype(np.float32)
+    y = np.arange(16) % 10
+    callback = eb.EarlyBirdCallback([0.3, 0.5], queue_length=2, epsilon=0.5, verbose=0)
+    history = model.fit(x, y, epochs=10, batch_size=8, verbose=0, callbacks=[callback])
+    assert len(history.history["loss"]) == 2 and callback.emerged == {0.3: 2, 0.5: 2}
+    assert "eb_distance_0.5" in history.history
+    assert callback.distance_matrix(0.5).shape == (2, 2) and set(callback.eb_weights) == {0.3, 0.5}
+
+
+def test_weight_granularity_masks():
+    model = build_model("lenet_300_100", (28, 28, 1), 10)
+    mask = eb.compute_mask(model, 0.7, "weight")
+    assert abs(mask.density() - 0.3) < 1e-5
+    with pytest.raises(LtKerasError, match="no prunable BatchNorm"):
+        eb.channel_mask(model, 0.5)
+
+
+def run(module, *args, timeout=600):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def test_binary_finds_slims_retrains_and_counts_flops(tmp_path):
+    out = tmp_path / "eb"
+    data = ["--max_train_examples=200", "--validation_size=100"]  # the embedded digits: runs anywhere
+    result = run("lt_keras.bin.early_bird", f"--output_dir={out}", "--model=resnet20", "--epochs=3", "--batch_size=50",
+                 "--optimizer=sgd", "--learning_rate=0.05", "--queue_length=2", "--epsilon=0.5",
+                 "--prune_ratios=0.5", "--nojit_compile", *data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    entry = summary["ratios"]["0.5"]
+    assert entry["emerged"] and entry["eb_epoch"] == 2 and entry["retrain_epochs"] == 1
+    assert entry["flops_ratio"] > 1 and entry["eb_total_flops"] < entry["lt_total_flops"]
+    assert (out / "eb_distances.png").exists()
+    ticket = load_ticket(out / "eb_p0.5" / "ticket")
+    assert ticket.info["slimmed"] and ticket.model.count_params() < build_model("resnet20", (28, 28, 1), 10).count_params()
+    exported = run("lt_keras.bin.export", f"--ticket_dir={out / 'eb_p0.5' / 'ticket'}",
+                   f"--saved_model_dir={tmp_path / 'export'}", *data)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    retrained = run("lt_keras.bin.retrain", f"--ticket_dir={out / 'eb_p0.5' / 'ticket'}", f"--output_dir={tmp_path / 'r'}",
+                    "--train_steps=4", "--eval_every=2", "--nojit_compile", *data)
+    assert retrained.returncode == 0, retrained.stderr[-3000:]
+
+
+def test_binary_bad_flags(tmp_path):
+    for extra, message in ((["--prune_ratios=0.5,1.5", "--epochs=1"], "--prune_ratios"),
+                           (["--train_steps=10"], "--epochs"),
+                           (["--epochs=1", "--retrain_ratios=0.9"], "--retrain_ratios")):
+        result = run("lt_keras.bin.early_bird", f"--output_dir={tmp_path / 'x'}", *extra)
+        assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr[-800:]
