@@ -13,17 +13,18 @@ from lt_keras.layers import MASK0_ACTIONS, MASK_OPTIONS, MASKED_TWIN, PLAIN_TWIN
 from lt_keras.mask import mask_key
 
 
-def _walk(model):
+def walk_layers(model):
+    """Every non-model layer of ``model``, nested models flattened, in layer order."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _walk(layer)
+            yield from walk_layers(layer)
         else:
             yield layer
 
 
 def masked_layers(model) -> list:
     """Every masked layer of ``model``, nested models included, in layer order."""
-    layers = [l for l in _walk(model) if is_masked(l)]
+    layers = [l for l in walk_layers(model) if is_masked(l)]
     seen = {}
     for layer in layers:
         key = mask_key(layer)

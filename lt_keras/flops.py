@@ -11,6 +11,7 @@ smaller shapes. The same rules apply to every model, so ratios are fair.
 import numpy as np
 
 from lt_keras._keras import keras
+from lt_keras.convert import walk_layers
 
 
 def _elements(shape):
@@ -24,7 +25,7 @@ def _output_shape(layer):
 
 def forward_flops_per_example(model) -> int:
     total = 0
-    for layer in _flat_layers(model):
+    for layer in walk_layers(model):
         out = _output_shape(layer)
         if isinstance(layer, keras.layers.Conv2D):
             k_h, k_w, c_in, c_out = layer.kernel.shape
@@ -46,10 +47,3 @@ def training_flops_per_step(model, batch_size) -> int:
     """Forward + backward (2x forward) FLOPs of one training step of ``batch_size`` examples."""
     return 3 * forward_flops_per_example(model) * batch_size
 
-
-def _flat_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _flat_layers(layer)
-        else:
-            yield layer
