@@ -14,10 +14,12 @@ from lt_keras.mask import mask_key
 
 
 def walk_layers(model):
-    """Every non-model layer of ``model``, nested models flattened, in layer order."""
+    """Every non-model layer of ``model``, nested models flattened, quantization wrappers unwrapped."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from walk_layers(layer)
+        elif type(layer).__name__.startswith("QuantizeWrapper"):  # TFMOT's twin: the layer it wraps
+            yield layer.layer
         else:
             yield layer
 

@@ -20,7 +20,7 @@ import collections
 import numpy as np
 
 from lt_keras._keras import keras, tf
-from lt_keras.convert import masked_layers
+from lt_keras.convert import masked_layers, walk_layers
 from lt_keras.errors import LtKerasError
 from lt_keras.mask import Mask, mask_key
 from lt_keras.pruning import prune_global
@@ -62,7 +62,16 @@ def _reaches_only_weights(layer, model_layers, after_reduce=False):
 
 
 def prunable_bns(model):
-    """BatchNorm layers whose channels can be removed (see the module docstring), in layer order."""
+    """BatchNorm layers whose channels can be removed (see the module docstring), in layer order.
+
+    For a fake-quantized twin the graph is read from its fp32 structure and
+    the twin's own (wrapped) BatchNorm layers are returned.
+    """
+    from lt_keras.precision import fp32_structure, is_quantized
+
+    if is_quantized(model):
+        inner = {layer.name: layer for layer in walk_layers(model)}
+        return [inner[bn.name] for bn in prunable_bns(fp32_structure(model))]
     layers = set(model.layers)
     out = []
     for layer in model.layers:

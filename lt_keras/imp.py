@@ -133,15 +133,20 @@ def _evaluate(model, data):
     return float(model.evaluate(data.eval_dataset("test"), verbose=0, return_dict=True)["accuracy"])
 
 
-def run_imp(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=None):
+def run_imp(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=None, precision=None):
     """Run (or resume) IMP in ``run_dir``; returns the list of per-round metrics.
 
-    ``build()`` must return a fresh masked model with deterministic initial weights.
+    ``build()`` must return a fresh masked model with deterministic initial
+    weights. ``precision`` (a ``lt_keras.precision.SearchPrecision``) turns
+    every trained model into its fake-quantized twin; tickets are fp32.
     """
     imp.validate()
     train.validate()
     if imp.mask0 != "zero":
         build = _with_mask0(build, imp.mask0)
+    if precision is not None and precision.precision != "fp32":
+        build = _at_precision(build, precision)
+    described = precision.describe() if precision is not None else {"precision": "fp32"}
     os.makedirs(run_dir, exist_ok=True)
     keras.utils.set_random_seed(train.seed)
     model = build()
@@ -166,10 +171,15 @@ def run_imp(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=No
             logging.info("round %d is complete; skipping.", k)
         else:
             metrics, next_mask, rewind_weights = _train_round(
-                k, round_dir, build, model, data, imp, train, mask, rates, init_weights, rewind_weights, verbose)
+                k, round_dir, build, model, data, imp, train, mask, rates, init_weights, rewind_weights, verbose,
+                described)
         results.append(metrics)
         mask = next_mask
     return results
+
+
+def _at_precision(build, precision):
+    return lambda: precision.apply(build())
 
 
 def _with_mask0(build, mask0):
@@ -182,7 +192,8 @@ def _seeded_build(build, seed):
     return build()
 
 
-def _train_round(k, round_dir, build, model, data, imp, train, mask, rates, init_weights, rewind_weights, verbose):
+def _train_round(k, round_dir, build, model, data, imp, train, mask, rates, init_weights, rewind_weights, verbose,
+                 precision):
     rng = np.random.RandomState(train.seed * 1000 + k)
     step = imp.rewind_step()
     tmp = round_dir + ".partial"
@@ -192,7 +203,7 @@ def _train_round(k, round_dir, build, model, data, imp, train, mask, rates, init
     _set_start(model, rewind_weights, mask, imp.mask1 if k > 0 else "init", rng, fresh)
     start_kernels = kernels(model)
     untrained = _evaluate(_compiled(model), data)
-    _write_ticket(os.path.join(tmp, "ticket"), model, mask, imp, k)
+    _write_ticket(os.path.join(tmp, "ticket"), model, mask, imp, k, precision)
     snapshot = _Snapshot(step) if (k == 0 and step) else None
     result = fit(model, data, train, callbacks=[snapshot] if snapshot else [], verbose=verbose)
     final_kernels = kernels(model)
@@ -221,6 +232,7 @@ def _train_round(k, round_dir, build, model, data, imp, train, mask, rates, init
         "final_test_accuracy": result.final_test_accuracy,
         "untrained_test_accuracy": untrained,
         "wall_time_s": result.wall_time_s,
+        "search_precision": precision,
         "controls": {},
     }
     if k > 0:
@@ -242,10 +254,15 @@ def _compiled(model):
     return model
 
 
-def _write_ticket(folder, model, mask, imp, k):
-    """The round's ticket: the masked model at its starting weights, its mask, and what it is."""
-    write_ticket(folder, model, mask, {"method": "imp", "round": k, "criterion": imp.criterion,
-                                       "rewind": imp.rewind, "mask1": imp.mask1, "mask0": imp.mask0})
+def _write_ticket(folder, model, mask, imp, k, precision=None):
+    """The round's ticket: the fp32 masked model at its starting weights, its mask, and what it is."""
+    from lt_keras.precision import from_search_precision  # imports TFMOT: only when a ticket is written
+
+    precision = precision or {"precision": "fp32"}
+    write_ticket(folder, from_search_precision(model), mask, {
+        "method": "imp", "round": k, "criterion": imp.criterion, "rewind": imp.rewind, "mask1": imp.mask1,
+        "mask0": imp.mask0, "precision": "fp32", "found_at_precision": precision["precision"],
+        "search_precision": precision})
 
 
 def _control(name, build, data, train, mask, rewind_weights, k, verbose):

@@ -133,15 +133,23 @@ class MaskedKernelMixin:
         return fixed * self.learned_mask(training)
 
     def masked_kernel(self, training=None):
-        """``kernel * mask`` (plus frozen values where pruned): the kernel the layer computes with."""
-        return self._compose(tf.cast(self.effective_mask(training), self.kernel.dtype))
+        """``kernel * mask`` (plus frozen values where pruned): the kernel the layer computes with.
+
+        A quantization wrapper (``lt_keras.precision``) hands in its quantized
+        kernel through ``_kernel_override`` for exactly one call; the kernel
+        variable itself is never replaced.
+        """
+        override = getattr(self, "_kernel_override", None)
+        if override is not None:
+            self._kernel_override = None
+        return self._compose(tf.cast(self.effective_mask(training), self.kernel.dtype), override)
 
     def deterministic_kernel(self):
         """The kernel a ticket or an export keeps: the hard (expected / top-k) mask, no sampling."""
         return self._compose(tf.cast(self.hard_mask(), self.kernel.dtype))
 
-    def _compose(self, mask):
-        kernel = self.kernel * mask
+    def _compose(self, mask, kernel=None):
+        kernel = (self.kernel if kernel is None else kernel) * mask
         if self.dynamic_weight_rescaling:  # Zhou et al.: scale by numel / ones of the current mask
             ones = tf.maximum(tf.reduce_sum(tf.stop_gradient(mask)), 1.0)
             kernel *= tf.cast(tf.size(mask), kernel.dtype) / ones

@@ -51,3 +51,16 @@ def test_bad_flags_leave_the_run_dir_as_it_was(tmp_path):
         assert result.returncode != 0, extra
         assert message in result.stderr and "Traceback" not in result.stderr, (extra, result.stderr[-1500:])
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_int8_search_writes_fp32_tickets(tmp_path):
+    from lt_keras.ticket import load_ticket
+
+    out = tmp_path / "int8"
+    result = run_imp("--output_dir", str(out), "--precision=int8", *QUICK)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ticket = load_ticket(out / "round_1" / "ticket")
+    assert ticket.info["found_at_precision"] == "int8" and ticket.info["precision"] == "fp32"
+    assert not any(type(l).__name__.startswith("Quantize") for l in ticket.model.layers)
+    bad = run_imp("--output_dir", str(tmp_path / "bad"), "--precision=int8", "--weight_bits=1", *QUICK)
+    assert bad.returncode != 0 and "--weight_bits" in bad.stderr and "Traceback" not in bad.stderr

@@ -78,6 +78,23 @@ def data_config() -> DataConfig:
     )
 
 
+def define_precision_flags():
+    """--precision and bit widths: the search binaries (lt-imp, lt-supermask, lt-early-bird)."""
+    if "precision" in FLAGS:
+        return
+    flags.DEFINE_enum("precision", "fp32", ["fp32", "int8"], "Search precision: int8 fake-quantizes weights, "
+                      "activations and gradients (TFMOT); tickets are written and retrained at fp32.")
+    flags.DEFINE_integer("weight_bits", 8, "int8 search: weight bits of masked layers.")
+    flags.DEFINE_integer("activation_bits", 8, "int8 search: activation bits of masked layers.")
+    flags.DEFINE_integer("gradient_bits", 8, "int8 search: bits of backward errors and weight gradients.")
+
+
+def search_precision():
+    from lt_keras.precision import SearchPrecision
+
+    return SearchPrecision(FLAGS.precision, FLAGS.weight_bits, FLAGS.activation_bits, FLAGS.gradient_bits)
+
+
 def train_config() -> TrainConfig:
     epochs = FLAGS.epochs
     if FLAGS.train_steps is None and epochs is None:

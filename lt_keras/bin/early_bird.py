@@ -18,17 +18,16 @@ history.json per phase.
 """
 import dataclasses
 import json
-import math
 import os
 import sys
 
-import numpy as np
 from absl import app, flags, logging
 
 from lt_keras.bin import common_flags
 from lt_keras.errors import LtKerasError
 
 common_flags.define_common_flags(default_model="vgg11_bn")
+common_flags.define_precision_flags()
 flags.DEFINE_float("bn_l1", 1e-4, "L1 penalty on BatchNorm scale factors (network slimming).", lower_bound=0)
 flags.DEFINE_list("prune_ratios", ["0.3", "0.5", "0.7"], "Channel pruning ratios tracked at once.")
 flags.DEFINE_integer("queue_length", 5, "FIFO length of masks compared.", lower_bound=2)
@@ -98,15 +97,14 @@ def plot_distances(callback, path):
     save_figure(fig, path)
 
 
-def search(run, model_name, data, train_cfg, options):
+def search(run, build, data, train_cfg, options):
     from lt_keras import early_bird
     from lt_keras._keras import keras
     from lt_keras.io_utils import atomic_write_json
-    from lt_keras.models import build_model
     from lt_keras.training import fit
 
     keras.utils.set_random_seed(train_cfg.seed)
-    model = build_model(model_name, data.input_shape, data.num_classes)
+    model = build()
     if options["granularity"] == "channel":
         early_bird.add_bn_l1(model, options["bn_l1"])
     callback = early_bird.EarlyBirdCallback(options["prune_ratios"], options["queue_length"], options["epsilon"],
@@ -120,13 +118,15 @@ def search(run, model_name, data, train_cfg, options):
     return model, callback, result
 
 
-def ticket_for(model, callback, ratio, options, build):
-    """The EB ticket at ``ratio``: slimmed model (channel) or masked model (weight) at the EB-epoch weights."""
+def ticket_for(callback, ratio, options, search_build):
+    """The EB ticket at ``ratio``: slimmed model (channel) or masked model (weight) at the EB-epoch weights, fp32."""
     from lt_keras import early_bird
     from lt_keras.mask import Mask
+    from lt_keras.precision import from_search_precision
 
-    eb_model = build()
+    eb_model = search_build()
     eb_model.set_weights(callback.eb_weights[ratio])
+    eb_model = from_search_precision(eb_model)
     mask = callback.history[ratio][callback.emerged[ratio] - 1]
     if options["granularity"] == "channel":
         slimmed = early_bird.slim(eb_model, mask)
@@ -140,10 +140,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         data_cfg, train_cfg, options = common_flags.data_config(), common_flags.train_config(), eb_options()
+        precision = common_flags.search_precision()
+        parts = {"precision": precision.describe()} if precision.precision != "fp32" else {}
         run, summary = common_flags.open_run(FLAGS.output_dir, __name__, model=FLAGS.model, data=data_cfg,
-                                             train=train_cfg, early_bird=options)
+                                             train=train_cfg, early_bird=options, **parts)
         if summary is None:
-            summary = run_all(run, data_cfg, train_cfg, options)
+            summary = run_all(run, data_cfg, train_cfg, options, precision)
             run.write_summary(summary)
     except LtKerasError as e:
         sys.exit(f"lt-early-bird: error: {e}")
@@ -171,10 +173,9 @@ def _g(v):
     return "-" if v is None else f"{v / 1e9:,.0f}"
 
 
-def run_all(run, data_cfg, train_cfg, options):
+def run_all(run, data_cfg, train_cfg, options, precision):
     import time
 
-    from lt_keras import early_bird
     from lt_keras._keras import keras
     from lt_keras.flops import training_flops_per_step
     from lt_keras.io_utils import atomic_write_json
@@ -190,15 +191,19 @@ def run_all(run, data_cfg, train_cfg, options):
     def build():
         return build_model(FLAGS.model, data.input_shape, data.num_classes)
 
+    def search_build():  # the search runs at --precision; tickets, retraining and baselines are fp32
+        return precision.apply(build())
+
     start = time.perf_counter()
-    model, callback, search_result = search(run, FLAGS.model, data, train_cfg, options)
+    model, callback, search_result = search(run, search_build, data, train_cfg, options)
     search_time = time.perf_counter() - start
     searched_epochs = len(search_result.history)
-    dense_step = training_flops_per_step(model, train_cfg.batch_size)
+    dense_step = training_flops_per_step(build(), train_cfg.batch_size)
     summary = {"model": FLAGS.model, "dataset": data.spec.name, "data_source": data.source,
                "schedule_epochs": epochs, "search_epochs": searched_epochs, "search_wall_time_s": search_time,
                "dense_flops_per_step": dense_step, "steps_per_epoch": spe, "retrain_from": options["retrain_from"],
                "granularity": options["granularity"], "search_final_test_accuracy": search_result.final_test_accuracy,
+               "search_precision": precision.describe(),
                "ratios": {}}
     dense_baseline = None
     for ratio in options["prune_ratios"]:
@@ -208,12 +213,12 @@ def run_all(run, data_cfg, train_cfg, options):
             logging.warning("no Early-Bird ticket at ratio %s within %d epochs.", ratio, searched_epochs)
             continue
         eb_epoch = callback.emerged[ratio]
-        ticket_model, ticket_mask, eb_mask = ticket_for(model, callback, ratio, options, build)
+        ticket_model, ticket_mask, eb_mask = ticket_for(callback, ratio, options, search_build)
         folder = run.file(f"eb_p{ratio}")
         write_ticket(os.path.join(folder, "ticket"), ticket_model, ticket_mask, {
             "method": "early_bird", "prune_ratio": ratio, "eb_epoch": eb_epoch, "granularity": options["granularity"],
             "slimmed": options["granularity"] == "channel", "parameters": int(ticket_model.count_params()),
-            "precision": "fp32"})
+            "precision": "fp32", "found_at_precision": precision.precision, "search_precision": precision.describe()})
         eb_mask.save(os.path.join(folder, "eb_mask.npz"))
         slim_step = training_flops_per_step(ticket_model, train_cfg.batch_size)
         if options["granularity"] == "weight":

@@ -14,6 +14,7 @@ from lt_keras.bin import common_flags
 from lt_keras.errors import LtKerasError
 
 common_flags.define_common_flags()
+common_flags.define_precision_flags()
 flags.DEFINE_integer("rounds", 3, "Pruning rounds after the dense round 0.")
 flags.DEFINE_float("target_density", None, "One-shot: prune once to this fraction of weights (overrides --rounds).")
 flags.DEFINE_string("allocation", "layerwise", "layerwise (rates by layer kind) or global (one pooled rate).")
@@ -50,15 +51,17 @@ def main(argv):
 
     try:
         data_cfg, train_cfg, imp_cfg = common_flags.data_config(), common_flags.train_config(), imp_config()
+        precision = common_flags.search_precision()
+        parts = {"precision": precision.describe()} if precision.precision != "fp32" else {}
         run, summary = common_flags.open_run(FLAGS.output_dir, __name__, model=FLAGS.model, data=data_cfg,
-                                             train=train_cfg, imp=imp_cfg)
+                                             train=train_cfg, imp=imp_cfg, **parts)
         if summary is not None:
             results = summary["rounds"]
         else:
             data = data_cfg.load()
             logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
             results = run_imp(run.path, lambda: build_model(FLAGS.model, data.input_shape, data.num_classes),
-                              data, imp_cfg, train_cfg)
+                              data, imp_cfg, train_cfg, precision=precision)
             plot_rounds(results, run.file("report.png"))
             run.write_summary({"model": FLAGS.model, "dataset": data.spec.name, "data_source": data.source,
                                "rounds": results})

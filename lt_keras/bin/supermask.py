@@ -25,6 +25,7 @@ from lt_keras.bin import common_flags
 from lt_keras.errors import LtKerasError
 
 common_flags.define_common_flags()
+common_flags.define_precision_flags()
 flags.DEFINE_enum("estimator", "bernoulli", ["bernoulli", "topk"], "Supermask estimator.")
 flags.DEFINE_float("keep_fraction", 0.5, "topk: fraction of each layer's weights kept.")
 flags.DEFINE_float("score_init", 0.0, "bernoulli: initial score (0 -> p = 0.5).")
@@ -76,11 +77,12 @@ def supermask_options():
     return options
 
 
-def learn(run, model_name, data, train_cfg, options):
+def learn(run, model_name, data, train_cfg, options, precision):
     from lt_keras import supermask
     from lt_keras._keras import keras
     from lt_keras.io_utils import atomic_write_json
     from lt_keras.models import build_model
+    from lt_keras.precision import from_search_precision
     from lt_keras.report import plot_curves
     from lt_keras.ticket import write_ticket
     from lt_keras.training import fit
@@ -90,6 +92,7 @@ def learn(run, model_name, data, train_cfg, options):
     supermask.init_weights(model, options["weight_init"], seed=train_cfg.seed)
     model = supermask.to_supermask(model, options["estimator"], options["keep_fraction"], options["score_init"],
                                    options["eval_mask"], options["dynamic_weight_rescaling"])
+    model = precision.apply(model)  # the search's precision; the ticket below is fp32
     result = fit(model, data, train_cfg, output_dir=run.path, callbacks=[supermask.MaskDensityLogger()])
     atomic_write_json(run.file("history.json"), result.history)
     plot_curves(result.history, run.file("curves.png"))
@@ -100,12 +103,14 @@ def learn(run, model_name, data, train_cfg, options):
         evaluations["expected"] = supermask.evaluate(model, test, "expected")
     else:
         evaluations["topk"] = supermask.evaluate(model, test, "topk")
+    model = from_search_precision(model)
     run.save_model(model)
     ticket = supermask.to_ticket(model)
     mask = supermask.hard_mask(model)
     write_ticket(run.file("ticket"), ticket, mask, {
         "method": "supermask", "estimator": options["estimator"], "weight_init": options["weight_init"],
-        "dynamic_weight_rescaling": options["dynamic_weight_rescaling"], "source_run": run.path})
+        "dynamic_weight_rescaling": options["dynamic_weight_rescaling"], "source_run": run.path,
+        "found_at_precision": precision.precision, "search_precision": precision.describe()})
     return {
         "mode": "learn",
         "expected_density_at_end": supermask.expected_density(model),
@@ -168,15 +173,17 @@ def main(argv):
 
     try:
         data_cfg, train_cfg, options = common_flags.data_config(), common_flags.train_config(), supermask_options()
+        precision = common_flags.search_precision()
+        parts = {"precision": precision.describe()} if precision.precision != "fp32" else {}
         run, summary = common_flags.open_run(FLAGS.output_dir, __name__, model=FLAGS.model, data=data_cfg,
-                                             train=train_cfg, supermask=options)
+                                             train=train_cfg, supermask=options, **parts)
         if summary is None:
             data = data_cfg.load()
             logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
             if options.get("from_run"):
                 summary = untrained(FLAGS.model, data, options, FLAGS.seed)
             else:
-                summary = learn(run, FLAGS.model, data, train_cfg, options)
+                summary = learn(run, FLAGS.model, data, train_cfg, options, precision)
             summary.update(model=FLAGS.model, dataset=data.spec.name, data_source=data.source)
             run.write_summary(summary)
     except LtKerasError as e:
