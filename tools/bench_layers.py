@@ -35,12 +35,13 @@ flags.DEFINE_integer("rounds", 5, "Interleaved rounds; medians are reported.")
 flags.DEFINE_bool("quick", False, "3 rounds of fewer steps.")
 flags.DEFINE_string("json_out", None, "Also write the results as JSON here.")
 flags.DEFINE_list("configs", list(CONFIGS), f"Configurations to time, from {list(CONFIGS)}.")
+flags.DEFINE_list("jit", ["off", "on"], "XLA settings to measure: off, on.")
 FLAGS = flags.FLAGS
 
 BATCH = 60
 INPUT_SHAPES = {"lenet_300_100": (28, 28, 1)}
 TARGETS = {"masked/plain": 1.05, "masked/tfmot": 0.85, "supermask/plain": 1.3, "topk/plain": 1.3,
-           "int8/masked": 1.6, "tfmot_qat/plain": None}
+           "int8/masked": 1.6, "tfmot_qat/plain": None, "tfmot_qat/masked": None}
 
 
 
@@ -70,27 +71,29 @@ def _masked_half(name, shape):
 
 
 def make_configs(name, jit):
+    """The requested configurations of ``name``, each built from seed 0 and compiled alike."""
     import tensorflow_model_optimization as tfmot
 
     shape = INPUT_SHAPES.get(name, (32, 32, 3))
-    keras.utils.set_random_seed(0)
-    plain = _compile(build_model(name, shape, 10, masked=False), jit)
-    masked = _compile(_masked_half(name, shape), jit)
-    keras.utils.set_random_seed(0)
     schedule = tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=0, frequency=100)
-    pruned = _compile(tfmot.sparsity.keras.prune_low_magnitude(build_model(name, shape, 10, masked=False),
-                                                               pruning_schedule=schedule), jit)
+    builders = {
+        "plain": lambda: build_model(name, shape, 10, masked=False),
+        "masked": lambda: _masked_half(name, shape),
+        "tfmot": lambda: tfmot.sparsity.keras.prune_low_magnitude(build_model(name, shape, 10, masked=False),
+                                                                  pruning_schedule=schedule),
+        "supermask": lambda: supermask.to_supermask(build_model(name, shape, 10), "bernoulli"),
+        "topk": lambda: supermask.to_supermask(build_model(name, shape, 10), "topk", keep_fraction=0.5),
+        "int8": lambda: precision.to_search_precision(_masked_half(name, shape)),  # W+A+G 8-bit twin
+        "tfmot_qat": lambda: tfmot.quantization.keras.quantize_model(build_model(name, shape, 10, masked=False)),
+    }
+    models = {}
+    for label in FLAGS.configs:
+        if label not in builders:
+            raise app.UsageError(f"--configs: unknown {label!r}; choose from {list(CONFIGS)}.")
+        keras.utils.set_random_seed(0)
+        models[label] = _compile(builders[label](), jit)
     callbacks = {"tfmot": [tfmot.sparsity.keras.UpdatePruningStep()]}
-    keras.utils.set_random_seed(0)
-    bernoulli = _compile(supermask.to_supermask(build_model(name, shape, 10), "bernoulli"), jit)
-    keras.utils.set_random_seed(0)
-    topk = _compile(supermask.to_supermask(build_model(name, shape, 10), "topk", keep_fraction=0.5), jit)
-    int8 = _compile(precision.to_search_precision(_masked_half(name, shape)), jit)  # W+A+G 8-bit twin
-    keras.utils.set_random_seed(0)
-    qat = _compile(tfmot.quantization.keras.quantize_model(build_model(name, shape, 10, masked=False)), jit)
-    models = {"plain": plain, "masked": masked, "tfmot": pruned, "supermask": bernoulli, "topk": topk,
-              "int8": int8, "tfmot_qat": qat}
-    return {k: v for k, v in models.items() if k in FLAGS.configs}, callbacks, shape
+    return models, callbacks, shape
 
 
 def time_steps(model, dataset, steps, extra_callbacks=()):
@@ -121,11 +124,11 @@ def bench(name, jit, steps, rounds):
 def main(argv):
     del argv
     rounds = 3 if FLAGS.quick else FLAGS.rounds
-    report = {"batch_size": BATCH, "rounds": rounds, "tensorflow": tf.__version__, "rows": []}
+    report = {"batch_size": BATCH, "rounds": rounds, "tensorflow": tf.__version__, "targets": TARGETS, "rows": []}
     for name in FLAGS.models:
         steps = FLAGS.steps or ((60 if name.startswith("lenet") else 10) if FLAGS.quick else
                                 (200 if name.startswith("lenet") else 40))
-        for jit in (False, True):
+        for jit in [j == "on" for j in FLAGS.jit]:
             medians, raw = bench(name, jit, steps, rounds)
             row = {"model": name, "jit_compile": jit, "steps_per_round": steps, "ms_per_step": medians,
                    "raw_ms_per_step": raw}

@@ -16,15 +16,14 @@ as in the paper's figures) and at the end of training; both are printed.
 Writes ``reproduction.json`` and ``reproduction.md`` into the run directory
 next to lt-imp's ``report.png``.
 """
-import json
 import os
-import subprocess
 import sys
 
 from absl import app, flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-flags.DEFINE_string("data_dir", None, "Folder with the official MNIST IDX files (required).")
+from repro_util import REPO, data_args, define_data_flags, load_json, run_module
+
+define_data_flags("MNIST IDX")
 flags.DEFINE_string("output_dir", "runs/repro_imp_mnist", "Run directory (resumed when it exists).")
 flags.DEFINE_integer("train_steps", 50_000, "Iterations per round (paper: 50K).")
 flags.DEFINE_integer("rounds", 15, "Pruning rounds (15 reaches 3.6% of the weights).")
@@ -75,19 +74,12 @@ def markdown(rounds, rows, command):
 
 def main(argv):
     del argv
-    if not FLAGS.data_dir:
-        sys.exit("reproduce_imp_mnist: error: --data_dir (the MNIST IDX files) is required.")
-    if not os.path.isdir(FLAGS.data_dir):
-        sys.exit(f"reproduce_imp_mnist: error: --data_dir {FLAGS.data_dir!r} is not a directory.")
-    command = [sys.executable, "-m", "lt_keras.bin.imp", "--flagfile=" + os.path.join(REPO, "flags", "lenet300_mnist_imp.flags"),
-               f"--data_dir={FLAGS.data_dir}", f"--rounds={FLAGS.rounds}", f"--train_steps={FLAGS.train_steps}",
-               f"--output_dir={FLAGS.output_dir}"]
-    print("running:", " ".join(command[2:]), flush=True)
-    if subprocess.call(command, cwd=REPO) != 0:
-        sys.exit("reproduce_imp_mnist: error: lt-imp failed (see above); the run directory resumes on re-run.")
+    data = data_args("reproduce_imp_mnist")
+    run_module("reproduce_imp_mnist", "lt_keras.bin.imp", [
+        "--flagfile=flags/lenet300_mnist_imp.flags", *data, f"--rounds={FLAGS.rounds}",
+        f"--train_steps={FLAGS.train_steps}", f"--output_dir={FLAGS.output_dir}"])
     run_dir = os.path.join(REPO, FLAGS.output_dir)
-    with open(os.path.join(run_dir, "summary.json")) as f:
-        rounds = json.load(f)["rounds"]
+    rounds = load_json(run_dir, "summary.json")["rounds"]
     rows = checks(rounds)
     print(f"\n{'target':<58} {'measured':<28} {'needed':<16} met")
     for claim, measured, target, ok in rows:

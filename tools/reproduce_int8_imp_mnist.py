@@ -11,15 +11,14 @@
 
 Writes ``reproduction.json`` and ``reproduction.md`` into ``--output_dir``.
 """
-import json
 import os
-import subprocess
 import sys
 
 from absl import app, flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-flags.DEFINE_string("data_dir", None, "Folder with the official MNIST IDX files (required).")
+from repro_util import REPO, data_args, define_data_flags, load_json, run_module
+
+define_data_flags("MNIST IDX")
 flags.DEFINE_string("fp32_run", "runs/repro_imp_mnist", "The fp32 IMP run to compare with.")
 flags.DEFINE_string("output_dir", "runs/repro_int8_imp_mnist", "Folder of the int8 search and the retraining.")
 flags.DEFINE_integer("rounds", 12, "Pruning rounds of the int8 search (12 reaches 7.0%).")
@@ -29,30 +28,24 @@ FLAGS = flags.FLAGS
 
 
 def _run(module, args):
-    command = [sys.executable, "-m", module, *args]
-    print("running:", " ".join(command[2:]), flush=True)
-    if subprocess.call(command, cwd=REPO) != 0:
-        sys.exit(f"reproduce_int8_imp_mnist: error: {module} failed (see above); re-run to resume.")
+    run_module("reproduce_int8_imp_mnist", module, args)
 
 
 def main(argv):
     del argv
-    if not FLAGS.data_dir or not os.path.isdir(FLAGS.data_dir):
-        sys.exit("reproduce_int8_imp_mnist: error: --data_dir must name the folder with the MNIST IDX files.")
+    data = data_args("reproduce_int8_imp_mnist")
     fp32_metrics = os.path.join(REPO, FLAGS.fp32_run, f"round_{FLAGS.rounds}", "metrics.json")
     if not os.path.exists(fp32_metrics):
         sys.exit(f"reproduce_int8_imp_mnist: error: {fp32_metrics} is missing; run tools/reproduce_imp_mnist.py first.")
-    out, data = FLAGS.output_dir, f"--data_dir={os.path.abspath(FLAGS.data_dir)}"
-    _run("lt_keras.bin.imp", ["--flagfile=flags/lenet300_mnist_imp.flags", data, "--precision=int8",
+    out = FLAGS.output_dir
+    _run("lt_keras.bin.imp", ["--flagfile=flags/lenet300_mnist_imp.flags", *data, "--precision=int8",
                               f"--rounds={FLAGS.rounds}", f"--train_steps={FLAGS.search_steps}", "--controls=",
                               f"--output_dir={out}/search"])
-    _run("lt_keras.bin.retrain", ["--flagfile=flags/lenet300_mnist_dense.flags", data,
+    _run("lt_keras.bin.retrain", ["--flagfile=flags/lenet300_mnist_dense.flags", *data,
                                   f"--ticket_dir={out}/search/round_{FLAGS.rounds}/ticket",
                                   f"--train_steps={FLAGS.retrain_steps}", f"--output_dir={out}/retrain_fp32"])
-    with open(fp32_metrics) as f:
-        fp32 = json.load(f)
-    with open(os.path.join(REPO, out, "retrain_fp32", "summary.json")) as f:
-        int8 = json.load(f)
+    fp32 = load_json(fp32_metrics)
+    int8 = load_json(out, "retrain_fp32", "summary.json")
     rows = []
     for when in ("early_stop", "final"):
         key = f"{when}_test_accuracy"

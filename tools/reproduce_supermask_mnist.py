@@ -14,15 +14,14 @@ Runs (or resumes; finished steps are skipped) in ``--output_dir``:
 The official schedule is 2,000 epochs; ``--epochs`` says how many ran, and
 the printed table says so. Writes ``reproduction.json`` and ``reproduction.md``.
 """
-import json
 import os
-import subprocess
 import sys
 
 from absl import app, flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-flags.DEFINE_string("data_dir", None, "Folder with the official MNIST IDX files (required).")
+from repro_util import REPO, data_args, define_data_flags, load_json, run_module
+
+define_data_flags("MNIST IDX")
 flags.DEFINE_string("output_dir", "runs/repro_supermask_mnist", "Folder of the four runs.")
 flags.DEFINE_integer("epochs", 2000, "Supermask training epochs (official: 2,000).", lower_bound=1)
 flags.DEFINE_integer("eval_every", 2200, "Iterations between evaluations (220 per epoch at batch 250).")
@@ -31,23 +30,17 @@ FLAGS = flags.FLAGS
 
 
 def _run(module, args):
-    command = [sys.executable, "-m", module, *args]
-    print("running:", " ".join(command[2:]), flush=True)
-    if subprocess.call(command, cwd=REPO) != 0:
-        sys.exit(f"reproduce_supermask_mnist: error: {module} failed (see above); re-run to resume.")
+    run_module("reproduce_supermask_mnist", module, args)
 
 
 def _summary(path):
-    with open(os.path.join(REPO, path, "summary.json")) as f:
-        return json.load(f)
+    return load_json(path, "summary.json")
 
 
 def main(argv):
     del argv
-    if not FLAGS.data_dir or not os.path.isdir(FLAGS.data_dir):
-        sys.exit("reproduce_supermask_mnist: error: --data_dir must name the folder with the MNIST IDX files.")
+    data = data_args("reproduce_supermask_mnist")
     out = FLAGS.output_dir
-    data = [f"--data_dir={os.path.abspath(FLAGS.data_dir)}"]
     _run("lt_keras.bin.train", ["--flagfile=flags/lenet300_mnist_dense.flags", *data,
                                 f"--train_steps={FLAGS.dense_steps}", f"--output_dir={out}/dense"])
     _run("lt_keras.bin.supermask", ["--flagfile=flags/lenet300_mnist_supermask.flags", *data,

@@ -1,0 +1,151 @@
+"""Every speed figure of TARGETS.md, one process per figure, interleaved, with medians and targets.
+
+    bash tools/env.sh python tools/bench.py            # full: 5 rounds, ~25 minutes on 2 CPU cores
+    bash tools/env.sh python tools/bench.py --quick    # 3 short rounds, under 5 minutes
+
+Figures (each in its own process; the compared configurations alternate
+A B A B ... within it, and the ratio of medians is reported):
+
+- masked / plain Keras step and masked / TFMOT pruning-wrapper step (LeNet-300-100, Conv-4; XLA off and on);
+- XLA retraining step / non-XLA step of the masked model (LeNet-300-100, Conv-4);
+- 8-bit search step (weights, activations, gradients) / fp32 masked step, TFMOT ``quantize_model`` as reference;
+- supermask step / plain Keras step (Bernoulli and top-k);
+- Early-Bird slimmed model inference / dense inference at p = 0.5 (VGG-11-BN, batch 256).
+
+Prints one table and writes JSON (``--json_out``, default bench_results.json).
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+flags.DEFINE_bool("quick", False, "3 short rounds per figure, LeNet only except the XLA figure (< 5 minutes).")
+flags.DEFINE_string("json_out", "bench_results.json", "Where the JSON results go.")
+flags.DEFINE_string("figure", None, "Internal: run one figure in this process.")
+FLAGS = flags.FLAGS
+
+EB_TARGET = 0.6
+
+
+def figures(quick):
+    both = ["lenet_300_100"] if quick else ["lenet_300_100", "conv4"]
+    steps = ["--quick", "--steps=30"] if quick else []
+    conv_steps = ["--quick", "--steps=6"] if quick else []
+    out = []
+    for model in both:
+        extra = steps if model.startswith("lenet") else conv_steps
+        out.append((f"masking {model}", ["--models=" + model, "--configs=plain,masked,tfmot", *extra]))
+        out.append((f"int8 search {model}", ["--models=" + model, "--configs=masked,int8,tfmot_qat", "--jit=on",
+                                             *extra]))
+        out.append((f"supermask {model}", ["--models=" + model, "--configs=plain,supermask,topk", "--jit=off",
+                                           *extra]))
+    if quick:  # the XLA figure is the one that differs most between the models: keep Conv-4 in quick mode
+        out.append(("xla retrain conv4", ["--models=conv4", "--configs=masked", *conv_steps]))
+    return out
+
+
+def eb_inference(quick):
+    """Slimmed (p = 0.5 channels) vs dense VGG-11-BN inference, interleaved; returns the medians."""
+    import numpy as np
+
+    from lt_keras import early_bird
+    from lt_keras._keras import keras, tf
+    from lt_keras.models import build_model
+
+    keras.utils.set_random_seed(0)
+    dense = build_model("vgg11_bn", (32, 32, 3), 10)
+    rng = np.random.RandomState(0)
+    for bn in early_bird.prunable_bns(dense):
+        bn.gamma.assign(rng.rand(*bn.gamma.shape))
+    slim = early_bird.slim(dense, early_bird.channel_mask(dense, 0.5))
+    x = tf.constant(rng.randn(256, 32, 32, 3).astype(np.float32))
+    fns = {name: tf.function(lambda v, m=m: m(v, training=False))  # serving on CPU: no XLA
+           for name, m in (("dense", dense), ("slimmed", slim))}
+    reps, rounds = (2, 3) if quick else (5, 5)
+    times = {name: [] for name in fns}
+    for fn in fns.values():
+        fn(x).numpy()
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(reps):
+                fn(x).numpy()
+            times[name].append(1000 * (time.perf_counter() - start) / reps)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    return {"figure": "eb inference vgg11_bn p=0.5", "ms_per_batch": medians,
+            "ratios": {"slimmed/dense": {"value": medians["slimmed"] / medians["dense"], "target": EB_TARGET}}}
+
+
+def run_layer_figure(name, args):
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        path = f.name
+    command = [sys.executable, os.path.join(REPO, "tools", "bench_layers.py"), *args, f"--json_out={path}"]
+    print(f"[{name}] {' '.join(command[1:-1])}", flush=True)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"bench: figure {name!r} failed:\n{result.stderr[-2000:]}")
+    with open(path) as f:
+        report = json.load(f)
+    os.unlink(path)
+    return report
+
+
+def collect(name, report, targets):
+    """Flatten one bench_layers report into rows of (figure, configuration, ratio, value, target)."""
+    rows = []
+    for row in report["rows"]:
+        label = f"{name} xla={'on' if row['jit_compile'] else 'off'}"
+        for key, target in targets.items():
+            if key in row:
+                rows.append({"figure": label, "ratio": key, "value": row[key], "target": target,
+                             "ms_per_step": row["ms_per_step"]})
+    for model, value in report.get("xla_retrain", {}).items():
+        rows.append({"figure": f"xla retrain {model}", "ratio": "masked xla/no-xla", "value": value, "target": 0.85,
+                     "ms_per_step": {}})
+    return rows
+
+
+def main(argv):
+    del argv
+    if FLAGS.figure == "eb_inference":
+        print(json.dumps(eb_inference(FLAGS.quick)))
+        return
+    start = time.perf_counter()
+    rows = []
+    for name, args in figures(FLAGS.quick):
+        report = run_layer_figure(name, args)
+        rows += collect(name, report, report["targets"])
+    print("[eb inference] tools/bench.py --figure=eb_inference", flush=True)
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--figure=eb_inference",
+                             f"--quick={FLAGS.quick}"], cwd=REPO, capture_output=True, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    if result.returncode != 0:
+        raise SystemExit(f"bench: figure 'eb inference' failed:\n{result.stderr[-2000:]}")
+    eb = json.loads(result.stdout.strip().splitlines()[-1])
+    rows.append({"figure": eb["figure"], "ratio": "slimmed/dense", "value": eb["ratios"]["slimmed/dense"]["value"],
+                 "target": EB_TARGET, "ms_per_step": eb["ms_per_batch"]})
+    for row in rows:
+        row["met"] = None if row["target"] is None else row["value"] <= row["target"]
+    print(f"\n{'figure':<36} {'ratio':<20} {'median ratio':>12} {'target':>8}  verdict")
+    for row in rows:
+        target = "-" if row["target"] is None else f"<= {row['target']}"
+        verdict = "reference" if row["met"] is None else ("ok" if row["met"] else "MISSED")
+        print(f"{row['figure']:<36} {row['ratio']:<20} {row['value']:>12.3f} {target:>8}  {verdict}")
+    from lt_keras.runs import library_versions
+
+    report = {"quick": FLAGS.quick, "wall_time_s": time.perf_counter() - start, "rows": rows,
+              "versions": library_versions()}
+    with open(FLAGS.json_out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"\n{len(rows)} figures in {report['wall_time_s']:.0f} s; JSON: {FLAGS.json_out}")
+
+
+if __name__ == "__main__":
+    app.run(main)

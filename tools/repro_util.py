@@ -1,0 +1,39 @@
+"""Helpers shared by the reproduction scripts under tools/: running binaries and passing data flags."""
+import json
+import os
+import subprocess
+import sys
+
+from absl import flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def define_data_flags(default_dataset_folder):
+    flags.DEFINE_string("data_dir", None, f"Folder with the official {default_dataset_folder} files.")
+    flags.DEFINE_list("data_flags", [], "Extra data flags for every run instead of --data_dir, e.g. "
+                      "--data_flags=--dataset=mnist_5k,--validation_size=500 (quick checks on embedded data).")
+
+
+def data_args(script):
+    """The data flags every run of ``script`` gets; exits with a clear message when there are none."""
+    values = flags.FLAGS
+    if values.data_dir:
+        if not os.path.isdir(values.data_dir):
+            sys.exit(f"{script}: error: --data_dir {values.data_dir!r} is not a directory.")
+        return [f"--data_dir={os.path.abspath(values.data_dir)}", *values.data_flags]
+    if values.data_flags:
+        return list(values.data_flags)
+    sys.exit(f"{script}: error: give --data_dir (the dataset's official files) or --data_flags.")
+
+
+def run_module(script, module, args):
+    command = [sys.executable, "-m", module, *args]
+    print("running:", " ".join(command[2:]), flush=True)
+    if subprocess.call(command, cwd=REPO) != 0:
+        sys.exit(f"{script}: error: {module} failed (see above); re-run the same command to resume.")
+
+
+def load_json(*parts):
+    with open(os.path.join(REPO, *parts)) as f:
+        return json.load(f)

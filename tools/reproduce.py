@@ -1,0 +1,164 @@
+"""Run every accuracy reproduction of TARGETS.md at its documented budget and write docs/RESULTS.md.
+
+    bash tools/env.sh python tools/reproduce.py --mnist_dir=../shared/data/mnist \
+        --cifar10_dir=../shared/data/cifar10/cifar-10-batches-py          # hours; resumes where it stopped
+    bash tools/env.sh python tools/reproduce.py --quick --output_root=/tmp/q --results=/tmp/q/RESULTS.md
+
+Steps (each resumable; a finished step trains nothing):
+
+1. IMP lottery tickets, LeNet-300-100 / MNIST (tools/reproduce_imp_mnist.py), 15 rounds x 20K iterations;
+2. supermasks and untrained masks, LeNet-300-100 / MNIST (tools/reproduce_supermask_mnist.py), 300 epochs;
+3. IMP found in 8 bits and retrained at fp32 (tools/reproduce_int8_imp_mnist.py), 12 rounds x 10K;
+4. Early-Bird, ResNet-20 on the CIFAR-10 subset (lt-early-bird with
+   flags/resnet20_cifar10_early_bird_cpu.flags), with the LT one-shot baseline.
+
+``--quick`` runs the same pipeline with tiny budgets on the embedded digits
+(checks the plumbing and the report, not the numbers). The report holds the
+tables, the plots, the exact commands, date, seed and library versions.
+"""
+import datetime
+import os
+import platform
+import shutil
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from repro_util import REPO, load_json, run_module  # noqa: E402
+
+flags.DEFINE_string("mnist_dir", None, "Folder with the MNIST IDX files.")
+flags.DEFINE_string("cifar10_dir", None, "The cifar-10-batches-py folder.")
+flags.DEFINE_bool("quick", False, "Tiny budgets on the embedded digits (minutes): checks the pipeline only.")
+flags.DEFINE_string("output_root", "runs", "Where the run directories go.")
+flags.DEFINE_string("results", "docs/RESULTS.md", "The report to write.")
+FLAGS = flags.FLAGS
+
+QUICK_DATA = "--data_flags=--dataset=mnist_5k,--validation_size=500,--max_train_examples=600"
+
+
+def steps(root, quick):
+    """(title, kind, command) per reproduction; kind says how to read its results."""
+    py = os.path.join("tools", "")
+    if quick:
+        mnist, cifar = [QUICK_DATA], ["--dataset=mnist_5k", "--validation_size=500", "--max_train_examples=600"]
+        imp = ["--rounds=1", "--train_steps=40"]
+        sm = ["--epochs=1", "--eval_every=20", "--dense_steps=40"]
+        int8 = ["--rounds=1", "--search_steps=40", "--retrain_steps=40"]
+        eb = ["--epochs=3", "--queue_length=2", "--epsilon=0.5", "--batch_size=100", "--lr_decay_epochs=2",
+              "--nojit_compile"]
+    else:
+        if not FLAGS.mnist_dir or not FLAGS.cifar10_dir:
+            sys.exit("reproduce: error: give --mnist_dir and --cifar10_dir (or --quick).")
+        mnist = [f"--data_dir={os.path.abspath(FLAGS.mnist_dir)}"]
+        cifar = [f"--data_dir={os.path.abspath(FLAGS.cifar10_dir)}"]
+        imp = ["--rounds=15", "--train_steps=20000"]
+        sm = ["--epochs=300"]
+        int8 = ["--rounds=12", "--search_steps=10000", "--retrain_steps=20000"]
+        eb = []
+    return [
+        ("IMP lottery tickets, LeNet-300-100 on MNIST", "imp",
+         [py + "reproduce_imp_mnist.py", *mnist, *imp, f"--output_dir={root}/repro_imp_mnist"]),
+        ("Supermasks and untrained masks, LeNet-300-100 on MNIST", "supermask",
+         [py + "reproduce_supermask_mnist.py", *mnist, *sm, f"--output_dir={root}/repro_supermask_mnist"]),
+        ("IMP found in 8 bits, retrained at fp32", "int8",
+         [py + "reproduce_int8_imp_mnist.py", *mnist, *int8, f"--fp32_run={root}/repro_imp_mnist",
+          f"--output_dir={root}/repro_int8_imp_mnist"]),
+        ("Early-Bird tickets, ResNet-20 on the CIFAR-10 subset", "early_bird",
+         ["-m", "lt_keras.bin.early_bird", "--flagfile=flags/resnet20_cifar10_early_bird_cpu.flags", *cifar, *eb,
+          f"--output_dir={root}/repro_eb_resnet20"]),
+    ]
+
+
+def _run(command):
+    if command[0] == "-m":
+        run_module("reproduce", command[1], command[2:])
+    else:
+        import subprocess
+
+        print("running:", " ".join(command), flush=True)
+        if subprocess.call([sys.executable, *command], cwd=REPO) != 0:
+            sys.exit(f"reproduce: error: {command[0]} failed (see above); re-run to resume.")
+
+
+def _out_dir(command):
+    return next(a.split("=", 1)[1] for a in command if a.startswith("--output_dir="))
+
+
+def section(title, kind, command, docs_dir):
+    out = os.path.join(REPO, _out_dir(command))
+    shown = "python " + " ".join(command)
+    lines = [f"## {title}", "", f"Command: `bash tools/env.sh {shown}`", ""]
+    figures = []
+    if kind in ("imp", "supermask", "int8"):
+        text = open(os.path.join(out, "reproduction.md")).read()
+        lines.append(text.split("\n\n", 1)[1] if text.startswith("Command:") else text)
+        if kind == "imp":
+            figures.append(("report.png", "Test accuracy and early-stop iteration vs weights remaining"))
+        if kind == "supermask":
+            figures += [(os.path.join(n, "curves.png"), f"supermask learning curves ({n})")
+                        for n in ("glorot", "signed_constant")]
+    else:
+        summary = load_json(out, "summary.json")
+        lines += _early_bird_table(summary)
+        figures.append(("eb_distances.png", "Mask distance between epochs (Early-Bird heatmap)"))
+    for name, caption in figures:
+        source = os.path.join(out, name)
+        if os.path.exists(source):
+            target = f"{os.path.basename(_out_dir(command))}_{name.replace('/', '_')}"
+            shutil.copyfile(source, os.path.join(docs_dir, target))
+            lines += ["", f"![{caption}](results/{target})"]
+    return "\n".join(lines) + "\n"
+
+
+def _early_bird_table(summary):
+    epochs = summary["schedule_epochs"]
+    lines = [f"Schedule {epochs:g} epochs; the search ran {summary['search_epochs']} epochs "
+             f"({summary['search_wall_time_s']:.0f} s); retraining from the {summary['retrain_from']} weights.", "",
+             "| p | EB epoch (target <= 25% of the schedule) | EB retrain acc | LT one-shot acc (target: within 1 pp) "
+             "| EB FLOPs | LT FLOPs | FLOPs saved (target >= 2x) |", "|---|---|---|---|---|---|---|"]
+    for ratio, r in summary["ratios"].items():
+        if not r.get("emerged"):
+            lines.append(f"| {ratio} | did not emerge | - | - | - | - | - |")
+            continue
+        eb_ok = "" if r["eb_epoch"] <= 0.25 * epochs else " **MISSED**"
+        acc, base = r.get("retrain_test_accuracy"), r.get("baseline_test_accuracy")
+        acc_ok = "" if acc is None or base is None else ("" if base - acc <= 0.01 else " **MISSED**")
+        flops_ok = "" if r["flops_ratio"] >= 2 else " **MISSED**"
+        lines.append(f"| {ratio} | {r['eb_epoch']} ({100 * r['eb_fraction_of_schedule']:.0f}%){eb_ok} | "
+                     f"{_pct(acc)}{acc_ok} | {_pct(base)} | {r['eb_total_flops'] / 1e12:.2f} T | "
+                     f"{r['lt_total_flops'] / 1e12:.2f} T | {r['flops_ratio']:.2f}x{flops_ok} |")
+    return lines
+
+
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def main(argv):
+    del argv
+    root = FLAGS.output_root
+    plan = steps(root, FLAGS.quick)
+    for _, _, command in plan:
+        _run(command)
+    results = os.path.join(REPO, FLAGS.results) if not os.path.isabs(FLAGS.results) else FLAGS.results
+    docs_dir = os.path.join(os.path.dirname(results), "results")
+    os.makedirs(docs_dir, exist_ok=True)
+    from lt_keras.io_utils import atomic_write_text
+    from lt_keras.runs import library_versions
+
+    versions = library_versions()
+    head = ["# lt_keras results", "",
+            f"Written by `tools/reproduce.py{' --quick' if FLAGS.quick else ''}` on "
+            f"{datetime.date.today().isoformat()}, {platform.machine()} {platform.system()}, "
+            f"{os.cpu_count()} CPU cores, no GPU unless stated; seed 0 everywhere.",
+            "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if isinstance(v, str)) + ".", "",
+            ("**Quick mode: tiny budgets on the embedded digits; these numbers check the pipeline, not the papers.**"
+             if FLAGS.quick else "Budgets are scaled where a 2-core CPU forces it; each section says how."), ""]
+    body = [section(title, kind, command, docs_dir) for title, kind, command in plan]
+    atomic_write_text(results, "\n".join(head) + "\n" + "\n".join(body))
+    print(f"wrote {results}")
+
+
+if __name__ == "__main__":
+    app.run(main)
