@@ -41,7 +41,7 @@ flags.DEFINE_integer("from_round", None, "lt-imp round whose mask is evaluated u
 if "criterion" not in flags.FLAGS:  # lt-imp's flags of the same name and meaning (tests import both)
     flags.DEFINE_string("criterion", "large_final_same_sign", "Untrained-mask mode: mask criterion.")
     flags.DEFINE_string("mask1", "signed_constant", "Untrained-mask mode: mask-1 action for the kept weights.")
-flags.DEFINE_list("densities", ["0.1", "0.2", "0.3", "0.4", "0.5", "0.7"],
+flags.DEFINE_list("densities", ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8"],
                   "Untrained-mask mode: fractions of weights kept, per layer.")
 FLAGS = flags.FLAGS
 
