@@ -139,3 +139,16 @@ def test_binary_bad_flags(tmp_path):
                            (["--epochs=1", "--retrain_ratios=0.9"], "--retrain_ratios")):
         result = run("lt_keras.bin.early_bird", f"--output_dir={tmp_path / 'x'}", *extra)
         assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr[-800:]
+
+
+def test_int8_search_gives_an_fp32_slimmed_ticket(tmp_path):
+    out = tmp_path / "eb8"
+    result = run("lt_keras.bin.early_bird", f"--output_dir={out}", "--model=resnet20", "--epochs=3", "--batch_size=50",
+                 "--optimizer=sgd", "--learning_rate=0.05", "--queue_length=2", "--epsilon=0.5", "--prune_ratios=0.5",
+                 "--nojit_compile", "--precision=int8", "--max_train_examples=200", "--validation_size=100")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ticket = load_ticket(out / "eb_p0.5" / "ticket")
+    assert ticket.info["found_at_precision"] == "int8" and ticket.info["slimmed"]
+    assert not any(type(l).__name__.startswith("Quantize") for l in ticket.model.layers)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["search_precision"]["precision"] == "int8" and summary["ratios"]["0.5"]["emerged"]

@@ -118,15 +118,22 @@ def search(run, build, data, train_cfg, options):
     return model, callback, result
 
 
-def ticket_for(callback, ratio, options, search_build):
-    """The EB ticket at ``ratio``: slimmed model (channel) or masked model (weight) at the EB-epoch weights, fp32."""
+def ticket_for(searched, callback, ratio, options):
+    """The EB ticket at ``ratio``: slimmed model (channel) or masked model (weight) at the EB-epoch weights, fp32.
+
+    ``searched`` is the search's own model (its twin at --precision=int8): it
+    is set to the EB-epoch weights, then copied to fp32.
+    """
     from lt_keras import early_bird
+    from lt_keras._keras import keras
     from lt_keras.mask import Mask
     from lt_keras.precision import from_search_precision
 
-    eb_model = search_build()
-    eb_model.set_weights(callback.eb_weights[ratio])
-    eb_model = from_search_precision(eb_model)
+    searched.set_weights(callback.eb_weights[ratio])
+    eb_model = from_search_precision(searched)
+    if eb_model is searched:
+        eb_model = keras.models.clone_model(searched)
+        eb_model.set_weights(searched.get_weights())
     mask = callback.history[ratio][callback.emerged[ratio] - 1]
     if options["granularity"] == "channel":
         slimmed = early_bird.slim(eb_model, mask)
@@ -213,7 +220,7 @@ def run_all(run, data_cfg, train_cfg, options, precision):
             logging.warning("no Early-Bird ticket at ratio %s within %d epochs.", ratio, searched_epochs)
             continue
         eb_epoch = callback.emerged[ratio]
-        ticket_model, ticket_mask, eb_mask = ticket_for(callback, ratio, options, search_build)
+        ticket_model, ticket_mask, eb_mask = ticket_for(model, callback, ratio, options)
         folder = run.file(f"eb_p{ratio}")
         write_ticket(os.path.join(folder, "ticket"), ticket_model, ticket_mask, {
             "method": "early_bird", "prune_ratio": ratio, "eb_epoch": eb_epoch, "granularity": options["granularity"],
