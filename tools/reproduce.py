@@ -32,6 +32,8 @@ flags.DEFINE_string("cifar10_dir", None, "The cifar-10-batches-py folder.")
 flags.DEFINE_bool("quick", False, "Tiny budgets on the embedded digits (minutes): checks the pipeline only.")
 flags.DEFINE_string("output_root", "runs", "Where the run directories go.")
 flags.DEFINE_string("results", "docs/RESULTS.md", "The report to write.")
+flags.DEFINE_string("bench_json", None, "Also report the speed figures of this tools/bench.py JSON.")
+flags.DEFINE_list("steps", ["imp", "supermask", "int8", "early_bird"], "Which reproductions to run and report.")
 FLAGS = flags.FLAGS
 
 QUICK_DATA = "--data_flags=--dataset=mnist_5k,--validation_size=500,--max_train_examples=600"
@@ -131,6 +133,21 @@ def _early_bird_table(summary):
     return lines
 
 
+def bench_section(path):
+    """The speed figures of a tools/bench.py run, as measured, with their targets."""
+    report = load_json(path)
+    mode = "--quick " if report["quick"] else ""
+    lines = ["## Speed (tools/bench.py)", "",
+             f"Command: `bash tools/env.sh python tools/bench.py {mode}--json_out={os.path.relpath(path, REPO)}` "
+             f"({report['wall_time_s']:.0f} s; medians of interleaved rounds, each figure in its own process).", "",
+             "| figure | ratio | median | target | verdict |", "|---|---|---|---|---|"]
+    for row in report["rows"]:
+        target = "reference" if row["target"] is None else f"<= {row['target']}"
+        verdict = "-" if row["met"] is None else ("met" if row["met"] else "**MISSED**")
+        lines.append(f"| {row['figure']} | {row['ratio']} | {row['value']:.3f} | {target} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
 def _pct(v):
     return "-" if v is None else f"{100 * v:.2f}%"
 
@@ -138,7 +155,10 @@ def _pct(v):
 def main(argv):
     del argv
     root = FLAGS.output_root
-    plan = steps(root, FLAGS.quick)
+    unknown = sorted(set(FLAGS.steps) - {"imp", "supermask", "int8", "early_bird"})
+    if unknown:
+        sys.exit(f"reproduce: error: --steps: unknown {unknown}.")
+    plan = [step for step in steps(root, FLAGS.quick) if step[1] in FLAGS.steps]
     for _, _, command in plan:
         _run(command)
     results = os.path.join(REPO, FLAGS.results) if not os.path.isabs(FLAGS.results) else FLAGS.results
@@ -156,6 +176,8 @@ def main(argv):
             ("**Quick mode: tiny budgets on the embedded digits; these numbers check the pipeline, not the papers.**"
              if FLAGS.quick else "Budgets are scaled where a 2-core CPU forces it; each section says how."), ""]
     body = [section(title, kind, command, docs_dir) for title, kind, command in plan]
+    if FLAGS.bench_json:
+        body.append(bench_section(os.path.abspath(FLAGS.bench_json)))
     atomic_write_text(results, "\n".join(head) + "\n" + "\n".join(body))
     print(f"wrote {results}")
 
