@@ -213,14 +213,7 @@ def _train_round(k, round_dir, build, model, data, imp, train, mask, rates, init
         rewind_weights = snapshot.weights
     elif step is None:  # no rewinding: the next round continues from the trained weights
         rewind_weights = model.get_weights()
-    # The next mask: scores compare this round's starting weights with its trained weights.
-    scores = {key: score(imp.criterion, start_kernels[key], final_kernels[key], rng) for key in final_kernels}
-    if k == imp.total_rounds:
-        next_mask = mask
-    elif imp.allocation == "global":
-        next_mask = prune_global(scores, mask, imp.prune_rate)
-    else:
-        next_mask = prune_layerwise(scores, mask, rates)
+    next_mask = mask if k == imp.total_rounds else _next_mask(imp, start_kernels, final_kernels, mask, rates, rng)
     metrics = {
         "round": k,
         "density": mask.density(),
@@ -245,6 +238,14 @@ def _train_round(k, round_dir, build, model, data, imp, train, mask, rates, init
     shutil.rmtree(round_dir, ignore_errors=True)
     os.replace(tmp, round_dir)  # the round exists only once complete
     return metrics, next_mask, rewind_weights
+
+
+def _next_mask(imp, start_kernels, final_kernels, mask, rates, rng):
+    """Prune ``mask`` by the criterion's scores of this round's starting vs trained kernels."""
+    scores = {key: score(imp.criterion, start_kernels[key], final_kernels[key], rng) for key in final_kernels}
+    if imp.allocation == "global":
+        return prune_global(scores, mask, imp.prune_rate)
+    return prune_layerwise(scores, mask, rates)
 
 
 def _compiled(model):
@@ -352,12 +353,6 @@ def find_ticket(model, train_fn, config: ImpConfig = None, evaluate_fn=None, out
         search.masks.append(mask)
         logging.info("find_ticket round %d: %.2f%% of weights remain", k, 100 * mask.density())
         if k < config.total_rounds:
-            final_kernels = kernels(model)
-            scores = {key: score(config.criterion, start_kernels[key], final_kernels[key], rng)
-                      for key in final_kernels}
-            if config.allocation == "global":
-                mask = prune_global(scores, mask, config.prune_rate)
-            else:
-                mask = prune_layerwise(scores, mask, rates)
+            mask = _next_mask(config, start_kernels, kernels(model), mask, rates, rng)
     search.mask = mask
     return search

@@ -39,6 +39,18 @@ MASK_OPTIONS = ("mask0", "mask_mode", "keep_fraction", "score_init", "eval_mask"
 class MaskedKernelMixin:
     """Adds ``kernel_mask`` and the masked-kernel computation to a Keras layer."""
 
+    def __init__(self, *args, mask0="zero", mask_mode="fixed", keep_fraction=0.5, score_init=0.0,
+                 eval_mask=None, dynamic_weight_rescaling=False, **kwargs):
+        super().__init__(*args, **kwargs)  # the Keras layer (Dense / Conv2D) next in the MRO
+        self._init_mask_options(mask0, mask_mode, keep_fraction, score_init, eval_mask, dynamic_weight_rescaling)
+
+    def get_config(self):
+        return self._mask_config(super().get_config())
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_mask()
+
     def _init_mask_options(self, mask0="zero", mask_mode="fixed", keep_fraction=0.5, score_init=0.0,
                            eval_mask=None, dynamic_weight_rescaling=False):
         if mask0 not in MASK0_ACTIONS:
@@ -162,18 +174,6 @@ class MaskedKernelMixin:
 class MaskedDense(MaskedKernelMixin, keras.layers.Dense):
     """``keras.layers.Dense`` with a fixed 0/1 kernel mask."""
 
-    def __init__(self, *args, mask0="zero", mask_mode="fixed", keep_fraction=0.5, score_init=0.0,
-                 eval_mask=None, dynamic_weight_rescaling=False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_mask_options(mask0, mask_mode, keep_fraction, score_init, eval_mask, dynamic_weight_rescaling)
-
-    def get_config(self):
-        return self._mask_config(super().get_config())
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_mask()
-
     def call(self, inputs, training=None):
         if isinstance(inputs, (tf.SparseTensor, tf.RaggedTensor)):
             raise TypeError(
@@ -200,18 +200,6 @@ class MaskedDense(MaskedKernelMixin, keras.layers.Dense):
 @keras.utils.register_keras_serializable(package=_PACKAGE)
 class MaskedConv2D(MaskedKernelMixin, keras.layers.Conv2D):
     """``keras.layers.Conv2D`` with a fixed 0/1 kernel mask."""
-
-    def __init__(self, *args, mask0="zero", mask_mode="fixed", keep_fraction=0.5, score_init=0.0,
-                 eval_mask=None, dynamic_weight_rescaling=False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_mask_options(mask0, mask_mode, keep_fraction, score_init, eval_mask, dynamic_weight_rescaling)
-
-    def get_config(self):
-        return self._mask_config(super().get_config())
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_mask()
 
     def call(self, inputs, training=None):
         kernel = self.masked_kernel(training)
