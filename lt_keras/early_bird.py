@@ -53,7 +53,7 @@ def _reaches_only_weights(layer, model_layers, after_reduce=False):
             if not _reaches_only_weights(consumer, model_layers):
                 return False
             continue
-        if isinstance(consumer, _REDUCE) and not after_reduce:
+        if isinstance(consumer, _REDUCE):  # a Flatten after a global pool keeps the channel axis
             if not _reaches_only_weights(consumer, model_layers, after_reduce=True):
                 return False
             continue

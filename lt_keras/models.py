@@ -7,7 +7,7 @@ Keras layers, so the same architecture can be compared with and without masks.
 
 - ``lenet_300_100``, ``conv2``, ``conv4``, ``conv6``: Frankle & Carbin (2019),
   Glorot-normal init, 3x3 'same' convolutions, 2x2 max-pool after each pair.
-- ``vgg11_bn``, ``vgg16_bn``: the CIFAR VGG of network slimming / Early-Bird
+- ``vgg11_bn`` (and ``_half``/``_quarter`` widths for CPUs), ``vgg16_bn``: the CIFAR VGG of network slimming / Early-Bird
   (conv-BN-ReLU without conv bias, 2x2 average pool, one linear classifier).
 - ``resnet20``: He et al. (2016) CIFAR ResNet-20 with projection shortcuts.
 """
@@ -104,29 +104,49 @@ VGG_CONFIGS = {
 }
 
 
-def _vgg(name, input_shape, num_classes, masked):
+def _vgg(name, input_shape, num_classes, masked, width=1.0, config=None):
+    """VGG-BN from ``VGG_CONFIGS[config or name]`` with every conv's filters scaled by ``width``."""
     dense, conv = _layers(masked)
+    # Network slimming's (and Early-Bird's) init: He normal over fan-out, BN scales 0.5 (so the L1
+    # penalty separates unimportant channels early), classifier N(0, 0.01).
+    def conv_init():  # a fresh initializer per layer: Keras repeats an unseeded instance's values
+        return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     conv_index = pool_index = 0
-    for item in VGG_CONFIGS[name]:
+    for item in VGG_CONFIGS[config or name]:
         if item == "M":
             pool_index += 1
             x = keras.layers.MaxPooling2D(2, name=f"pool{pool_index}")(x)
             continue
         conv_index += 1
-        x = conv(item, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"conv{conv_index}")(x)
-        x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"bn{conv_index}")(x)
+        x = conv(max(1, int(round(item * width))), 3, padding="same", use_bias=False, kernel_initializer=conv_init(),
+                 name=f"conv{conv_index}")(x)
+        x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, gamma_initializer=keras.initializers.Constant(0.5),
+                                            name=f"bn{conv_index}")(x)
         x = keras.layers.ReLU(name=f"relu{conv_index}")(x)
-    x = keras.layers.AveragePooling2D(2, name="avgpool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)  # = 2x2 average pool on 32x32 inputs
     x = keras.layers.Flatten(name="flatten")(x)
-    outputs = dense(num_classes, name="output")(x)
+    outputs = dense(num_classes, kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01), name="output")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
 @register("vgg11_bn")
 def vgg11_bn(input_shape=(32, 32, 3), num_classes=10, masked=True):
     return _vgg("vgg11_bn", input_shape, num_classes, masked)
+
+
+@register("vgg11_bn_quarter")
+def vgg11_bn_quarter(input_shape=(32, 32, 3), num_classes=10, masked=True):
+    """VGG-11-BN at a quarter of the widths (16 to 128 filters): the CPU-sized Early-Bird network."""
+    return _vgg("vgg11_bn_quarter", input_shape, num_classes, masked, width=0.25, config="vgg11_bn")
+
+
+@register("vgg11_bn_half")
+def vgg11_bn_half(input_shape=(32, 32, 3), num_classes=10, masked=True):
+    """VGG-11-BN at half the widths (32 to 256 filters)."""
+    return _vgg("vgg11_bn_half", input_shape, num_classes, masked, width=0.5, config="vgg11_bn")
 
 
 @register("vgg16_bn")

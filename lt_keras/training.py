@@ -38,7 +38,7 @@ class TrainConfig:
     train_steps: int = None  # exactly one of train_steps / epochs
     epochs: float = None
     eval_every: int = None  # None: once per pass over the training set
-    jit_compile: bool = True
+    jit_compile: bool = None  # None: XLA where it is faster (see use_xla)
     seed: int = 0
 
     def validate(self):
@@ -133,12 +133,33 @@ def make_optimizer(config: TrainConfig, total_steps: int):
     return keras.optimizers.SGD(lr, momentum=config.momentum, weight_decay=wd)
 
 
+def use_xla(model, requested=None) -> bool:
+    """Whether to compile ``model``'s steps with XLA: ``requested`` if given, else where XLA is faster.
+
+    XLA speeds up every model on a GPU and dense nets on a CPU, but XLA's CPU
+    convolutions run ~3x slower than TensorFlow's oneDNN kernels (VGG-11-BN:
+    93 vs 30 ms/step; tools/bench.py's Conv-4 figure), so by default conv nets
+    on a CPU-only machine train without it.
+    """
+    if requested is not None:
+        return bool(requested)
+    if tf.config.list_logical_devices("GPU"):
+        return True
+    from lt_keras.convert import walk_layers
+
+    return not any(isinstance(layer, keras.layers.Conv2D) for layer in walk_layers(model))
+
+
 def compile_model(model, config: TrainConfig, total_steps: int):
+    jit = use_xla(model, config.jit_compile)
+    if config.jit_compile is None:
+        logging.info("XLA %s for %s (--jit_compile unset: %s).", "on" if jit else "off", model.name,
+                     "GPU or no convolutions" if jit else "convolutions on a CPU run faster without it")
     model.compile(
         optimizer=make_optimizer(config, total_steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=config.jit_compile,
+        jit_compile=jit,
     )
     return model
 

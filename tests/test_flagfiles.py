@@ -32,4 +32,5 @@ def test_there_are_paper_flagfiles():
             "conv6_cifar10_imp.flags", "lenet300_mnist_supermask.flags",
             "lenet300_mnist_supermask_signed_constant.flags", "conv4_cifar10_supermask.flags",
             "conv6_cifar10_edgepopup.flags", "vgg16_cifar100_early_bird.flags",
-            "resnet20_cifar10_early_bird_cpu.flags"} <= names
+            "resnet20_cifar10_early_bird_cpu.flags", "vgg16_cifar10_eb.flags",
+            "vgg11_cifar10_eb_quick.flags", "vgg11_cifar10_eb_quick_int8.flags"} <= names

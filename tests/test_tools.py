@@ -39,9 +39,13 @@ def test_reproduce_quick_writes_the_results_report(tmp_path):
     sections = re.findall(r"^## (.+)$", text, re.M)
     assert sections == ["IMP lottery tickets, LeNet-300-100 on MNIST",
                         "Supermasks and untrained masks, LeNet-300-100 on MNIST",
-                        "IMP found in 8 bits, retrained at fp32", "Early-Bird tickets, ResNet-20 on the CIFAR-10 subset"]
-    assert text.count("Command: `bash tools/env.sh python") == 4 and "Versions: " in text and "seed 0" in text
+                        "IMP found in 8 bits, retrained at fp32", "Supermask over frozen Conv-4 weights, CIFAR-10 subset",
+                        "Early-Bird tickets, VGG-11-BN on the CIFAR-10 subset",
+                        "Early-Bird search in 8 bits, VGG-11-BN on the CIFAR-10 subset",
+                        "Early-Bird tickets, ResNet-20 on the CIFAR-10 subset"]
+    assert text.count("Command: `bash tools/env.sh python") == 7 and "Versions: " in text and "seed 0" in text
     for image in re.findall(r"\]\((results/[^)]+)\)", text):
         assert (tmp_path / image).exists(), image
     assert len(re.findall(r"\]\(results/", text)) >= 4
     assert "| 0.5 |" in text or "did not emerge" in text  # the Early-Bird table has its rows
+    assert "EB epoch, int8 search" in text and "| sampled (mean of 2) |" in text

@@ -98,3 +98,16 @@ def test_killed_fit_with_backup_resumes_at_its_last_evaluation(tmp_path):
     assert [r["step"] for r in result.history] == [10, 20, 30, 40]
     assert len(batches) == 30  # continued after the last saved evaluation (step 10), not from scratch
     assert int(fresh.optimizer.iterations.numpy()) == 40
+
+
+def test_xla_by_default_only_where_it_is_faster():
+    from lt_keras._keras import tf
+    from lt_keras.models import build_model
+    from lt_keras.training import compile_model, use_xla
+
+    lenet, conv = build_model("lenet_300_100", (28, 28, 1), 10), build_model("conv2", (32, 32, 3), 10)
+    on_gpu = bool(tf.config.list_logical_devices("GPU"))
+    assert use_xla(lenet) and use_xla(conv) == on_gpu  # XLA's CPU convolutions are the slow ones
+    assert use_xla(conv, True) and not use_xla(lenet, False)  # an explicit --jit_compile wins
+    compile_model(conv, TrainConfig(epochs=1), total_steps=10)
+    assert conv.jit_compile == on_gpu

@@ -9,8 +9,12 @@ Steps (each resumable; a finished step trains nothing):
 1. IMP lottery tickets, LeNet-300-100 / MNIST (tools/reproduce_imp_mnist.py), 15 rounds x 20K iterations;
 2. supermasks and untrained masks, LeNet-300-100 / MNIST (tools/reproduce_supermask_mnist.py), 300 epochs;
 3. IMP found in 8 bits and retrained at fp32 (tools/reproduce_int8_imp_mnist.py), 12 rounds x 10K;
-4. Early-Bird, ResNet-20 on the CIFAR-10 subset (lt-early-bird with
-   flags/resnet20_cifar10_early_bird_cpu.flags), with the LT one-shot baseline.
+4. Bernoulli supermask over frozen Conv-4 weights on the CIFAR-10 subset (lt-supermask with
+   flags/conv4_cifar10_supermask.flags), 9,000 training images, 30 epochs;
+5. Early-Bird, VGG-11-BN (quarter width) on the CIFAR-10 subset (lt-early-bird with
+   flags/vgg11_cifar10_eb_quick.flags), with the LT one-shot baseline;
+6. the same Early-Bird search in 8 bits (flags/vgg11_cifar10_eb_quick_int8.flags), compared with 5;
+7. Early-Bird, ResNet-20 on the CIFAR-10 subset (flags/resnet20_cifar10_early_bird_cpu.flags).
 
 ``--quick`` runs the same pipeline with tiny budgets on the embedded digits
 (checks the plumbing and the report, not the numbers). The report holds the
@@ -33,7 +37,8 @@ flags.DEFINE_bool("quick", False, "Tiny budgets on the embedded digits (minutes)
 flags.DEFINE_string("output_root", "runs", "Where the run directories go.")
 flags.DEFINE_string("results", "docs/RESULTS.md", "The report to write.")
 flags.DEFINE_string("bench_json", None, "Also report the speed figures of this tools/bench.py JSON.")
-flags.DEFINE_list("steps", ["imp", "supermask", "int8", "early_bird"], "Which reproductions to run and report.")
+STEPS = ("imp", "supermask", "int8", "supermask_conv4", "early_bird", "early_bird_int8", "early_bird_resnet20")
+flags.DEFINE_list("steps", list(STEPS), "Which reproductions to run and report.")
 FLAGS = flags.FLAGS
 
 QUICK_DATA = "--data_flags=--dataset=mnist_5k,--validation_size=500,--max_train_examples=600"
@@ -49,6 +54,7 @@ def steps(root, quick):
         int8 = ["--rounds=1", "--search_steps=40", "--retrain_steps=40"]
         eb = ["--epochs=3", "--queue_length=2", "--epsilon=0.5", "--batch_size=100", "--lr_decay_epochs=2",
               "--nojit_compile"]
+        conv = ["--epochs=1", "--batch_size=100", "--eval_samples=2"]
     else:
         if not FLAGS.mnist_dir or not FLAGS.cifar10_dir:
             sys.exit("reproduce: error: give --mnist_dir and --cifar10_dir (or --quick).")
@@ -58,6 +64,7 @@ def steps(root, quick):
         sm = ["--epochs=300"]
         int8 = ["--rounds=12", "--search_steps=10000", "--retrain_steps=20000"]
         eb = []
+        conv = ["--validation_size=1000", "--max_train_examples=9000", "--epochs=30", "--eval_every=180"]
     return [
         ("IMP lottery tickets, LeNet-300-100 on MNIST", "imp",
          [py + "reproduce_imp_mnist.py", *mnist, *imp, f"--output_dir={root}/repro_imp_mnist"]),
@@ -66,7 +73,16 @@ def steps(root, quick):
         ("IMP found in 8 bits, retrained at fp32", "int8",
          [py + "reproduce_int8_imp_mnist.py", *mnist, *int8, f"--fp32_run={root}/repro_imp_mnist",
           f"--output_dir={root}/repro_int8_imp_mnist"]),
-        ("Early-Bird tickets, ResNet-20 on the CIFAR-10 subset", "early_bird",
+        ("Supermask over frozen Conv-4 weights, CIFAR-10 subset", "supermask_conv4",
+         ["-m", "lt_keras.bin.supermask", "--flagfile=flags/conv4_cifar10_supermask.flags", *cifar, *conv,
+          f"--output_dir={root}/repro_supermask_conv4"]),
+        ("Early-Bird tickets, VGG-11-BN on the CIFAR-10 subset", "early_bird",
+         ["-m", "lt_keras.bin.early_bird", "--flagfile=flags/vgg11_cifar10_eb_quick.flags", *cifar, *eb,
+          f"--output_dir={root}/repro_eb_vgg11"]),
+        ("Early-Bird search in 8 bits, VGG-11-BN on the CIFAR-10 subset", "early_bird_int8",
+         ["-m", "lt_keras.bin.early_bird", "--flagfile=flags/vgg11_cifar10_eb_quick_int8.flags", *cifar, *eb,
+          f"--output_dir={root}/repro_eb_vgg11_int8"]),
+        ("Early-Bird tickets, ResNet-20 on the CIFAR-10 subset", "early_bird_resnet20",
          ["-m", "lt_keras.bin.early_bird", "--flagfile=flags/resnet20_cifar10_early_bird_cpu.flags", *cifar, *eb,
           f"--output_dir={root}/repro_eb_resnet20"]),
     ]
@@ -100,9 +116,15 @@ def section(title, kind, command, docs_dir):
         if kind == "supermask":
             figures += [(os.path.join(n, "curves.png"), f"supermask learning curves ({n})")
                         for n in ("glorot", "signed_constant")]
+    elif kind == "supermask_conv4":
+        lines += _supermask_conv_lines(load_json(out, "summary.json"))
+        figures.append(("curves.png", "Conv-4 supermask learning curves"))
     else:
         summary = load_json(out, "summary.json")
         lines += _early_bird_table(summary)
+        if kind == "early_bird_int8":
+            lines += _int8_comparison(summary, load_json(os.path.join(os.path.dirname(out), "repro_eb_vgg11"),
+                                                         "summary.json"))
         figures.append(("eb_distances.png", "Mask distance between epochs (Early-Bird heatmap)"))
     for name, caption in figures:
         source = os.path.join(out, name)
@@ -133,6 +155,31 @@ def _early_bird_table(summary):
     return lines
 
 
+def _supermask_conv_lines(summary):
+    evals = summary["evaluations"]
+    sampled = evals.get("sampled", {})
+    return [f"{summary['total_steps']:,} iterations ({summary['wall_time_s'] / 60:.0f} min); no weight is trained.", "",
+            "| mask at evaluation | test accuracy | paper (Conv-4, full CIFAR-10) |", "|---|---|---|",
+            f"| sampled (mean of {sampled.get('samples', '-')}) | {_pct(sampled.get('accuracy'))} | 72.5% |",
+            f"| expected (sigmoid(scores) > 0.5) | {_pct(evals.get('expected', {}).get('accuracy'))} | - |", "",
+            f"Kept weights of the expected mask: {100 * summary['ticket_density']:.1f}%."]
+
+
+def _int8_comparison(int8, fp32):
+    """Targets: the 8-bit search's EB epoch within 5 epochs of fp32's; its ticket's retrain within 1 pp."""
+    lines = ["", "| p | EB epoch, fp32 search | EB epoch, int8 search (target: within 5) "
+             "| retrain, fp32-found | retrain, int8-found (target: within 1 pp) |", "|---|---|---|---|---|"]
+    for ratio, r in int8["ratios"].items():
+        f = fp32["ratios"].get(ratio, {})
+        epochs = (r.get("eb_epoch"), f.get("eb_epoch"))
+        epoch_ok = "" if None in epochs else ("" if abs(epochs[0] - epochs[1]) <= 5 else " **MISSED**")
+        accs = (r.get("retrain_test_accuracy"), f.get("retrain_test_accuracy"))
+        acc_ok = "" if None in accs else ("" if accs[1] - accs[0] <= 0.01 else " **MISSED**")
+        lines.append(f"| {ratio} | {f.get('eb_epoch', '-')} | {r.get('eb_epoch', '-')}{epoch_ok} | "
+                     f"{_pct(accs[1])} | {_pct(accs[0])}{acc_ok} |")
+    return lines
+
+
 def bench_section(path):
     """The speed figures of a tools/bench.py run, as measured, with their targets."""
     report = load_json(path)
@@ -155,7 +202,7 @@ def _pct(v):
 def main(argv):
     del argv
     root = FLAGS.output_root
-    unknown = sorted(set(FLAGS.steps) - {"imp", "supermask", "int8", "early_bird"})
+    unknown = sorted(set(FLAGS.steps) - set(STEPS))
     if unknown:
         sys.exit(f"reproduce: error: --steps: unknown {unknown}.")
     plan = [step for step in steps(root, FLAGS.quick) if step[1] in FLAGS.steps]

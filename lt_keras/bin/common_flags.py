@@ -43,7 +43,8 @@ def define_common_flags(default_model="lenet_300_100"):
                        lower_bound=0)
     flags.DEFINE_integer("eval_every", None, "Evaluate every N iterations (default: once per epoch).",
                          lower_bound=1)
-    flags.DEFINE_bool("jit_compile", True, "Compile training steps with XLA.")
+    flags.DEFINE_bool("jit_compile", None, "Compile training steps with XLA (unset: on a GPU, and on a CPU "
+                      "for nets without convolutions, whose XLA CPU kernels are slower).")
     # Optimization.
     flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS), "Optimizer.")
     flags.DEFINE_float("learning_rate", 1.2e-3, "Peak learning rate.", lower_bound=0)

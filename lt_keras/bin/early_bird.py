@@ -246,7 +246,6 @@ def run_all(run, data_cfg, train_cfg, options, precision):
                 ticket_mask.apply_to(retrain_model)
             config = _schedule(train_cfg, options, num_train, retrain_epochs,
                                start_epoch=eb_epoch if options["retrain_from"] == "eb" else 0)
-            config = dataclasses.replace(config, jit_compile=True)
             start = time.perf_counter()
             result = fit(retrain_model, data, config, output_dir=os.path.join(folder, "retrain"))
             entry.update(retrain_test_accuracy=result.final_test_accuracy, retrain_wall_time_s=time.perf_counter() - start)
@@ -296,7 +295,7 @@ def baseline_retrain(data, train_cfg, options, ratio, build, dense, folder):
     else:
         mask.apply_to(model)
     start = time.perf_counter()
-    config = dataclasses.replace(_schedule(train_cfg, options, len(data.y_train), train_cfg.epochs), jit_compile=True)
+    config = _schedule(train_cfg, options, len(data.y_train), train_cfg.epochs)
     retrained = fit(model, data, config, output_dir=os.path.join(folder, "baseline_retrain"))
     return {"baseline_dense_test_accuracy": dense["test_accuracy"],
             "baseline_test_accuracy": retrained.final_test_accuracy,

@@ -40,10 +40,10 @@ def retrain(run, ticket_dir, data, train_cfg, strategy):
     from lt_keras.io_utils import atomic_write_json
     from lt_keras.report import plot_curves
     from lt_keras.ticket import load_ticket, write_ticket
-    from lt_keras.training import fit
+    from lt_keras.training import fit, use_xla
 
     keras.utils.set_random_seed(train_cfg.seed)
-    if train_cfg.jit_compile and strategy.num_replicas_in_sync > 1 and not tf.config.list_logical_devices("GPU"):
+    if train_cfg.jit_compile is not False and strategy.num_replicas_in_sync > 1 and not tf.config.list_logical_devices("GPU"):
         # XLA cannot compile a step whose replicas' variables live on other logical CPU devices.
         logging.warning("XLA is off: %d replicas on logical CPU devices cannot share one XLA program.",
                         strategy.num_replicas_in_sync)
@@ -76,7 +76,7 @@ def retrain(run, ticket_dir, data, train_cfg, strategy):
         "strategy": FLAGS.strategy,
         "replicas": strategy.num_replicas_in_sync,
         "devices": sorted({d.device_type for d in tf.config.list_logical_devices()}),
-        "jit_compile": train_cfg.jit_compile,
+        "jit_compile": use_xla(model, train_cfg.jit_compile),
         **{k: v for k, v in result.to_dict().items() if k != "history"},
     }
 
