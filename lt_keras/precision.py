@@ -226,7 +226,8 @@ def fp32_structure(qmodel):
         if saved is None:
             raise LtKerasError("this quantized model was not made by lt_keras.precision.to_search_precision.")
         cached = saved[0].from_config(saved[1])
-        qmodel._lt_fp32_structure = cached
+        # Untracked: as a Keras attribute the copy would join the twin's layers and weights.
+        object.__setattr__(qmodel, "_lt_fp32_structure", cached)
     return cached
 
 

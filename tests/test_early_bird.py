@@ -152,3 +152,21 @@ def test_int8_search_gives_an_fp32_slimmed_ticket(tmp_path):
     assert not any(type(l).__name__.startswith("Quantize") for l in ticket.model.layers)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["search_precision"]["precision"] == "int8" and summary["ratios"]["0.5"]["emerged"]
+
+
+def test_int8_twin_detector_reads_the_trained_gammas():
+    """The detector and the L1 penalty must see the twin's own BN scales, which training moves."""
+    from lt_keras import precision
+
+    keras.utils.set_random_seed(0)
+    twin = precision.to_search_precision(build_model("vgg11_bn_quarter", (32, 32, 3), 10))
+    weights_before = len(twin.weights)
+    bns = eb.prunable_bns(twin)
+    assert len(twin.weights) == weights_before  # reading the fp32 structure adds nothing to the twin
+    assert all(any(bn.gamma is w for w in twin.trainable_weights) for bn in bns)
+    eb.add_bn_l1(twin, 1e-3)
+    before = [bn.gamma.numpy().copy() for bn in bns]
+    twin.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    twin.fit(rng.random((64, 32, 32, 3), np.float32), rng.integers(0, 10, 64), batch_size=32, epochs=1, verbose=0)
+    assert all(np.abs(bn.gamma.numpy() - b).max() > 0 for bn, b in zip(bns, before))

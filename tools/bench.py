@@ -43,7 +43,7 @@ def figures(quick):
         out.append((f"masking {model}", ["--models=" + model, "--configs=plain,masked,tfmot", *extra]))
         out.append((f"int8 search {model}", ["--models=" + model, "--configs=masked,int8,tfmot_qat", "--jit=on",
                                              *extra]))
-        out.append((f"supermask {model}", ["--models=" + model, "--configs=plain,supermask,topk", "--jit=off",
+        out.append((f"supermask {model}", ["--models=" + model, "--configs=plain,supermask,topk",
                                            *extra]))
     if quick:  # the XLA figure is the one that differs most between the models: keep Conv-4 in quick mode
         out.append(("xla retrain conv4", ["--models=conv4", "--configs=masked", *conv_steps]))
