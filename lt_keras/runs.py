@@ -27,6 +27,20 @@ def library_versions() -> dict:
     return versions
 
 
+# Settings that change how fast a run goes, not what it computes: a run resumes under other values.
+_EXECUTION_ONLY = ("jit_compile",)
+
+
+def _identity(config):
+    """What makes two configs the same run: execution-only keys dropped, data folders resolved."""
+    if isinstance(config, dict):
+        return {k: (os.path.realpath(v) if k == "data_dir" and isinstance(v, str) else _identity(v))
+                for k, v in config.items() if k not in _EXECUTION_ONLY}
+    if isinstance(config, (list, tuple)):
+        return [_identity(v) for v in config]
+    return config
+
+
 class RunDir:
     CONFIG, FLAGS, VERSIONS, SUMMARY = "config.json", "flags.txt", "versions.json", "summary.json"
 
@@ -47,8 +61,9 @@ class RunDir:
             raise RunDirError(f"--output_dir: {self.path} exists and is not a directory.")
         if self.exists(self.CONFIG):
             saved = read_json(self.file(self.CONFIG))
-            if saved != config:
-                diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+            if _identity(saved) != _identity(config):
+                saved, now = _identity(saved), _identity(config)
+                diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
                 raise RunDirError(
                     f"--output_dir: {self.path} holds a run with a different configuration "
                     f"(differs in {diff}); choose a new --output_dir or repeat the original "

@@ -1,0 +1,25 @@
+"""Run directories: a re-opened run must hold the same config, up to execution-only settings."""
+import pytest
+
+from lt_keras.errors import RunDirError
+from lt_keras.runs import RunDir
+
+
+def config(**train):
+    return {"data": {"dataset": "mnist", "data_dir": "data/mnist"},
+            "train": {"learning_rate": 0.1, "jit_compile": True, **train}}
+
+
+def test_resumes_under_other_execution_settings_and_equivalent_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    RunDir(tmp_path / "run").open(config(), "--flagfile")
+    moved = config(jit_compile=None)
+    moved["data"]["data_dir"] = str(tmp_path / "data" / "mnist")
+    RunDir(tmp_path / "run").open(moved, "--flagfile")  # same run: XLA choice and path spelling differ
+
+
+def test_refuses_a_different_config(tmp_path):
+    RunDir(tmp_path / "run").open(config(), "--flagfile")
+    with pytest.raises(RunDirError, match=r"different configuration \(differs in \['train'\]\)"):
+        RunDir(tmp_path / "run").open(config(learning_rate=0.2), "--flagfile")
