@@ -120,7 +120,7 @@ class MaskedKernelMixin:
             return _straight_through_topk(scores, self._topk_mask)
         if hard or not (training or self.eval_mask == "sampled"):
             mask = tf.cast(scores > 0.0, scores.dtype)  # sigmoid(scores) > 0.5
-            return mask if hard else _straight_through(mask, scores, tf.sigmoid(scores))
+            return mask if hard else _straight_through(mask, tf.sigmoid(scores))
         return _sampled_bernoulli(scores)
 
     def hard_mask(self):
@@ -167,8 +167,8 @@ class MaskedKernelMixin:
         return kernel
 
 
-def _straight_through(mask, scores, prob):
-    """``mask`` forward; backward, the gradient of ``prob`` (sigmoid of ``scores``)."""
+def _straight_through(mask, prob):
+    """``mask`` forward; backward, the gradient of ``prob``."""
     return prob + tf.stop_gradient(mask - prob)
 
 
