@@ -1,7 +1,7 @@
 """Run every accuracy reproduction of TARGETS.md at its documented budget and write docs/RESULTS.md.
 
     bash tools/env.sh python tools/reproduce.py --mnist_dir=../shared/data/mnist \
-        --cifar10_dir=../shared/data/cifar10          # hours; resumes where it stopped
+        --cifar10_dir=../shared/data/cifar10/cifar-10-batches-py   # hours; resumes where it stopped
     bash tools/env.sh python tools/reproduce.py --quick --output_root=/tmp/q --results=/tmp/q/RESULTS.md
 
 Steps (each resumable; a finished step trains nothing):
