@@ -7,8 +7,9 @@ Keras layers, so the same architecture can be compared with and without masks.
 
 - ``lenet_300_100``, ``conv2``, ``conv4``, ``conv6``: Frankle & Carbin (2019),
   Glorot-normal init, 3x3 'same' convolutions, 2x2 max-pool after each pair.
-- ``vgg11_bn`` (and ``_half``/``_quarter`` widths for CPUs), ``vgg16_bn``: the CIFAR VGG of network slimming / Early-Bird
-  (conv-BN-ReLU without conv bias, 2x2 average pool, one linear classifier).
+- ``vgg11_bn`` (``vgg11_bn_half``/``_quarter``: narrower, for CPUs), ``vgg16_bn``: the
+  CIFAR VGG of network slimming / Early-Bird (conv-BN-ReLU without conv bias, global
+  average pool (the 2x2 pool on 32x32 inputs), one linear classifier).
 - ``resnet20``: He et al. (2016) CIFAR ResNet-20 with projection shortcuts.
 """
 from lt_keras._keras import keras
@@ -123,8 +124,8 @@ def _vgg(name, input_shape, num_classes, masked, width=1.0, config=None):
         conv_index += 1
         x = conv(max(1, int(round(item * width))), 3, padding="same", use_bias=False, kernel_initializer=conv_init(),
                  name=f"conv{conv_index}")(x)
-        x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, gamma_initializer=keras.initializers.Constant(0.5),
-                                            name=f"bn{conv_index}")(x)
+        x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"bn{conv_index}",
+                                            gamma_initializer=keras.initializers.Constant(0.5))(x)
         x = keras.layers.ReLU(name=f"relu{conv_index}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)  # = 2x2 average pool on 32x32 inputs
     x = keras.layers.Flatten(name="flatten")(x)

@@ -60,9 +60,8 @@ class RunDir:
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise RunDirError(f"--output_dir: {self.path} exists and is not a directory.")
         if self.exists(self.CONFIG):
-            saved = read_json(self.file(self.CONFIG))
-            if _identity(saved) != _identity(config):
-                saved, now = _identity(saved), _identity(config)
+            saved, now = _identity(read_json(self.file(self.CONFIG))), _identity(config)
+            if saved != now:
                 diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
                 raise RunDirError(
                     f"--output_dir: {self.path} holds a run with a different configuration "

@@ -40,7 +40,8 @@ def test_reproduce_quick_writes_the_results_report(tmp_path):
     sections = re.findall(r"^## (.+)$", text, re.M)
     assert sections == ["IMP lottery tickets, LeNet-300-100 on MNIST",
                         "Supermasks and untrained masks, LeNet-300-100 on MNIST",
-                        "IMP found in 8 bits, retrained at fp32", "Supermask over frozen Conv-4 weights, CIFAR-10 subset",
+                        "IMP found in 8 bits, retrained at fp32",
+                        "Supermask over frozen Conv-4 weights, CIFAR-10 subset",
                         "Early-Bird tickets, VGG-11-BN on the CIFAR-10 subset",
                         "Early-Bird search in 8 bits, VGG-11-BN on the CIFAR-10 subset",
                         "Early-Bird tickets, ResNet-20 on the CIFAR-10 subset"]

@@ -44,6 +44,17 @@ FLAGS = flags.FLAGS
 QUICK_DATA = "--data_flags=--dataset=mnist_5k,--validation_size=500,--max_train_examples=600"
 
 
+EB_FP32_RUN = "repro_eb_vgg11"  # the 8-bit search is compared with this run
+EARLY_BIRD_STEPS = (  # (title, kind, flagfile, run directory)
+    ("Early-Bird tickets, VGG-11-BN on the CIFAR-10 subset", "early_bird", "vgg11_cifar10_eb_quick.flags",
+     EB_FP32_RUN),
+    ("Early-Bird search in 8 bits, VGG-11-BN on the CIFAR-10 subset", "early_bird_int8",
+     "vgg11_cifar10_eb_quick_int8.flags", "repro_eb_vgg11_int8"),
+    ("Early-Bird tickets, ResNet-20 on the CIFAR-10 subset", "early_bird_resnet20",
+     "resnet20_cifar10_early_bird_cpu.flags", "repro_eb_resnet20"),
+)
+
+
 def steps(root, quick):
     """(title, kind, command) per reproduction; kind says how to read its results."""
     py = os.path.join("tools", "")
@@ -76,15 +87,8 @@ def steps(root, quick):
         ("Supermask over frozen Conv-4 weights, CIFAR-10 subset", "supermask_conv4",
          ["-m", "lt_keras.bin.supermask", "--flagfile=flags/conv4_cifar10_supermask.flags", *cifar, *conv,
           f"--output_dir={root}/repro_supermask_conv4"]),
-        ("Early-Bird tickets, VGG-11-BN on the CIFAR-10 subset", "early_bird",
-         ["-m", "lt_keras.bin.early_bird", "--flagfile=flags/vgg11_cifar10_eb_quick.flags", *cifar, *eb,
-          f"--output_dir={root}/repro_eb_vgg11"]),
-        ("Early-Bird search in 8 bits, VGG-11-BN on the CIFAR-10 subset", "early_bird_int8",
-         ["-m", "lt_keras.bin.early_bird", "--flagfile=flags/vgg11_cifar10_eb_quick_int8.flags", *cifar, *eb,
-          f"--output_dir={root}/repro_eb_vgg11_int8"]),
-        ("Early-Bird tickets, ResNet-20 on the CIFAR-10 subset", "early_bird_resnet20",
-         ["-m", "lt_keras.bin.early_bird", "--flagfile=flags/resnet20_cifar10_early_bird_cpu.flags", *cifar, *eb,
-          f"--output_dir={root}/repro_eb_resnet20"]),
+        *[(title, kind, ["-m", "lt_keras.bin.early_bird", f"--flagfile=flags/{flagfile}", *cifar, *eb,
+                         f"--output_dir={root}/{name}"]) for title, kind, flagfile, name in EARLY_BIRD_STEPS],
     ]
 
 
@@ -123,7 +127,7 @@ def section(title, kind, command, docs_dir):
         summary = load_json(out, "summary.json")
         lines += _early_bird_table(summary)
         if kind == "early_bird_int8":
-            lines += _int8_comparison(summary, load_json(os.path.join(os.path.dirname(out), "repro_eb_vgg11"),
+            lines += _int8_comparison(summary, load_json(os.path.join(os.path.dirname(out), EB_FP32_RUN),
                                                          "summary.json"))
         figures.append(("eb_distances.png", "Mask distance between epochs (Early-Bird heatmap)"))
     for name, caption in figures:

@@ -43,7 +43,8 @@ def retrain(run, ticket_dir, data, train_cfg, strategy):
     from lt_keras.training import fit, use_xla
 
     keras.utils.set_random_seed(train_cfg.seed)
-    if train_cfg.jit_compile is not False and strategy.num_replicas_in_sync > 1 and not tf.config.list_logical_devices("GPU"):
+    on_cpus = strategy.num_replicas_in_sync > 1 and not tf.config.list_logical_devices("GPU")
+    if on_cpus and train_cfg.jit_compile is not False:
         # XLA cannot compile a step whose replicas' variables live on other logical CPU devices.
         logging.warning("XLA is off: %d replicas on logical CPU devices cannot share one XLA program.",
                         strategy.num_replicas_in_sync)
