@@ -6,9 +6,8 @@ draw of its 266K-entry mask cost 2.17 ms under XLA and 0.98 ms without (the
 Bernoulli step was 2.2x / 1.5x a plain Keras step). Here the random bits come
 from Threefry-2x32 (Salmon et al. 2011, the generator JAX uses) written in
 plain integer ops, so XLA fuses it with the sigmoid, the comparison and the
-fixed mask into one vectorized loop: 0.30 ms / 0.55 ms. The forward and
-backward passes are compiled functions, so the model itself need not run
-under XLA.
+fixed mask into one vectorized loop: 0.30 ms / 0.55 ms. The forward pass is
+a compiled function, so the model itself need not run under XLA.
 
 Rounds: 13, the fewest with which Threefry-2x32 passes TestU01's BigCrush
 (Salmon et al., Table 2; JAX and Random123 default to 20 as a margin). The
@@ -56,25 +55,20 @@ def random_bits(shape, key):
 
 @tf.function(jit_compile=True)
 def _forward(within, scores, key):
-    prob = tf.sigmoid(tf.cast(scores, tf.float32))
-    top24 = tf.cast(tf.bitwise.right_shift(random_bits(tf.shape(scores), key), 8), tf.float32)
-    return tf.where(top24 < prob * _TWO_24, within, tf.zeros_like(within))
-
-
-@tf.function(jit_compile=True)
-def _backward(upstream, within, scores):
     prob = tf.sigmoid(scores)
-    return upstream * within * prob * (1.0 - prob)
+    top24 = tf.cast(tf.bitwise.right_shift(random_bits(tf.shape(scores), key), 8), tf.float32)
+    return tf.where(top24 < tf.cast(prob, tf.float32) * _TWO_24, within, tf.zeros_like(within)), prob
 
 
 @tf.custom_gradient
 def _sample(within, scores):
     key = tf.random.uniform([2], minval=-2**31, maxval=2**31 - 1, dtype=tf.int32)
+    mask, prob = _forward(within, scores, key)
 
-    def grad(upstream):
-        return None, _backward(upstream, within, scores)
+    def grad(upstream):  # plain ops: without XLA a second compiled function cost more than it saved
+        return None, tf.raw_ops.SigmoidGrad(y=prob, dy=upstream * within)
 
-    return _forward(within, scores, key), grad
+    return mask, grad
 
 
 def sampled_mask(scores, within=None):
