@@ -2,12 +2,13 @@
 
 Zhou et al. draw a fresh mask for every weight on every forward pass. On a
 CPU that draw dominated the LeNet-300-100 step: with TensorFlow's Philox one
-draw of its 266K-entry mask cost 2.17 ms under XLA and 0.98 ms without (the
+draw of its 266K-entry mask cost 2.0 ms under XLA and 0.9 ms without (the
 Bernoulli step was 2.2x / 1.5x a plain Keras step). Here the random bits come
 from Threefry-2x32 (Salmon et al. 2011, the generator JAX uses) written in
 plain integer ops, so XLA fuses it with the sigmoid, the comparison and the
-fixed mask into one vectorized loop: 0.30 ms / 0.55 ms. The forward pass is
-a compiled function, so the model itself need not run under XLA.
+fixed mask into one vectorized loop: 0.31 ms / 0.46 ms (tools/bench.py). The
+forward pass is a compiled function, so the model itself need not run under
+XLA.
 
 Rounds: 13, the fewest with which Threefry-2x32 passes TestU01's BigCrush
 (Salmon et al., Table 2; JAX and Random123 default to 20 as a margin). The

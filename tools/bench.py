@@ -177,8 +177,9 @@ def main(argv):
         rows += collect(name, report, report["targets"])
     draw = run_in_process_figure("mask_draw")
     for xla, value in draw["ratios"].items():
+        ms = {k: v for k, v in draw["ms_per_draw"].items() if k.endswith(f"xla={xla}")}
         rows.append({"figure": f"{draw['figure']} xla={xla}", "ratio": "fused/philox", "value": value,
-                     "target": None, "ms_per_step": {k: v for k, v in draw["ms_per_draw"].items() if k.endswith(f"xla={xla}")}})
+                     "target": None, "ms_per_step": ms})
     eb = run_in_process_figure("eb_inference")
     rows.append({"figure": eb["figure"], "ratio": "slimmed/dense", "value": eb["ratios"]["slimmed/dense"]["value"],
                  "target": EB_TARGET, "ms_per_step": eb["ms_per_batch"]})
