@@ -51,6 +51,20 @@ def figures(quick):
     return out
 
 
+def _interleaved_ms(fns, rounds, reps):
+    """Median ms per call of each no-argument function, timed A B A B ... after one warm-up call each."""
+    times = {name: [] for name in fns}
+    for fn in fns.values():
+        fn().numpy()
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(reps):
+                fn().numpy()
+            times[name].append(1000 * (time.perf_counter() - start) / reps)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
 def eb_inference(quick):
     """Slimmed (p = 0.5 channels) vs dense VGG-11-BN inference, interleaved; returns the medians."""
     import numpy as np
@@ -66,19 +80,9 @@ def eb_inference(quick):
         bn.gamma.assign(rng.rand(*bn.gamma.shape))
     slim = early_bird.slim(dense, early_bird.channel_mask(dense, 0.5))
     x = tf.constant(rng.randn(256, 32, 32, 3).astype(np.float32))
-    fns = {name: tf.function(lambda v, m=m: m(v, training=False))  # serving on CPU: no XLA
+    fns = {name: tf.function(lambda m=m: m(x, training=False))  # serving on CPU: no XLA
            for name, m in (("dense", dense), ("slimmed", slim))}
-    reps, rounds = (2, 3) if quick else (5, 5)
-    times = {name: [] for name in fns}
-    for fn in fns.values():
-        fn(x).numpy()
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(reps):
-                fn(x).numpy()
-            times[name].append(1000 * (time.perf_counter() - start) / reps)
-    medians = {k: statistics.median(v) for k, v in times.items()}
+    medians = _interleaved_ms(fns, *((3, 2) if quick else (5, 5)))
     return {"figure": "eb inference vgg11_bn p=0.5", "ms_per_batch": medians,
             "ratios": {"slimmed/dense": {"value": medians["slimmed"] / medians["dense"], "target": EB_TARGET}}}
 
@@ -101,22 +105,13 @@ def mask_draw(quick):
         return tf.function(lambda: tf.add_n([tf.reduce_sum(sample(s)) for _ in range(draws) for s in scores]),
                            jit_compile=jit)
 
-    rounds, reps = (3, 5) if quick else (7, 10)
     medians, ratios = {}, {}
     for jit in (False, True):
         fns = {"philox": compiled(philox, jit), "fused": compiled(sampled_mask, jit)}
-        times = {name: [] for name in fns}
-        for fn in fns.values():
-            fn().numpy()
-        for _ in range(rounds):
-            for name, fn in fns.items():
-                start = time.perf_counter()
-                for _ in range(reps):
-                    fn().numpy()
-                times[name].append(1000 * (time.perf_counter() - start) / reps / draws)
+        ms = _interleaved_ms(fns, *((3, 5) if quick else (7, 10)))
         xla = "on" if jit else "off"
-        medians.update({f"{name} xla={xla}": statistics.median(v) for name, v in times.items()})
-        ratios[xla] = medians[f"fused xla={xla}"] / medians[f"philox xla={xla}"]
+        medians.update({f"{name} xla={xla}": v / draws for name, v in ms.items()})
+        ratios[xla] = ms["fused"] / ms["philox"]
     return {"figure": "bernoulli mask draw lenet_300_100", "ms_per_draw": medians, "ratios": ratios}
 
 
