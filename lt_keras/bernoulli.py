@@ -79,5 +79,5 @@ def sampled_mask(scores, within=None):
     d mask / d scores := ``within`` * sigmoid'(scores); ``within`` gets no gradient.
     """
     scores = tf.convert_to_tensor(scores)
-    within = tf.ones_like(scores) if within is None else tf.cast(tf.stop_gradient(within), scores.dtype)
+    within = tf.ones_like(scores) if within is None else tf.cast(within, scores.dtype)  # _sample gives it no gradient
     return _sample(within, scores)

@@ -1,6 +1,6 @@
 """Every speed figure of TARGETS.md, one process per figure, interleaved, with medians and targets.
 
-    bash tools/env.sh python tools/bench.py            # full: 5 rounds, ~16 minutes on 2 CPU cores (926 s)
+    bash tools/env.sh python tools/bench.py            # full: 5 rounds, ~16 minutes on 2 CPU cores (917 s)
     bash tools/env.sh python tools/bench.py --quick    # 3 short rounds, under 5 minutes
 
 Figures (each in its own process; the compared configurations alternate
