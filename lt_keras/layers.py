@@ -107,10 +107,10 @@ class MaskedKernelMixin:
                 name="kernel_scores", shape=self.kernel.shape, dtype=self.kernel.dtype,
                 initializer=initializer, trainable=True)
 
-    def _topk_mask(self, magnitude):
-        """Exactly round(keep_fraction * n) ones at the largest entries of ``magnitude``."""
-        n = int(np.prod(magnitude.shape))
-        return top_k_mask(magnitude, max(1, int(round(self.keep_fraction * n))))
+    def _topk_mask(self, scores):
+        """Exactly round(keep_fraction * n) ones at the largest ``|scores|``."""
+        n = int(np.prod(scores.shape))
+        return top_k_mask(scores, max(1, int(round(self.keep_fraction * n))))
 
     def learned_mask(self, training=None, hard=False, within=None):
         """The supermask for this pass (times the fixed mask ``within`` if given); straight-through unless ``hard``."""
@@ -118,7 +118,7 @@ class MaskedKernelMixin:
         if not hard and self.mask_mode == "bernoulli" and (training or self.eval_mask == "sampled"):
             return sampled_mask(scores, within)  # one fused op with the fixed mask
         if self.mask_mode == "topk":
-            mask = self._topk_mask(tf.abs(scores)) if hard else _straight_through_topk(scores, self._topk_mask)
+            mask = self._topk_mask(scores) if hard else _straight_through_topk(scores, self._topk_mask)
         else:
             mask = tf.cast(scores > 0.0, scores.dtype)  # sigmoid(scores) > 0.5
             mask = mask if hard else _straight_through(mask, tf.sigmoid(scores))
@@ -181,7 +181,7 @@ def _straight_through_topk(scores, select):
         def grad(upstream):
             return upstream * tf.sign(s)
 
-        return select(tf.abs(s)), grad
+        return select(s), grad
 
     return forward(scores)
 
