@@ -29,7 +29,7 @@ import numpy as np
 
 from lt_keras._keras import keras, tf
 from lt_keras.bernoulli import sampled_mask
-from lt_keras.topk import top_k_mask
+from lt_keras.topk import TopKMasks
 
 _PACKAGE = "lt_keras"
 
@@ -100,6 +100,7 @@ class MaskedKernelMixin:
                 initializer="zeros", trainable=False)
             self.kernel_frozen.assign(self.kernel)
         self.kernel_scores = None
+        self._top_k_masks = TopKMasks() if self.mask_mode == "topk" else None
         if self.is_supermask:
             initializer = (keras.initializers.Constant(self.score_init) if self.mask_mode == "bernoulli"
                            else keras.initializers.HeUniform())
@@ -110,7 +111,7 @@ class MaskedKernelMixin:
     def _topk_mask(self, scores):
         """Exactly round(keep_fraction * n) ones at the largest ``|scores|``."""
         n = int(np.prod(scores.shape))
-        return top_k_mask(scores, max(1, int(round(self.keep_fraction * n))))
+        return self._top_k_masks(scores, max(1, int(round(self.keep_fraction * n))))
 
     def learned_mask(self, training=None, hard=False, within=None):
         """The supermask for this pass (times the fixed mask ``within`` if given); straight-through unless ``hard``."""
@@ -118,7 +119,8 @@ class MaskedKernelMixin:
         if not hard and self.mask_mode == "bernoulli" and (training or self.eval_mask == "sampled"):
             return sampled_mask(scores, within)  # one fused op with the fixed mask
         if self.mask_mode == "topk":
-            mask = self._topk_mask(scores) if hard else _straight_through_topk(scores, self._topk_mask)
+            mask = self._topk_mask(scores)
+            mask = mask if hard else _straight_through_topk(scores, mask)
         else:
             mask = tf.cast(scores > 0.0, scores.dtype)  # sigmoid(scores) > 0.5
             mask = mask if hard else _straight_through(mask, tf.sigmoid(scores))
@@ -173,15 +175,15 @@ def _straight_through(mask, prob):
     return prob + tf.stop_gradient(mask - prob)
 
 
-def _straight_through_topk(scores, select):
-    """Top-k of |scores| forward; backward the gradient of |scores| (edge-popup)."""
+def _straight_through_topk(scores, mask):
+    """The top-k ``mask`` of |scores| forward; backward the gradient of |scores| (edge-popup)."""
 
     @tf.custom_gradient
     def forward(s):
         def grad(upstream):
             return upstream * tf.sign(s)
 
-        return select(s), grad
+        return tf.identity(mask), grad
 
     return forward(scores)
 

@@ -50,6 +50,20 @@ def test_topk_keeps_exactly_the_requested_count():
         assert s[kept].min() >= s[~kept].max()
 
 
+def test_topk_training_keeps_exact_masks_and_no_extra_weights():
+    """The remembered k-th value speeds up the select, is never a weight, and never changes a mask."""
+    model = small("topk", keep_fraction=0.3)
+    names = {w.name.split("/")[-1] for w in model.weights}
+    assert names == {"kernel:0", "bias:0", "kernel_mask:0", "kernel_scores:0"}
+    model.compile(keras.optimizers.Adam(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=True)
+    model.fit(*data(), batch_size=60, epochs=2, verbose=0)
+    for layer in masked_layers(model):
+        s = np.abs(layer.kernel_scores.numpy()).ravel()
+        kept = layer.hard_mask().numpy().ravel() > 0
+        assert kept.sum() == round(0.3 * s.size) and s[kept].min() >= s[~kept].max()
+
+
 def test_sampled_masks_track_sigmoid_scores():
     layer = MaskedDense(400, mask_mode="bernoulli")
     layer.build((None, 50))

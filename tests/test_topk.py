@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from lt_keras._keras import tf
-from lt_keras.topk import top_k_mask
+from lt_keras.topk import TopKMasks, top_k_mask
 
 
 def sorted_mask(values, k):
@@ -44,3 +44,21 @@ def test_ties_keep_the_lowest_indices(mode):
 def test_bad_k():
     with pytest.raises(ValueError, match="k must be in"):
         top_k_mask(tf.ones((3, 3)), 10)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_remembered_kth_only_saves_work(mode):
+    """Whatever the last k-th value was (none, the same band, far off), the mask is the sorted one."""
+    rng = np.random.default_rng(1)
+    masks = TopKMasks()
+    select = MODES[mode](lambda v: masks(v, 1000))
+    values = rng.standard_normal((100, 50)).astype(np.float32)
+    for step in range(6):
+        # small steps keep the k-th in its band of the float bits; step 3 jumps far away; step 4 has ties
+        values = values * (100.0 if step == 3 else 1.0) + 1e-6 * rng.standard_normal(values.shape).astype(np.float32)
+        if step == 4:
+            values = np.round(values, 0)
+        mask = select(tf.constant(values)).numpy()
+        np.testing.assert_array_equal(mask, sorted_mask(values, 1000))
+        kth = np.sort(np.abs(values).reshape(-1))[-1000]
+        assert masks._last.numpy() == np.float32(kth).view(np.int32)

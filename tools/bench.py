@@ -11,6 +11,8 @@ A B A B ... within it, and the ratio of medians is reported):
 - 8-bit search step (weights, activations, gradients) / fp32 masked step, TFMOT ``quantize_model`` as reference;
 - supermask step / plain Keras step (Bernoulli and top-k);
 - one Bernoulli mask draw for LeNet-300-100: the fused sampler / TensorFlow's Philox (reference);
+- one top-k supermask selection for LeNet-300-100: the radix select, remembering the last k-th value
+  (one pass) and fresh (two passes), / ``tf.math.top_k`` (reference);
 - Early-Bird slimmed model inference / dense inference at p = 0.5 (VGG-11-BN, batch 256).
 
 Prints one table and writes JSON (``--json_out``, default bench_results.json).
@@ -28,7 +30,7 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 flags.DEFINE_bool("quick", False, "3 short rounds per figure, LeNet only except the XLA figure (< 5 minutes).")
 flags.DEFINE_string("json_out", "bench_results.json", "Where the JSON results go.")
-flags.DEFINE_string("figure", None, "Internal: run one in-process figure (eb_inference, mask_draw).")
+flags.DEFINE_string("figure", None, "Internal: run one in-process figure (eb_inference, mask_draw, topk_select).")
 FLAGS = flags.FLAGS
 
 EB_TARGET = 0.6
@@ -111,11 +113,40 @@ def mask_draw(quick):
         ms = _interleaved_ms(fns, *((3, 5) if quick else (7, 10)))
         xla = "on" if jit else "off"
         medians.update({f"{name} xla={xla}": v / draws for name, v in ms.items()})
-        ratios[xla] = ms["fused"] / ms["philox"]
-    return {"figure": "bernoulli mask draw lenet_300_100", "ms_per_draw": medians, "ratios": ratios}
+        ratios[xla] = {"fused/philox": ms["fused"] / ms["philox"]}
+    return {"figure": "bernoulli mask draw lenet_300_100", "ms_per_call": medians, "ratios": ratios}
 
 
-IN_PROCESS = {"eb_inference": eb_inference, "mask_draw": mask_draw}
+def topk_select(quick):
+    """One LeNet-300-100 top-k (50%) selection: ``lt_keras.topk`` vs a mask from ``tf.math.top_k``."""
+    from lt_keras._keras import tf
+    from lt_keras.topk import TopKMasks, top_k_mask
+
+    shapes = [(784, 300), (300, 100), (100, 10)]
+    scores = [tf.Variable(tf.random.normal(s, seed=i)) for i, s in enumerate(shapes)]
+    remembering = [TopKMasks() for _ in shapes]
+
+    def sorting(s, k):
+        indices = tf.math.top_k(tf.reshape(tf.abs(s), [-1]), k, sorted=False).indices
+        return tf.scatter_nd(indices[:, None], tf.ones([k]), [tf.size(s)])
+
+    selects = {"one_pass": lambda i, s, k: remembering[i](s, k), "two_pass": lambda i, s, k: top_k_mask(s, k),
+               "top_k": lambda i, s, k: sorting(s, k)}
+
+    def compiled(select, jit):  # each mask summed so that XLA cannot skip any of it
+        return tf.function(lambda: tf.add_n([tf.reduce_sum(select(i, s, int(s.shape[0]) * int(s.shape[1]) // 2))
+                                             for i, s in enumerate(scores)]), jit_compile=jit)
+
+    medians, ratios = {}, {}
+    for jit in (False, True):
+        ms = _interleaved_ms({name: compiled(f, jit) for name, f in selects.items()}, *((3, 2) if quick else (7, 5)))
+        xla = "on" if jit else "off"
+        medians.update({f"{name} xla={xla}": v for name, v in ms.items()})
+        ratios[xla] = {"one_pass/top_k": ms["one_pass"] / ms["top_k"], "two_pass/top_k": ms["two_pass"] / ms["top_k"]}
+    return {"figure": "topk select lenet_300_100", "ms_per_call": medians, "ratios": ratios}
+
+
+IN_PROCESS = {"eb_inference": eb_inference, "mask_draw": mask_draw, "topk_select": topk_select}
 
 
 def run_in_process_figure(name):
@@ -170,11 +201,12 @@ def main(argv):
     for name, args in figures(FLAGS.quick):
         report = run_layer_figure(name, args)
         rows += collect(name, report, report["targets"])
-    draw = run_in_process_figure("mask_draw")
-    for xla, value in draw["ratios"].items():
-        ms = {k: v for k, v in draw["ms_per_draw"].items() if k.endswith(f"xla={xla}")}
-        rows.append({"figure": f"{draw['figure']} xla={xla}", "ratio": "fused/philox", "value": value,
-                     "target": None, "ms_per_step": ms})
+    for name in ("mask_draw", "topk_select"):  # reference figures: what the supermask steps are made of
+        figure = run_in_process_figure(name)
+        for xla, ratios in figure["ratios"].items():
+            ms = {k: v for k, v in figure["ms_per_call"].items() if k.endswith(f"xla={xla}")}
+            rows += [{"figure": f"{figure['figure']} xla={xla}", "ratio": ratio, "value": value, "target": None,
+                      "ms_per_step": ms} for ratio, value in ratios.items()]
     eb = run_in_process_figure("eb_inference")
     rows.append({"figure": eb["figure"], "ratio": "slimmed/dense", "value": eb["ratios"]["slimmed/dense"]["value"],
                  "target": EB_TARGET, "ms_per_step": eb["ms_per_batch"]})
