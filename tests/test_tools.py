@@ -53,3 +53,24 @@ def test_reproduce_quick_writes_the_results_report(tmp_path):
     assert len(re.findall(r"\]\(results/", text)) >= 4
     assert "| 0.5 |" in text or "did not emerge" in text  # the Early-Bird table has its rows
     assert "EB epoch, int8 search" in text and "| sampled (mean of 2) |" in text
+
+
+def test_bench_reports_the_median_of_repeated_processes():
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    try:
+        import bench
+    finally:
+        sys.path.pop(0)
+
+    def report(ratio, plain_ms):
+        return {"rows": [{"jit_compile": True, "ms_per_step": {"plain": plain_ms}, "masked/plain": ratio}],
+                "xla_retrain": {"lenet_300_100": ratio - 0.3}, "targets": {"masked/plain": 1.05}}
+
+    rows = bench.collect_runs("masking lenet_300_100", [report(1.10, 2.0), report(1.02, 2.4), report(1.04, 2.2)])
+    assert [(r["figure"], r["ratio"]) for r in rows] == [("masking lenet_300_100 xla=on", "masked/plain"),
+                                                          ("xla retrain lenet_300_100", "masked xla/no-xla")]
+    assert rows[0]["value"] == 1.04 and rows[0]["runs"] == [1.10, 1.02, 1.04]
+    assert rows[0]["ms_per_step"] == {"plain": 2.2}
+    assert abs(rows[1]["value"] - 0.74) < 1e-12
+    single = bench.collect_runs("masking lenet_300_100", [report(1.10, 2.0)])
+    assert single[0]["value"] == 1.10 and "runs" not in single[0]

@@ -1,10 +1,13 @@
 """Every speed figure of TARGETS.md, one process per figure, interleaved, with medians and targets.
 
-    bash tools/env.sh python tools/bench.py            # full: 5 rounds, ~16 minutes on 2 CPU cores (917 s)
+    bash tools/env.sh python tools/bench.py            # full: 5 rounds, ~20 minutes on 2 CPU cores
     bash tools/env.sh python tools/bench.py --quick    # 3 short rounds, under 5 minutes
 
 Figures (each in its own process; the compared configurations alternate
-A B A B ... within it, and the ratio of medians is reported):
+A B A B ... within it, and the ratio of medians is reported). A LeNet-300-100
+step takes ~2 ms, so its ratios move by up to ~0.1 between processes on a
+shared machine: in full mode each LeNet figure runs in ``--lenet_processes``
+processes and the median of their ratios is reported, with every run's value.
 
 - masked / plain Keras step and masked / TFMOT pruning-wrapper step (LeNet-300-100, Conv-4; XLA off and on);
 - XLA retraining step / non-XLA step of the masked model (LeNet-300-100, Conv-4);
@@ -30,6 +33,7 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 flags.DEFINE_bool("quick", False, "3 short rounds per figure, LeNet only except the XLA figure (< 5 minutes).")
 flags.DEFINE_string("json_out", "bench_results.json", "Where the JSON results go.")
+flags.DEFINE_integer("lenet_processes", 3, "Processes per LeNet-300-100 figure in full mode (the median is reported).")
 flags.DEFINE_string("figure", None, "Internal: run one in-process figure (eb_inference, mask_draw, topk_select).")
 FLAGS = flags.FLAGS
 
@@ -174,6 +178,18 @@ def run_layer_figure(name, args):
     return report
 
 
+def collect_runs(name, reports):
+    """One row per ratio: the median over the processes' values, with each of them under ``runs``."""
+    runs = [collect(name, report, report["targets"]) for report in reports]
+    rows = []
+    for same in zip(*runs):
+        values = [row["value"] for row in same]
+        ms = {k: statistics.median(row["ms_per_step"][k] for row in same) for k in same[0]["ms_per_step"]}
+        rows.append(dict(same[0], value=statistics.median(values), ms_per_step=ms,
+                         **({"runs": values} if len(values) > 1 else {})))
+    return rows
+
+
 def collect(name, report, targets):
     """Flatten one bench_layers report into rows of (figure, configuration, ratio, value, target)."""
     rows = []
@@ -198,9 +214,11 @@ def main(argv):
         return
     start = time.perf_counter()
     rows = []
+    if FLAGS.lenet_processes < 1:
+        raise app.UsageError(f"--lenet_processes: must be >= 1, got {FLAGS.lenet_processes}.")
     for name, args in figures(FLAGS.quick):
-        report = run_layer_figure(name, args)
-        rows += collect(name, report, report["targets"])
+        processes = FLAGS.lenet_processes if "lenet" in name and not FLAGS.quick else 1
+        rows += collect_runs(name, [run_layer_figure(name, args) for _ in range(processes)])
     for name in ("mask_draw", "topk_select"):  # reference figures: what the supermask steps are made of
         figure = run_in_process_figure(name)
         for xla, ratios in figure["ratios"].items():
@@ -216,7 +234,8 @@ def main(argv):
     for row in rows:
         target = "-" if row["target"] is None else f"<= {row['target']}"
         verdict = "reference" if row["met"] is None else ("ok" if row["met"] else "MISSED")
-        print(f"{row['figure']:<36} {row['ratio']:<20} {row['value']:>12.3f} {target:>8}  {verdict}")
+        runs = f"  (runs: {', '.join(f'{v:.3f}' for v in row['runs'])})" if "runs" in row else ""
+        print(f"{row['figure']:<36} {row['ratio']:<20} {row['value']:>12.3f} {target:>8}  {verdict}{runs}")
     from lt_keras.runs import library_versions
 
     report = {"quick": FLAGS.quick, "wall_time_s": time.perf_counter() - start, "rows": rows,
