@@ -110,7 +110,8 @@ def _band_histogram(keys, high, band):
 def _in_band(band, above, hist, k):
     """The k-th key from the histogram of the low bits of the keys in ``band``, ``above`` keys being above it."""
     low, above_low, at_or_above_low = _select_bin(hist, k - above, 256, 128)
-    return tf.bitwise.bitwise_or(tf.bitwise.left_shift(band, _LOW_BITS), low), above + above_low, above + at_or_above_low
+    kth = tf.bitwise.bitwise_or(tf.bitwise.left_shift(band, _LOW_BITS), low)
+    return kth, above + above_low, above + at_or_above_low
 
 
 def _select_bin(hist, k, rows, cols):

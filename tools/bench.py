@@ -122,7 +122,7 @@ def mask_draw(quick):
 
 
 def topk_select(quick):
-    """One LeNet-300-100 top-k (50%) selection: ``lt_keras.topk`` vs a mask from ``tf.math.top_k``."""
+    """One LeNet-300-100 top-k (50%) selection: ``lt_keras.topk`` in one pass / two, two / ``tf.math.top_k``."""
     from lt_keras._keras import tf
     from lt_keras.topk import TopKMasks, top_k_mask
 
@@ -149,7 +149,8 @@ def topk_select(quick):
         ms.update(_interleaved_ms({"top_k": compiled(selects["top_k"], jit)}, rounds, 2))
         xla = "on" if jit else "off"
         medians.update({f"{name} xla={xla}": v for name, v in ms.items()})
-        ratios[xla] = {"one_pass/two_pass": ms["one_pass"] / ms["two_pass"], "two_pass/top_k": ms["two_pass"] / ms["top_k"]}
+        ratios[xla] = {"one_pass/two_pass": ms["one_pass"] / ms["two_pass"],
+                       "two_pass/top_k": ms["two_pass"] / ms["top_k"]}
     return {"figure": "topk select lenet_300_100", "ms_per_call": medians, "ratios": ratios}
 
 
