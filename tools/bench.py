@@ -184,7 +184,7 @@ def run_layer_figure(name, args):
 
 def collect_runs(name, reports):
     """One row per ratio: the median over the processes' values, with each of them under ``runs``."""
-    runs = [collect(name, report, report["targets"]) for report in reports]
+    runs = [collect(name, report) for report in reports]
     rows = []
     for same in zip(*runs):
         values = [row["value"] for row in same]
@@ -194,9 +194,9 @@ def collect_runs(name, reports):
     return rows
 
 
-def collect(name, report, targets):
+def collect(name, report):
     """Flatten one bench_layers report into rows of (figure, configuration, ratio, value, target)."""
-    rows = []
+    rows, targets = [], report["targets"]
     for row in report["rows"]:
         label = f"{name} xla={'on' if row['jit_compile'] else 'off'}"
         for key, target in targets.items():
