@@ -3,15 +3,21 @@
 ``tf.math.top_k`` sorts, which costs ~18 ms for LeNet's 235K-weight layer on
 a CPU (~40 ms under XLA): ten times a whole training step. The k-th largest
 magnitude is found instead from the bit patterns of ``|x|``, which order like
-the values: a radix select of two histogram passes (the top 16 bits, then the
-low 15 bits inside the one band of the top bits that holds the k-th value),
-compiled with XLA whether or not the caller is. ``TopKMasks`` remembers the
-last k-th value of a tensor that changes step to step: while the next one
-stays in the same band, which it does at almost every training step, one
-pass finds it. The histograms also count the entries tied with the k-th
-value; when not all of them fit, the lowest indices are kept, as a stable
-sort would, found by the same select over the tied entries' indices. The
-result equals the sort-based mask whatever was remembered.
+the values, compiled with XLA whether or not the caller is.
+
+From scratch (``top_k_mask``), a radix select of two histogram passes: the
+top 16 bits, then the low 15 bits inside the one band of the top bits that
+holds the k-th value. ``TopKMasks`` follows a tensor that changes step to
+step and remembers its last k-th value: one pass counts, per row of 32
+entries, the entries at or above four thresholds spaced around it (packed
+into one float sum per row, so the pass is a matrix-vector product). The
+interval that holds the new k-th has few entries (the spacing adapts to
+keep ~64 there): the rows holding them are gathered, the entries compacted
+and ranked against each other. When the k-th left the thresholds' span, its
+interval is too full, or entries tied with it do not all fit, the two-pass
+select runs. Tied entries that do not all fit are kept by lowest index, as
+a stable sort would: the mask is ``|x| > kth or (|x| == kth and index <=
+cut)``, whatever was remembered.
 """
 import numpy as np
 
@@ -20,81 +26,166 @@ from lt_keras._keras import tf
 _SIGN_OFF = 0x7FFFFFFF
 _LOW_BITS = 15
 _LOW = (1 << _LOW_BITS) - 1
-# Suffix sums as products with triangular matrices: XLA's CPU cumsum chains compile for minutes.
-_SUFFIX_SUMS = {m: np.triu(np.ones((m, m), np.float64)) for m in (128, 256)}
+_ROW = 32  # entries per row of the counting pass
+_THRESHOLDS = 4  # counted in one pass: per-row counts in base _ROW + 1 stay exact float32 integers
+_GROUP = 2  # rows gathered together
+_GROUPS_KEPT = 128  # groups of rows gathered around the k-th (8,192 keys)
+_MAX_SPACING = 1 << 24  # threshold spacing, in keys
+_TARGET = 64  # entries wanted in the interval of the k-th; the spacing adapts to it
+_FEW = 128  # at most this many keys in the interval of the k-th: ranked against each other
+_BASE = _ROW + 1
+
+
+def _triangle(m, strict=False):
+    """Upper-triangular ones: suffix and prefix sums as products (XLA's CPU cumsum is quadratic)."""
+    return tf.constant(np.triu(np.ones((m, m), np.float32), 1 if strict else 0))
 
 
 class TopKMasks:
     """Top-k masks of one tensor as it changes, remembering its last k-th largest magnitude.
 
-    A plain object, not a Keras weight: what it remembers only saves work and
-    is never saved with a model.
+    A plain object, not a Keras weight: what it remembers (the k-th key and
+    the threshold spacing) only saves work and is never saved with a model.
     """
 
     def __init__(self):
         with tf.init_scope():
-            self._last = tf.Variable(-1, dtype=tf.int32, trainable=False, name="last_kth",
-                                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            self._state = tf.Variable([-1, 1 << 12], dtype=tf.int32, trainable=False, name="last_kth",
+                                      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
     def __call__(self, values, k: int):
-        mask, kth = _top_k_mask(values, k, self._last)
-        self._last.assign(kth)
-        return mask
+        flat, k = _flat(values, k)
+        keep, state = _top_k_keep_near(flat, k, self._state)
+        self._state.assign(state)
+        return tf.reshape(tf.cast(keep, values.dtype), tf.shape(values))
 
 
 def top_k_mask(values, k: int):
     """0/1 tensor shaped like ``values`` with ones at its ``k`` largest magnitudes."""
-    return _top_k_mask(values, k)[0]
+    flat, k = _flat(values, k)
+    return tf.reshape(tf.cast(_top_k_keep(flat, k), values.dtype), tf.shape(values))
 
 
-def _top_k_mask(values, k, last_kth=None):
+def _flat(values, k):
     n = int(np.prod(values.shape))
     if not 1 <= k <= n:
         raise ValueError(f"top_k_mask: k must be in [1, {n}], got {k}.")
-    keep, kth = _top_k_keep(tf.reshape(tf.cast(values, tf.float32), [-1]), tf.constant(k, tf.float64), last_kth)
-    return tf.reshape(tf.cast(keep, values.dtype), tf.shape(values)), kth
+    return tf.reshape(tf.cast(values, tf.float32), [-1]), tf.constant(k, tf.int32)
+
+
+def _keys(flat):
+    return tf.bitwise.bitwise_and(tf.bitcast(flat, tf.int32), _SIGN_OFF)  # |x|, ordered as integers
+
+
+def _keep(keys, kth, cut):
+    return tf.logical_or(keys > kth, tf.logical_and(tf.equal(keys, kth), tf.range(tf.size(keys)) <= cut))
 
 
 @tf.function(jit_compile=True)
-def _top_k_keep(flat, k, last_kth):
-    keys = tf.bitwise.bitwise_and(tf.bitcast(flat, tf.int32), _SIGN_OFF)  # |x|, ordered as integers
-    kth, above, at_or_above = _kth_largest(keys, k, last_kth)
-
-    def keep_lowest_tied_indices():
-        n = tf.shape(keys)[0]
-        tied = tf.equal(keys, kth)
-        order = tf.where(tied, n - tf.range(n), 0)  # distinct, larger for lower indices
-        last, _, _ = _kth_largest(order, k - above)
-        return tf.logical_or(keys > kth, tf.logical_and(tied, order >= last))
-
-    return tf.cond(tf.equal(at_or_above, k), lambda: keys >= kth, keep_lowest_tied_indices), kth
+def _top_k_keep(flat, k):
+    keys = _keys(flat)
+    return _keep(keys, *_exact(keys, k))
 
 
-def _kth_largest(keys, k, last_kth=None):
-    """k-th largest of int32 keys in [0, 2^31), with the counts of keys above it and at or above it.
+@tf.function(jit_compile=True)
+def _top_k_keep_near(flat, k, state):
+    last, spacing = state[0], state[1]
+    kth, found, entries, too_full, lost = _near(_keys(flat), k, last, spacing)
+    # Each use recomputes the keys from the scores: cheaper than writing them out and reading them back.
+    kth, cut = tf.cond(found, lambda: (kth, tf.size(flat) - 1), lambda: _exact(_keys(flat), k))
+    adapted = tf.clip_by_value(spacing * _TARGET // tf.maximum(entries, 1), spacing // 2, spacing * 2)
+    spacing = tf.where(found, adapted, tf.where(too_full, spacing // 2, tf.where(lost, spacing * 2, spacing)))
+    spacing = tf.clip_by_value(spacing, 4, _MAX_SPACING)
+    return _keep(_keys(flat), kth, cut), tf.stack([kth, spacing])
 
-    With ``last_kth`` (< 0: none), one pass first counts the keys above its
-    band of the top bits and the low bits of those in the band; two passes
-    find the band when the k-th is not in it.
+
+def _exact(keys, k):
+    """The k-th key and the last index kept among the keys equal to it, by the two-pass select."""
+    k = tf.cast(k, tf.float64)
+    n = tf.size(keys)
+    kth, above, at_or_above = _kth_largest(keys, k)
+
+    def lowest_tied_indices():
+        order = tf.where(tf.equal(keys, kth), n - tf.range(n), 0)  # distinct, larger for lower indices
+        return n - _kth_largest(order, k - above)[0]
+
+    return kth, tf.cond(tf.equal(at_or_above, k), lambda: n - 1, lowest_tied_indices)
+
+
+def _near(keys, k, last, spacing):
+    """The k-th key from thresholds around the ``last`` k-th (``found`` false: look again).
+
+    Also returns how many keys the k-th's interval held, whether it held too
+    many to gather and whether the k-th moved past the outer thresholds,
+    which steer the next spacing. Keys tied with the k-th that do not all
+    fit are left to the two-pass select (not found).
     """
+    n = keys.shape[0]
+    rows = -(-n // _ROW)
+    keys = tf.reshape(tf.pad(keys, [[0, rows * _ROW - n]], constant_values=-1), [rows, _ROW])
+    steps = tf.constant([-3, -1, 1, 3], tf.int64) * tf.cast(spacing // 2, tf.int64)
+    thresholds = tf.cast(tf.clip_by_value(tf.cast(last, tf.int64) + steps, 0, _SIGN_OFF), tf.int32)
+    packed = tf.add_n([tf.cast(keys >= thresholds[j], tf.float32) * float(_BASE ** j) for j in range(_THRESHOLDS)])
+    row_sums = tf.cast(tf.linalg.matvec(packed, tf.ones([_ROW])), tf.int32)
+    at_least = tf.stack([row_sums // _BASE ** j % _BASE for j in range(_THRESHOLDS)])  # [threshold, row]
+    totals = tf.reduce_sum(at_least, 1)
+    j = tf.reduce_sum(tf.cast(totals >= k, tf.int32)) - 1  # k-th in [thresholds[j], thresholds[j + 1])
+    bracketed = (last >= 0) & (j >= 0) & (j < _THRESHOLDS - 1)
+    j = tf.clip_by_value(j, 0, _THRESHOLDS - 2)
+    low, high = tf.gather(thresholds, j), tf.gather(thresholds, j + 1)
+    above = tf.gather(totals, j + 1)
+    entries = tf.gather(totals, j) - above
+    # Gather the groups of _GROUP rows that hold the interval's keys, compacted by prefix sums.
+    in_rows = tf.gather(at_least, j) - tf.gather(at_least, j + 1)
+    groups = -(-rows // _GROUP)
+    has = tf.cast(tf.reduce_sum(tf.reshape(tf.pad(in_rows, [[0, groups * _GROUP - rows]]), [groups, _GROUP]), 1) > 0,
+                  tf.float32)
+    slot = tf.cast(_prefix_sums(has), tf.int32) - 1
+    n_groups = tf.reduce_sum(tf.cast(has, tf.int32))
+    slot = tf.where((has > 0) & (slot < _GROUPS_KEPT), slot, -1)
+    group_ids = tf.math.unsorted_segment_max(tf.range(groups), slot, _GROUPS_KEPT)
+    row_ids = tf.reshape(group_ids[:, None] * _GROUP + tf.range(_GROUP), [-1])
+    valid = tf.repeat(tf.range(_GROUPS_KEPT) < n_groups, _GROUP) & (row_ids < rows)
+    picked = tf.gather(keys, tf.where(valid, row_ids, 0))
+    inside = valid[:, None] & (picked >= low) & (picked < high)
+    kth, at_least_kth = _kth_of_few(tf.where(inside, picked, -1), k - above)
+    too_full = bracketed & ((n_groups > _GROUPS_KEPT) | (entries > _FEW))
+    found = bracketed & ~too_full & tf.equal(above + at_least_kth, k)  # else ties at the k-th split
+    return kth, found, entries, too_full, (last >= 0) & ~bracketed
+
+
+def _prefix_sums(flags, block=32):
+    """Inclusive prefix sums of a short float32 vector of small counts, by triangular products."""
+    m = flags.shape[0]
+    blocks = -(-m // block)
+    x = tf.reshape(tf.pad(flags, [[0, blocks * block - m]]), [blocks, block])
+    offsets = tf.linalg.matvec(_triangle(blocks, strict=True), tf.reduce_sum(x, 1), transpose_a=True)
+    return tf.reshape(tf.matmul(x, _triangle(block)) + offsets[:, None], [-1])[:m]
+
+
+def _kth_of_few(picked, k):
+    """The k-th largest of the (at most _FEW) non-negative entries of ``picked`` [rows, _ROW], and how many are >= it.
+
+    The entries are compacted in order by prefix sums, then ranked against each other.
+    """
+    flags = tf.cast(picked >= 0, tf.float32)
+    within = tf.matmul(flags, _triangle(_ROW))  # inclusive prefix sums along each row
+    row_totals = within[:, -1]
+    slot = tf.cast(within + (_prefix_sums(row_totals) - row_totals)[:, None], tf.int32) - 1
+    slot = tf.where((flags > 0) & (slot < _FEW), slot, -1)
+    few = tf.math.unsorted_segment_max(picked, slot, _FEW)
+    few = tf.where(tf.range(_FEW) < tf.cast(tf.reduce_sum(row_totals), tf.int32), few, -1)
+    at_least = tf.reduce_sum(tf.cast(few[None, :] >= few[:, None], tf.int32), 1)  # entries >= each entry
+    kth = tf.reduce_max(tf.where((few >= 0) & (at_least >= k), few, -1))
+    return kth, tf.reduce_sum(tf.cast(few >= kth, tf.int32))
+
+
+def _kth_largest(keys, k):
+    """k-th largest of int32 keys in [0, 2^31), with the counts of keys above it and at or above it."""
     high = tf.bitwise.right_shift(keys, _LOW_BITS)
-    if last_kth is not None:
-        band = tf.bitwise.right_shift(last_kth, _LOW_BITS)
-        hist = _band_histogram(keys, high, band)
-        above = tf.cast(_count(high > band), tf.float64)
-        in_band = tf.logical_and(above < k, k <= above + tf.cast(tf.reduce_sum(hist), tf.float64))
-        return tf.cond(in_band, lambda: _in_band(band, above, hist, k), lambda: _kth_largest(keys, k))
     hist = tf.math.unsorted_segment_sum(tf.ones_like(keys), high, 1 << (31 - _LOW_BITS))
     band, above, _ = _select_bin(hist, k, 256, 256)
     return _in_band(band, above, _band_histogram(keys, high, band), k)
-
-
-def _count(flags):
-    """Number of true entries, as products with ones: XLA's CPU dot is ~2x faster than its reduce_sum."""
-    flags = tf.cast(flags, tf.float32)
-    whole = flags.shape[0] // 256 * 256
-    rows = tf.linalg.matvec(tf.reshape(flags[:whole], [-1, 256]), tf.ones([256]))  # exact: each <= 256
-    return tf.reduce_sum(tf.cast(rows, tf.int32)) + tf.reduce_sum(tf.cast(flags[whole:], tf.int32))
 
 
 def _band_histogram(keys, high, band):
@@ -121,10 +212,10 @@ def _select_bin(hist, k, rows, cols):
     """
     hist = tf.reshape(tf.cast(hist, tf.float64), [rows, cols])
     totals = tf.reduce_sum(hist, axis=1)
-    row_suffix = tf.linalg.matvec(tf.constant(_SUFFIX_SUMS[rows]), totals)
+    row_suffix = tf.linalg.matvec(tf.constant(np.triu(np.ones((rows, rows)))), totals)
     row = tf.reduce_sum(tf.cast(row_suffix >= k, tf.int32)) - 1
     counts = tf.gather(hist, row)
-    suffix = tf.gather(row_suffix - totals, row) + tf.linalg.matvec(tf.constant(_SUFFIX_SUMS[cols]), counts)
+    suffix = tf.gather(row_suffix - totals, row) + tf.linalg.matvec(tf.constant(np.triu(np.ones((cols, cols)))), counts)
     col = tf.reduce_sum(tf.cast(suffix >= k, tf.int32)) - 1
     at_or_above = tf.gather(suffix, col)
     return row * cols + col, at_or_above - tf.gather(counts, col), at_or_above

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from lt_keras._keras import tf
+from lt_keras import topk
 from lt_keras.topk import TopKMasks, top_k_mask
 
 
@@ -48,17 +49,36 @@ def test_bad_k():
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_remembered_kth_only_saves_work(mode):
-    """Whatever the last k-th value was (none, the same band, far off), the mask is the sorted one."""
+    """Whatever the last k-th value was (none, near, far off, tied), the mask is the sorted one."""
     rng = np.random.default_rng(1)
     masks = TopKMasks()
     select = MODES[mode](lambda v: masks(v, 1000))
     values = rng.standard_normal((100, 50)).astype(np.float32)
     for step in range(6):
-        # small steps keep the k-th in its band of the float bits; step 3 jumps far away; step 4 has ties
+        # small steps keep the k-th near the last one; step 3 jumps far away; step 4 has ties
         values = values * (100.0 if step == 3 else 1.0) + 1e-6 * rng.standard_normal(values.shape).astype(np.float32)
         if step == 4:
             values = np.round(values, 0)
         mask = select(tf.constant(values)).numpy()
         np.testing.assert_array_equal(mask, sorted_mask(values, 1000))
         kth = np.sort(np.abs(values).reshape(-1))[-1000]
-        assert masks._last.numpy() == np.float32(kth).view(np.int32)
+        assert masks._state.numpy()[0] == np.float32(kth).view(np.int32)
+
+
+@pytest.mark.parametrize("shape, k, step", [((300, 200), 30000, 1e-3), ((300, 200), 600, 1e-3), ((30, 10), 150, 1e-2),
+                                            ((7,), 3, 1e-1)])
+def test_follows_a_training_like_walk_exactly(shape, k, step):
+    """Each entry moves by +-step every call, as under Adam: the thresholds around the last k-th
+    find the new one at most calls, and the mask always equals the sorted one."""
+    rng = np.random.default_rng(2)
+    masks = TopKMasks()
+    select = tf.function(lambda v: masks(v, k))
+    near = tf.function(lambda v, state: topk._near(topk._keys(tf.reshape(v, [-1])), tf.constant(k), state[0],
+                                                   state[1])[1], jit_compile=True)
+    values = rng.uniform(-0.1, 0.1, shape).astype(np.float32)
+    found = []
+    for _ in range(40):
+        values += step * np.sign(rng.standard_normal(shape)).astype(np.float32)
+        found.append(bool(near(tf.constant(values), tf.constant(masks._state.numpy()))))
+        np.testing.assert_array_equal(select(tf.constant(values)).numpy(), sorted_mask(values, k))
+    assert np.mean(found) > 0.6, found
