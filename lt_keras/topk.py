@@ -54,10 +54,9 @@ class TopKMasks:
                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
     def __call__(self, values, k: int):
-        flat, k = _flat(values, k)
-        keep, state = _top_k_keep_near(flat, k, self._state)
-        self._state.assign(state)
-        return tf.reshape(tf.cast(keep, values.dtype), tf.shape(values))
+        _check_k(values, k)
+        return tf.cast(_top_k_mask_near(tf.cast(values, tf.float32), tf.constant(k, tf.int32), self._state),
+                       values.dtype)
 
 
 def top_k_mask(values, k: int):
@@ -66,10 +65,14 @@ def top_k_mask(values, k: int):
     return tf.reshape(tf.cast(_top_k_keep(flat, k), values.dtype), tf.shape(values))
 
 
-def _flat(values, k):
+def _check_k(values, k):
     n = int(np.prod(values.shape))
     if not 1 <= k <= n:
         raise ValueError(f"top_k_mask: k must be in [1, {n}], got {k}.")
+
+
+def _flat(values, k):
+    _check_k(values, k)
     return tf.reshape(tf.cast(values, tf.float32), [-1]), tf.constant(k, tf.int32)
 
 
@@ -88,6 +91,14 @@ def _top_k_keep(flat, k):
 
 
 @tf.function(jit_compile=True)
+def _top_k_mask_near(values, k, state_variable):
+    """The 0/1 mask (float32, shaped like ``values``); updates the remembered state in place."""
+    flat = tf.reshape(values, [-1])
+    keep, state = _top_k_keep_near(flat, k, state_variable.read_value())
+    state_variable.assign(state)
+    return tf.reshape(tf.cast(keep, tf.float32), tf.shape(values))
+
+
 def _top_k_keep_near(flat, k, state):
     last, spacing = state[0], state[1]
     kth, found, entries, too_full, lost = _near(_keys(flat), k, last, spacing)
@@ -122,10 +133,10 @@ def _near(keys, k, last, spacing):
     """
     n = keys.shape[0]
     rows = -(-n // _ROW)
-    keys = tf.reshape(tf.pad(keys, [[0, rows * _ROW - n]], constant_values=-1), [rows, _ROW])
     steps = tf.constant([-3, -1, 1, 3], tf.int64) * tf.cast(spacing // 2, tf.int64)
     thresholds = tf.cast(tf.clip_by_value(tf.cast(last, tf.int64) + steps, 0, _SIGN_OFF), tf.int32)
     packed = tf.add_n([tf.cast(keys >= thresholds[j], tf.float32) * float(_BASE ** j) for j in range(_THRESHOLDS)])
+    packed = tf.reshape(tf.pad(packed, [[0, rows * _ROW - n]]), [rows, _ROW])  # padding the keys is slower
     row_sums = tf.cast(tf.linalg.matvec(packed, tf.ones([_ROW])), tf.int32)
     at_least = tf.stack([row_sums // _BASE ** j % _BASE for j in range(_THRESHOLDS)])  # [threshold, row]
     totals = tf.reduce_sum(at_least, 1)
@@ -142,14 +153,16 @@ def _near(keys, k, last, spacing):
                   tf.float32)
     slot = tf.cast(_prefix_sums(has), tf.int32) - 1
     n_groups = tf.reduce_sum(tf.cast(has, tf.int32))
-    slot = tf.where((has > 0) & (slot < _GROUPS_KEPT), slot, -1)
-    group_ids = tf.math.unsorted_segment_max(tf.range(groups), slot, _GROUPS_KEPT)
+    kept = min(groups, _GROUPS_KEPT)
+    slot = tf.where((has > 0) & (slot < kept), slot, -1)
+    group_ids = tf.math.unsorted_segment_max(tf.range(groups), slot, kept)
     row_ids = tf.reshape(group_ids[:, None] * _GROUP + tf.range(_GROUP), [-1])
-    valid = tf.repeat(tf.range(_GROUPS_KEPT) < n_groups, _GROUP) & (row_ids < rows)
-    picked = tf.gather(keys, tf.where(valid, row_ids, 0))
-    inside = valid[:, None] & (picked >= low) & (picked < high)
+    index = row_ids[:, None] * _ROW + tf.range(_ROW)  # [gathered rows, _ROW]
+    valid = (tf.repeat(tf.range(kept) < n_groups, _GROUP)[:, None]) & (index < n)
+    picked = tf.gather(keys, tf.where(valid, index, 0))
+    inside = valid & (picked >= low) & (picked < high)
     kth, at_least_kth = _kth_of_few(tf.where(inside, picked, -1), k - above)
-    too_full = bracketed & ((n_groups > _GROUPS_KEPT) | (entries > _FEW))
+    too_full = bracketed & ((n_groups > kept) | (entries > _FEW))
     found = bracketed & ~too_full & tf.equal(above + at_least_kth, k)  # else ties at the k-th split
     return kth, found, entries, too_full, (last >= 0) & ~bracketed
 
