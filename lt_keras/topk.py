@@ -55,8 +55,9 @@ class TopKMasks:
 
     def __call__(self, values, k: int):
         _check_k(values, k)
-        return tf.cast(_top_k_mask_near(tf.cast(values, tf.float32), tf.constant(k, tf.int32), self._state),
-                       values.dtype)
+        mask, state = _top_k_mask_near(tf.cast(values, tf.float32), tf.constant(k, tf.int32), self._state)
+        self._state.assign(state)  # here, not in the compiled call: a tf.distribute replica context allows it
+        return tf.cast(mask, values.dtype)
 
 
 def top_k_mask(values, k: int):
@@ -91,12 +92,10 @@ def _top_k_keep(flat, k):
 
 
 @tf.function(jit_compile=True)
-def _top_k_mask_near(values, k, state_variable):
-    """The 0/1 mask (float32, shaped like ``values``); updates the remembered state in place."""
-    flat = tf.reshape(values, [-1])
-    keep, state = _top_k_keep_near(flat, k, state_variable.read_value())
-    state_variable.assign(state)
-    return tf.reshape(tf.cast(keep, tf.float32), tf.shape(values))
+def _top_k_mask_near(values, k, state):
+    """The 0/1 mask (float32, shaped like ``values``) and the state to remember."""
+    keep, state = _top_k_keep_near(tf.reshape(values, [-1]), k, state)
+    return tf.reshape(tf.cast(keep, tf.float32), tf.shape(values)), state
 
 
 def _top_k_keep_near(flat, k, state):

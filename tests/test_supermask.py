@@ -165,3 +165,34 @@ def test_density_logger_in_a_users_fit():
     x, y = data()
     history = model.fit(x, y, epochs=2, verbose=0, callbacks=[supermask.MaskDensityLogger()])
     assert history.history["mask_density"][0] != 0.5 and 0 < history.history["mask_density"][-1] < 1
+
+
+MIRRORED_TOPK = """
+import numpy as np
+from lt_keras import distribute, masked_layers, supermask
+from lt_keras._keras import keras, tf
+distribute.split_cpu(2)
+strategy = distribute.make_strategy("mirrored")
+assert strategy.num_replicas_in_sync == 2
+with strategy.scope():
+    inputs = keras.Input((12,))
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    model = supermask.to_supermask(keras.Model(inputs, keras.layers.Dense(3)(hidden)), "topk", keep_fraction=0.3)
+    model.compile(keras.optimizers.Adam(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+x = np.random.RandomState(0).randn(240, 12).astype(np.float32)
+model.fit(x, (x[:, 0] > 0).astype(np.int32), batch_size=60, epochs=2, verbose=0)
+for layer in masked_layers(model):
+    s = np.abs(layer.kernel_scores.numpy()).ravel()
+    kept = layer.hard_mask().numpy().ravel() > 0
+    assert kept.sum() == round(0.3 * s.size) and s[kept].min() >= s[~kept].max()
+print("ok")
+"""
+
+
+def test_topk_fit_under_a_mirrored_strategy():
+    """Two replicas (logical CPUs, set before TensorFlow starts: a fresh process) keep exact top-k masks."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", MIRRORED_TOPK], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
