@@ -36,9 +36,9 @@ _FEW = 128  # at most this many keys in the interval of the k-th: ranked against
 _BASE = _ROW + 1
 
 
-def _triangle(m, strict=False):
+def _triangle(m, strict=False, dtype=np.float32):
     """Upper-triangular ones: suffix and prefix sums as products (XLA's CPU cumsum is quadratic)."""
-    return tf.constant(np.triu(np.ones((m, m), np.float32), 1 if strict else 0))
+    return tf.constant(np.triu(np.ones((m, m), dtype), 1 if strict else 0))
 
 
 class TopKMasks:
@@ -50,7 +50,7 @@ class TopKMasks:
 
     def __init__(self):
         with tf.init_scope():
-            self._state = tf.Variable([-1, 1 << 12], dtype=tf.int32, trainable=False, name="last_kth",
+            self._state = tf.Variable([-1, 1 << 12], dtype=tf.int32, trainable=False, name="last_kth_and_spacing",
                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
     def __call__(self, values, k: int):
@@ -94,11 +94,7 @@ def _top_k_keep(flat, k):
 @tf.function(jit_compile=True)
 def _top_k_mask_near(values, k, state):
     """The 0/1 mask (float32, shaped like ``values``) and the state to remember."""
-    keep, state = _top_k_keep_near(tf.reshape(values, [-1]), k, state)
-    return tf.reshape(tf.cast(keep, tf.float32), tf.shape(values)), state
-
-
-def _top_k_keep_near(flat, k, state):
+    flat = tf.reshape(values, [-1])
     last, spacing = state[0], state[1]
     kth, found, entries, too_full, lost = _near(_keys(flat), k, last, spacing)
     # Each use recomputes the keys from the scores: cheaper than writing them out and reading them back.
@@ -106,7 +102,8 @@ def _top_k_keep_near(flat, k, state):
     adapted = tf.clip_by_value(spacing * _TARGET // tf.maximum(entries, 1), spacing // 2, spacing * 2)
     spacing = tf.where(found, adapted, tf.where(too_full, spacing // 2, tf.where(lost, spacing * 2, spacing)))
     spacing = tf.clip_by_value(spacing, 4, _MAX_SPACING)
-    return _keep(_keys(flat), kth, cut), tf.stack([kth, spacing])
+    mask = tf.reshape(tf.cast(_keep(_keys(flat), kth, cut), tf.float32), tf.shape(values))
+    return mask, tf.stack([kth, spacing])
 
 
 def _exact(keys, k):
@@ -224,10 +221,10 @@ def _select_bin(hist, k, rows, cols):
     """
     hist = tf.reshape(tf.cast(hist, tf.float64), [rows, cols])
     totals = tf.reduce_sum(hist, axis=1)
-    row_suffix = tf.linalg.matvec(tf.constant(np.triu(np.ones((rows, rows)))), totals)
+    row_suffix = tf.linalg.matvec(_triangle(rows, dtype=np.float64), totals)
     row = tf.reduce_sum(tf.cast(row_suffix >= k, tf.int32)) - 1
     counts = tf.gather(hist, row)
-    suffix = tf.gather(row_suffix - totals, row) + tf.linalg.matvec(tf.constant(np.triu(np.ones((cols, cols)))), counts)
+    suffix = tf.gather(row_suffix - totals, row) + tf.linalg.matvec(_triangle(cols, dtype=np.float64), counts)
     col = tf.reduce_sum(tf.cast(suffix >= k, tf.int32)) - 1
     at_or_above = tf.gather(suffix, col)
     return row * cols + col, at_or_above - tf.gather(counts, col), at_or_above
