@@ -5,10 +5,10 @@ CPU that draw dominated the LeNet-300-100 step: with TensorFlow's Philox one
 draw of its 266K-entry mask cost 2.0 ms under XLA and 0.9 ms without (the
 Bernoulli step was 2.2x / 1.5x a plain Keras step). Here the random bits come
 from Threefry-2x32 (Salmon et al. 2011, the generator JAX uses) written in
-plain integer ops, so XLA fuses it with the sigmoid, the comparison and the
-fixed mask into one vectorized loop: 0.31 ms / 0.46 ms (tools/bench.py). The
-forward pass is a compiled function, so the model itself need not run under
-XLA.
+plain integer ops, so XLA fuses it with the sigmoid, the comparison, the
+fixed mask, the kernel and the straight-through slope into one vectorized
+loop: 0.31 ms / 0.46 ms (tools/bench.py). The forward pass is a compiled
+function, so the model itself need not run under XLA.
 
 Rounds: 13, the fewest with which Threefry-2x32 passes TestU01's BigCrush
 (Salmon et al., Table 2; JAX and Random123 default to 20 as a margin). The
@@ -21,6 +21,7 @@ word, under a fresh 64-bit key per call; its top 24 bits are compared with
 uniform has 2^-23).
 """
 from lt_keras._keras import tf
+from lt_keras.straight_through import product, straight_through
 
 ROUNDS = 13
 _ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)
@@ -55,29 +56,20 @@ def random_bits(shape, key):
 
 
 @tf.function(jit_compile=True)
-def _forward(within, scores, key):
+def _forward(scores, key, factors):
+    """The sampled mask and its straight-through slope sigmoid'(scores), both times ``factors``, in one pass."""
     prob = tf.sigmoid(scores)
     top24 = tf.cast(tf.bitwise.right_shift(random_bits(tf.shape(scores), key), 8), tf.float32)
-    return tf.where(top24 < tf.cast(prob, tf.float32) * _TWO_24, within, tf.zeros_like(within)), prob
+    scale = product(factors, scores)
+    return tf.where(top24 < tf.cast(prob, tf.float32) * _TWO_24, scale, tf.zeros_like(scale)), scale * prob * (1 - prob)
 
 
-@tf.custom_gradient
-def _sample(within, scores):
-    key = tf.random.uniform([2], minval=-2**31, maxval=2**31 - 1, dtype=tf.int32)
-    mask, prob = _forward(within, scores, key)
-
-    def grad(upstream):  # plain ops: without XLA a second compiled function cost more than it saved
-        return None, tf.raw_ops.SigmoidGrad(y=prob, dy=upstream * within)
-
-    return mask, grad
-
-
-def sampled_mask(scores, within=None):
-    """``within`` (a fixed 0/1 mask; default all ones) times mask ~ Bernoulli(sigmoid(``scores``)).
+def sampled_mask(scores, *factors):
+    """mask ~ Bernoulli(sigmoid(``scores``)) times ``factors`` (a fixed 0/1 mask, the kernel).
 
     Forward: a fresh hard 0/1 sample on every call. Backward (straight-through):
-    d mask / d scores := ``within`` * sigmoid'(scores); ``within`` gets no gradient.
+    d mask / d scores := sigmoid'(scores) times the factors; the factors get no gradient.
     """
     scores = tf.convert_to_tensor(scores)
-    within = tf.ones_like(scores) if within is None else tf.cast(within, scores.dtype)  # _sample gives it no gradient
-    return _sample(within, scores)
+    key = tf.random.uniform([2], minval=-2**31, maxval=2**31 - 1, dtype=tf.int32)
+    return straight_through(scores, *_forward(scores, key, [tf.cast(f, scores.dtype) for f in factors]))

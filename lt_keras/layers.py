@@ -29,6 +29,7 @@ import numpy as np
 
 from lt_keras._keras import keras, tf
 from lt_keras.bernoulli import sampled_mask
+from lt_keras.straight_through import product, straight_through
 from lt_keras.topk import TopKMasks
 
 _PACKAGE = "lt_keras"
@@ -108,23 +109,20 @@ class MaskedKernelMixin:
                 name="kernel_scores", shape=self.kernel.shape, dtype=self.kernel.dtype,
                 initializer=initializer, trainable=True)
 
-    def _topk_mask(self, scores):
-        """Exactly round(keep_fraction * n) ones at the largest ``|scores|``."""
-        n = int(np.prod(scores.shape))
-        return self._top_k_masks(scores, max(1, int(round(self.keep_fraction * n))))
-
-    def learned_mask(self, training=None, hard=False, within=None):
-        """The supermask for this pass (times the fixed mask ``within`` if given); straight-through unless ``hard``."""
+    def learned_mask(self, training=None, hard=False, factors=()):
+        """The supermask for this pass times ``factors`` (the fixed mask, the kernel); straight-through unless
+        ``hard``. The samplers multiply the factors into the mask and its slope in their own compiled pass."""
         scores = self.kernel_scores
         if not hard and self.mask_mode == "bernoulli" and (training or self.eval_mask == "sampled"):
-            return sampled_mask(scores, within)  # one fused op with the fixed mask
-        if self.mask_mode == "topk":
-            mask = self._topk_mask(scores)
-            mask = mask if hard else _straight_through_topk(scores, mask)
-        else:
-            mask = tf.cast(scores > 0.0, scores.dtype)  # sigmoid(scores) > 0.5
-            mask = mask if hard else _straight_through(mask, tf.sigmoid(scores))
-        return mask if within is None else within * mask
+            return sampled_mask(scores, *factors)
+        if self.mask_mode == "topk":  # exactly round(keep_fraction * n) ones at the largest |scores|
+            k = max(1, int(round(self.keep_fraction * int(np.prod(scores.shape)))))
+            mask, slope = self._top_k_masks(scores, k, *factors)
+        else:  # expected mask: sigmoid(scores) > 0.5, with the slope of sigmoid(scores)
+            prob = tf.sigmoid(scores)
+            scale = product(factors, scores)
+            mask, slope = scale * tf.cast(scores > 0.0, scores.dtype), scale * prob * (1.0 - prob)
+        return mask if hard else straight_through(scores, mask, slope)
 
     def hard_mask(self):
         """The 0/1 mask a ticket keeps: kernel_mask times the expected or top-k supermask."""
@@ -142,19 +140,30 @@ class MaskedKernelMixin:
         fixed = tf.stop_gradient(self.kernel_mask)
         if not self.is_supermask:
             return fixed
-        return self.learned_mask(training, within=fixed)
+        return self.learned_mask(training, factors=[fixed])
 
     def masked_kernel(self, training=None):
         """``kernel * mask`` (plus frozen values where pruned): the kernel the layer computes with.
 
         A quantization wrapper (``lt_keras.precision``) hands in its quantized
         kernel through ``_kernel_override`` for exactly one call; the kernel
-        variable itself is never replaced.
+        variable itself is never replaced. A supermask's sampler returns the
+        product itself where it can (``_kernel_folds_into_mask``).
         """
         override = getattr(self, "_kernel_override", None)
         if override is not None:
             self._kernel_override = None
+        if self._kernel_folds_into_mask and override is None:
+            return self.learned_mask(training, factors=[tf.stop_gradient(self.kernel_mask), self.kernel])
         return self._compose(tf.cast(self.effective_mask(training), self.kernel.dtype), override)
+
+    @property
+    def _kernel_folds_into_mask(self):
+        """Whether the supermask sampler can return ``kernel * mask`` itself: no rescaling, no frozen values,
+        no subclass mask. Without XLA that saves a pass over the weights each way (LeNet top-k step
+        ~1.35x -> ~1.30x a plain step)."""
+        return (self.is_supermask and not self.dynamic_weight_rescaling and self.kernel_frozen is None
+                and type(self).effective_mask is MaskedKernelMixin.effective_mask)
 
     def deterministic_kernel(self):
         """The kernel a ticket or an export keeps: the hard (expected / top-k) mask, no sampling."""
@@ -168,24 +177,6 @@ class MaskedKernelMixin:
         if self.kernel_frozen is not None:
             kernel += tf.stop_gradient(self.kernel_frozen) * (1.0 - mask)
         return kernel
-
-
-def _straight_through(mask, prob):
-    """``mask`` forward; backward, the gradient of ``prob``."""
-    return prob + tf.stop_gradient(mask - prob)
-
-
-def _straight_through_topk(scores, mask):
-    """The top-k ``mask`` of |scores| forward; backward the gradient of |scores| (edge-popup)."""
-
-    @tf.custom_gradient
-    def forward(s):
-        def grad(upstream):
-            return upstream * tf.sign(s)
-
-        return tf.identity(mask), grad
-
-    return forward(scores)
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)

@@ -22,6 +22,7 @@ cut)``, whatever was remembered.
 import numpy as np
 
 from lt_keras._keras import tf
+from lt_keras.straight_through import product
 
 _SIGN_OFF = 0x7FFFFFFF
 _LOW_BITS = 15
@@ -53,11 +54,14 @@ class TopKMasks:
             self._state = tf.Variable([-1, 1 << 12], dtype=tf.int32, trainable=False, name="last_kth_and_spacing",
                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
-    def __call__(self, values, k: int):
+    def __call__(self, values, k: int, *factors):
+        """The top-k 0/1 mask of |values| and edge-popup's straight-through slope sign(values) (d|x|/dx),
+        both times ``factors`` (a fixed mask, the kernel), from one compiled pass."""
         _check_k(values, k)
-        mask, state = _top_k_mask_near(tf.cast(values, tf.float32), tf.constant(k, tf.int32), self._state)
+        mask, slope, state = _top_k_mask_near(values, tf.constant(k, tf.int32), self._state,
+                                              [tf.cast(f, values.dtype) for f in factors])
         self._state.assign(state)  # here, not in the compiled call: a tf.distribute replica context allows it
-        return tf.cast(mask, values.dtype)
+        return mask, slope
 
 
 def top_k_mask(values, k: int):
@@ -92,9 +96,9 @@ def _top_k_keep(flat, k):
 
 
 @tf.function(jit_compile=True)
-def _top_k_mask_near(values, k, state):
-    """The 0/1 mask (float32, shaped like ``values``) and the state to remember."""
-    flat = tf.reshape(values, [-1])
+def _top_k_mask_near(values, k, state, factors):
+    """The 0/1 mask and sign(values), both times ``factors``, and the state to remember."""
+    flat = tf.reshape(tf.cast(values, tf.float32), [-1])
     last, spacing = state[0], state[1]
     kth, found, entries, too_full, lost = _near(_keys(flat), k, last, spacing)
     # Each use recomputes the keys from the scores: cheaper than writing them out and reading them back.
@@ -102,8 +106,9 @@ def _top_k_mask_near(values, k, state):
     adapted = tf.clip_by_value(spacing * _TARGET // tf.maximum(entries, 1), spacing // 2, spacing * 2)
     spacing = tf.where(found, adapted, tf.where(too_full, spacing // 2, tf.where(lost, spacing * 2, spacing)))
     spacing = tf.clip_by_value(spacing, 4, _MAX_SPACING)
-    mask = tf.reshape(tf.cast(_keep(_keys(flat), kth, cut), tf.float32), tf.shape(values))
-    return mask, tf.stack([kth, spacing])
+    keep = tf.reshape(_keep(_keys(flat), kth, cut), tf.shape(values))
+    scale = product(factors, values)
+    return tf.where(keep, scale, tf.zeros_like(scale)), scale * tf.sign(values), tf.stack([kth, spacing])
 
 
 def _exact(keys, k):

@@ -39,6 +39,39 @@ def test_training_moves_only_the_scores(estimator, jit):
         assert not np.array_equal(layer.kernel_scores.numpy(), scores[layer.name])  # gradients reached them
 
 
+@pytest.mark.parametrize("estimator, eval_mask", [("topk", "topk"), ("bernoulli", "sampled"),
+                                                   ("bernoulli", "expected")])
+@pytest.mark.parametrize("rescale", [False, True])
+@pytest.mark.parametrize("jit", [False, True])
+def test_straight_through_gradient_of_the_scores(estimator, eval_mask, rescale, jit):
+    """d loss / d scores = d loss / d (masked kernel) * kernel * kernel_mask * slope (* numel / kept with dynamic
+    weight rescaling), the slope being sign(scores) for top-k (edge-popup's |scores|) and sigmoid'(scores) for
+    Bernoulli (Zhou et al.). Without rescaling the sampler returns the masked kernel itself; with it, a mask."""
+    rng = np.random.default_rng(0)
+    layer = MaskedDense(5, use_bias=False, mask_mode=estimator, keep_fraction=0.4, eval_mask=eval_mask,
+                        dynamic_weight_rescaling=rescale)
+    layer.build((None, 6))
+    layer.kernel_scores.assign(rng.standard_normal((6, 5)).astype(np.float32))
+    layer.kernel_mask.assign((rng.random((6, 5)) < 0.6).astype(np.float32))
+    upstream = tf.constant(rng.standard_normal((6, 5)).astype(np.float32))
+
+    @tf.function(jit_compile=jit)
+    def kernel_and_gradient():
+        with tf.GradientTape() as tape:
+            kernel = layer.masked_kernel(training=False)
+            loss = tf.reduce_sum(upstream * kernel)
+        return kernel, tape.gradient(loss, layer.kernel_scores)
+
+    kernel, gradient = kernel_and_gradient()
+    s = layer.kernel_scores.numpy()
+    prob = 1.0 / (1.0 + np.exp(-s))
+    slope = np.sign(s) if estimator == "topk" else prob * (1.0 - prob)
+    expected = upstream.numpy() * layer.kernel.numpy() * layer.kernel_mask.numpy() * slope
+    if rescale:
+        expected *= s.size / np.count_nonzero(kernel.numpy())
+    np.testing.assert_allclose(gradient.numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_topk_keeps_exactly_the_requested_count():
     model = small("topk", keep_fraction=0.3)
     for layer in masked_layers(model):

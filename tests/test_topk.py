@@ -52,7 +52,7 @@ def test_remembered_kth_only_saves_work(mode):
     """Whatever the last k-th value was (none, near, far off, tied), the mask is the sorted one."""
     rng = np.random.default_rng(1)
     masks = TopKMasks()
-    select = MODES[mode](lambda v: masks(v, 1000))
+    select = MODES[mode](lambda v: masks(v, 1000)[0])
     values = rng.standard_normal((100, 50)).astype(np.float32)
     for step in range(6):
         # small steps keep the k-th near the last one; step 3 jumps far away; step 4 has ties
@@ -72,7 +72,7 @@ def test_follows_a_training_like_walk_exactly(shape, k, step):
     find the new one at most calls, and the mask always equals the sorted one."""
     rng = np.random.default_rng(2)
     masks = TopKMasks()
-    select = tf.function(lambda v: masks(v, k))
+    select = tf.function(lambda v: masks(v, k)[0])
     near = tf.function(lambda v, state: topk._near(topk._keys(tf.reshape(v, [-1])), tf.constant(k), state[0],
                                                    state[1])[1], jit_compile=True)
     values = rng.uniform(-0.1, 0.1, shape).astype(np.float32)
@@ -82,3 +82,19 @@ def test_follows_a_training_like_walk_exactly(shape, k, step):
         found.append(bool(near(tf.constant(values), tf.constant(masks._state.numpy()))))
         np.testing.assert_array_equal(select(tf.constant(values)).numpy(), sorted_mask(values, k))
     assert np.mean(found) > 0.6, found
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_within_and_the_straight_through_slope(mode):
+    """The fixed mask ``within`` multiplies the top-k mask (k counts over all entries), and the slope is
+    within * sign(values), d|x|/dx of edge-popup, computed in the same pass."""
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((40, 30)).astype(np.float32)
+    within = (rng.random(values.shape) < 0.7).astype(np.float32)
+    masks = TopKMasks()
+    mask, slope = MODES[mode](lambda v, w: masks(v, 300, w))(tf.constant(values), tf.constant(within))
+    np.testing.assert_array_equal(mask.numpy(), within * sorted_mask(values, 300))
+    np.testing.assert_array_equal(slope.numpy(), within * np.sign(values))
+    mask, slope = TopKMasks()(tf.constant(values), 300)
+    np.testing.assert_array_equal(mask.numpy(), sorted_mask(values, 300))
+    np.testing.assert_array_equal(slope.numpy(), np.sign(values))

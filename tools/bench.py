@@ -142,7 +142,7 @@ def topk_select(quick):
         indices = tf.math.top_k(tf.reshape(tf.abs(s), [-1]), k, sorted=False).indices
         return tf.scatter_nd(indices[:, None], tf.ones([k]), [tf.size(s)])
 
-    selects = {"near": lambda i, s, k: remembering[i](s, k), "fresh": lambda i, s, k: top_k_mask(s, k),
+    selects = {"near": lambda i, s, k: remembering[i](s, k)[0], "fresh": lambda i, s, k: top_k_mask(s, k),
                "top_k": lambda i, s, k: sorting(s, k)}
 
     def compiled(select, jit):  # each mask summed so that XLA cannot skip any of it
