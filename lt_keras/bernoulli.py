@@ -7,7 +7,7 @@ Bernoulli step was 2.2x / 1.5x a plain Keras step). Here the random bits come
 from Threefry-2x32 (Salmon et al. 2011, the generator JAX uses) written in
 plain integer ops, so XLA fuses it with the sigmoid, the comparison, the
 fixed mask, the kernel and the straight-through slope into one vectorized
-loop: 0.31 ms / 0.46 ms (tools/bench.py). The forward pass is a compiled
+loop: 0.29 ms / 0.51 ms (tools/bench.py). The forward pass is a compiled
 function, so the model itself need not run under XLA.
 
 Rounds: 13, the fewest with which Threefry-2x32 passes TestU01's BigCrush
