@@ -134,8 +134,8 @@ class MaskedKernelMixin:
         """The 0/1 tensor the kernel is multiplied by in this forward pass.
 
         A fixed mask takes no gradient; ``stop_gradient`` lets TensorFlow skip
-        computing one (measured ~6% of a LeNet step without XLA). Learned masks
-        (supermasks) override this method and return a differentiable tensor.
+        computing one (measured ~6% of a LeNet step without XLA). A supermask
+        layer returns its learned mask times the fixed one, straight-through.
         """
         fixed = tf.stop_gradient(self.kernel_mask)
         if not self.is_supermask:
