@@ -13,11 +13,12 @@ entries, the entries at or above four thresholds spaced around it (packed
 into one float sum per row, so the pass is a matrix-vector product). The
 interval that holds the new k-th has few entries (the spacing adapts to
 keep ~64 there): the rows holding them are gathered, the entries compacted
-and ranked against each other. When the k-th left the thresholds' span, its
-interval is too full, or entries tied with it do not all fit, the two-pass
-select runs. Tied entries that do not all fit are kept by lowest index, as
-a stable sort would: the mask is ``|x| > kth or (|x| == kth and index <=
-cut)``, whatever was remembered.
+and ranked against each other. Tied entries that do not all fit are kept by
+lowest index, as a stable sort would: the mask is ``|x| > kth or (|x| ==
+kth and index <= cut)``, whatever was remembered; the tied entries are among
+the gathered ones, so their indices are ranked the same way. When the k-th
+left the thresholds' span or its interval is too full, the two-pass select
+runs.
 """
 import numpy as np
 
@@ -100,9 +101,9 @@ def _top_k_mask_near(values, k, state, factors):
     """The 0/1 mask and sign(values), both times ``factors``, and the state to remember."""
     flat = tf.reshape(tf.cast(values, tf.float32), [-1])
     last, spacing = state[0], state[1]
-    kth, found, entries, too_full, lost = _near(_keys(flat), k, last, spacing)
+    kth, found, entries, too_full, lost, cut = _near(_keys(flat), k, last, spacing)
     # Each use recomputes the keys from the scores: cheaper than writing them out and reading them back.
-    kth, cut = tf.cond(found, lambda: (kth, tf.size(flat) - 1), lambda: _exact(_keys(flat), k))
+    kth, cut = tf.cond(found, lambda: (kth, cut), lambda: _exact(_keys(flat), k))
     adapted = tf.clip_by_value(spacing * _TARGET // tf.maximum(entries, 1), spacing // 2, spacing * 2)
     spacing = tf.where(found, adapted, tf.where(too_full, spacing // 2, tf.where(lost, spacing * 2, spacing)))
     spacing = tf.clip_by_value(spacing, 4, _MAX_SPACING)
@@ -129,8 +130,10 @@ def _near(keys, k, last, spacing):
 
     Also returns how many keys the k-th's interval held, whether it held too
     many to gather and whether the k-th moved past the outer thresholds,
-    which steer the next spacing. Keys tied with the k-th that do not all
-    fit are left to the two-pass select (not found).
+    which steer the next spacing; and the last index kept among keys tied
+    at the k-th. Ties that split are ranked here: the two-pass select would
+    run twice (the k-th, then the indices), and they split at ~1.7% of the
+    steps of LeNet's first layer (float32 scores share values).
     """
     n = keys.shape[0]
     rows = -(-n // _ROW)
@@ -162,10 +165,14 @@ def _near(keys, k, last, spacing):
     valid = (tf.repeat(tf.range(kept) < n_groups, _GROUP)[:, None]) & (index < n)
     picked = tf.gather(keys, tf.where(valid, index, 0))
     inside = valid & (picked >= low) & (picked < high)
-    kth, at_least_kth = _kth_of_few(tf.where(inside, picked, -1), k - above)
+    kth, at_least_kth, above_kth = _kth_of_few(tf.where(inside, picked, -1), k - above)
     too_full = bracketed & ((n_groups > kept) | (entries > _FEW))
-    found = bracketed & ~too_full & tf.equal(above + at_least_kth, k)  # else ties at the k-th split
-    return kth, found, entries, too_full, (last >= 0) & ~bracketed
+    found = bracketed & ~too_full & (above + above_kth < k) & (k <= above + at_least_kth)
+    # Keys tied at the k-th that do not all fit (rare): keep the lowest indices, ranked among the gathered.
+    split = found & (k < above + at_least_kth)
+    order = tf.where(inside & tf.equal(picked, kth), n - index, -1)
+    cut = tf.cond(split, lambda: n - _kth_of_few(order, k - above - above_kth)[0], lambda: n - 1)
+    return kth, found, entries, too_full, (last >= 0) & ~bracketed, cut
 
 
 def _prefix_sums(flags, block=32):
@@ -178,7 +185,8 @@ def _prefix_sums(flags, block=32):
 
 
 def _kth_of_few(picked, k):
-    """The k-th largest of the (at most _FEW) non-negative entries of ``picked`` [rows, _ROW], and how many are >= it.
+    """The k-th largest of the (at most _FEW) non-negative entries of ``picked`` [rows, _ROW], and how many
+    are >= it and > it.
 
     The entries are compacted in order by prefix sums, then ranked against each other.
     """
@@ -191,7 +199,7 @@ def _kth_of_few(picked, k):
     few = tf.where(tf.range(_FEW) < tf.cast(tf.reduce_sum(row_totals), tf.int32), few, -1)
     at_least = tf.reduce_sum(tf.cast(few[None, :] >= few[:, None], tf.int32), 1)  # entries >= each entry
     kth = tf.reduce_max(tf.where((few >= 0) & (at_least >= k), few, -1))
-    return kth, tf.reduce_sum(tf.cast(few >= kth, tf.int32))
+    return kth, tf.reduce_sum(tf.cast(few >= kth, tf.int32)), tf.reduce_sum(tf.cast(few > kth, tf.int32))
 
 
 def _kth_largest(keys, k):

@@ -65,6 +65,26 @@ def test_remembered_kth_only_saves_work(mode):
         assert masks._state.numpy()[0] == np.float32(kth).view(np.int32)
 
 
+@pytest.mark.parametrize("mode", list(MODES))
+def test_ties_at_the_kth_are_ranked_near_the_last_kth(mode):
+    """Entries tied at the k-th that do not all fit are kept by lowest index without the two-pass select:
+    ``_near`` finds the k-th and the last index kept, and the mask equals the stable-sort one."""
+    rng = np.random.default_rng(4)
+    values = rng.uniform(-1, 1, (200, 50)).astype(np.float32)
+    tied = rng.choice(values.size, 6, replace=False)
+    values.reshape(-1)[tied] = 0.5 * np.sign(values.reshape(-1)[tied])  # six entries of |x| = 0.5
+    k = int(np.sum(np.abs(values) > 0.5)) + 3  # three of the six fit
+    masks = TopKMasks()
+    select = MODES[mode](lambda v: masks(v, k)[0])
+    for _ in range(2):  # from scratch, then near the remembered k-th
+        state = masks._state.numpy()
+        np.testing.assert_array_equal(select(tf.constant(values)).numpy(), sorted_mask(values, k))
+    kth, found, *_, cut = topk._near(topk._keys(tf.reshape(tf.constant(values), [-1])), tf.constant(k),
+                                     tf.constant(state[0]), tf.constant(state[1]))
+    assert bool(found) and int(kth) == np.float32(0.5).view(np.int32)
+    assert int(cut) == np.sort(tied)[2]
+
+
 @pytest.mark.parametrize("shape, k, step", [((300, 200), 30000, 1e-3), ((300, 200), 600, 1e-3), ((30, 10), 150, 1e-2),
                                             ((7,), 3, 1e-1)])
 def test_follows_a_training_like_walk_exactly(shape, k, step):
