@@ -170,8 +170,11 @@ def _near(keys, k, last, spacing):
     found = bracketed & ~too_full & (above + above_kth < k) & (k <= above + at_least_kth)
     # Keys tied at the k-th that do not all fit (rare): keep the lowest indices, ranked among the gathered.
     split = found & (k < above + at_least_kth)
-    order = tf.where(inside & tf.equal(picked, kth), n - index, -1)
-    cut = tf.cond(split, lambda: n - _kth_of_few(order, k - above - above_kth)[0], lambda: n - 1)
+    def lowest_tied_indices():
+        order = tf.where(inside & tf.equal(picked, kth), n - index, -1)  # distinct, larger for lower indices
+        return n - _kth_of_few(order, k - above - above_kth)[0]
+
+    cut = tf.cond(split, lowest_tied_indices, lambda: n - 1)
     return kth, found, entries, too_full, (last >= 0) & ~bracketed, cut
 
 
