@@ -81,8 +81,9 @@ def mask_model(model, **options):
 
     Plain layers get all-ones masks; masked layers keep their masks (and
     scores, when the mode stays). ``options`` set masked-layer options on
-    every masked layer: ``mask0`` ("zero", or "freeze_init": pruned weights
-    keep the kernel's values at conversion time), and the supermask options
+    every masked layer: ``mask0`` ("zero", or one of the "freeze_init" family of
+    ``lt_keras.actions``: pruned weights keep the kernel's values at
+    conversion time), and the supermask options
     ``mask_mode``, ``keep_fraction``, ``score_init``, ``eval_mask``,
     ``dynamic_weight_rescaling`` (see ``lt_keras.layers``).
     """

@@ -60,6 +60,15 @@ def _large_final_diff_sign(wi, wf, rng):
     return np.where(~_same_sign(wi, wf), np.abs(wf), -1.0 - np.abs(wf))
 
 
+def _magnitude_increase_same_sign(wi, wf, rng):
+    # As the authors' code: weights that flipped sign score 0, the others their magnitude increase.
+    return np.where(_same_sign(wi, wf), np.abs(wf) - np.abs(wi), 0.0)
+
+
+def _magnitude_increase_diff_sign(wi, wf, rng):
+    return np.where(~_same_sign(wi, wf), np.abs(wf) - np.abs(wi), 0.0)
+
+
 CRITERIA = {
     "large_final": _large_final,
     "small_final": _small_final,
@@ -72,6 +81,8 @@ CRITERIA = {
     "random": _random,
     "large_final_same_sign": _large_final_same_sign,
     "large_final_diff_sign": _large_final_diff_sign,
+    "magnitude_increase_same_sign": _magnitude_increase_same_sign,
+    "magnitude_increase_diff_sign": _magnitude_increase_diff_sign,
 }
 
 

@@ -102,15 +102,19 @@ class Data:
 
     def train_dataset(self, batch_size, seed=0, repeat=True):
         """Shuffled (seeded, reshuffled each epoch) batches of the training split."""
-        if batch_size > len(self.y_train):
-            raise DataError(
-                f"batch size {batch_size} exceeds the {len(self.y_train)} training examples of {self.spec.name}."
-            )
+        self.check_batch_size(batch_size)
         ds = tf.data.Dataset.from_tensor_slices((self.x_train, self.y_train))
         ds = ds.shuffle(len(self.y_train), seed=seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
         return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+    def check_batch_size(self, batch_size):
+        """Refuse a batch larger than the training split (before a run writes anything)."""
+        if batch_size > len(self.y_train):
+            raise DataError(
+                f"batch size {batch_size} exceeds the {len(self.y_train)} training examples of {self.spec.name}."
+            )
 
     def eval_dataset(self, split, batch_size=1000):
         """Unshuffled batches of ``split`` ("validation" or "test")."""
@@ -127,6 +131,8 @@ def load_dataset(name, data_dir=None, tfds_data_dir=None, validation_size=None, 
     if data_dir:
         if not spec.local_format:
             raise DataError(f"dataset {name!r} is embedded and takes no --data_dir.")
+        if not os.path.isdir(data_dir):
+            raise DataError(f"--data_dir: {data_dir} does not exist or is not a folder.")
         (x_train, y_train), (x_test, y_test) = _LOCAL_LOADERS[spec.local_format](data_dir)
         source = f"local:{os.path.abspath(data_dir)}"
     elif spec.embedded:

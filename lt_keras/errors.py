@@ -15,3 +15,7 @@ class DataError(LtKerasError):
 
 class RunDirError(LtKerasError):
     """A run directory that belongs to a different configuration."""
+
+
+class DivergedError(LtKerasError):
+    """Training produced a non-finite or exploding loss, or non-finite weights: nothing is kept as a result."""

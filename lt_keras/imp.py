@@ -15,14 +15,16 @@ import numpy as np
 from absl import logging
 
 from lt_keras._keras import keras
-from lt_keras.actions import apply_mask1, mask1_action_names
+from lt_keras.actions import (MASK0_ACTIONS, NEEDS_FINAL_WEIGHTS, NEEDS_FRESH_DRAW, apply_mask0, apply_mask1,
+                              kept_start, mask1_action_names)
 from lt_keras.convert import mask_model, masked_layers
 from lt_keras.criteria import criterion_names, score
 from lt_keras.errors import LtKerasError
 from lt_keras.io_utils import atomic_write_json, load_weights, read_json, save_weights
-from lt_keras.layers import MASK0_ACTIONS, MaskedConv2D
+from lt_keras.layers import MaskedConv2D
 from lt_keras.mask import Mask, mask_key
-from lt_keras.pruning import prune_global, prune_layerwise, random_mask_like
+from lt_keras.pruning import prune_count, prune_global, prune_layerwise, random_mask_like
+from lt_keras.seeds import rng_for, seed_globals
 from lt_keras.ticket import write_ticket
 from lt_keras.training import TrainConfig, fit
 
@@ -41,7 +43,8 @@ class ImpConfig:
     rewind: str = "init"  # init | step:K | none
     criterion: str = "large_final"
     mask1: str = "init"
-    mask0: str = "zero"  # zero | freeze_init (pruned weights keep theta_0)
+    mask1_rescaling: bool = False  # kept weights x numel / ones per layer (Zhou et al.'s *_rescaling)
+    mask0: str = "zero"  # zero | the freeze_init family (lt_keras.actions)
     controls: tuple = ()
 
     def validate(self):
@@ -82,21 +85,57 @@ class ImpConfig:
         return 1 if self.target_density is not None else self.rounds
 
 
-def layer_rates(model, config: ImpConfig) -> dict:
-    """Per-tensor pruning rates by layer kind (the last masked layer is the output)."""
+def _rate_flags(model, config: ImpConfig) -> dict:
+    """Mask key -> the setting that gives its per-round pruning rate (the last masked layer is the output)."""
     layers = masked_layers(model)
-    rates = {}
+    flags = {}
     for i, layer in enumerate(layers):
         if config.target_density is not None:
-            rate = 1.0 - config.target_density
+            flags[mask_key(layer)] = "target_density"
         elif i == len(layers) - 1:
-            rate = config.prune_rate_output
-        elif isinstance(layer, MaskedConv2D):
-            rate = config.prune_rate_conv
+            flags[mask_key(layer)] = "prune_rate_output"
         else:
-            rate = config.prune_rate_fc
-        rates[mask_key(layer)] = rate
-    return rates
+            flags[mask_key(layer)] = "prune_rate_conv" if isinstance(layer, MaskedConv2D) else "prune_rate_fc"
+    return flags
+
+
+def layer_rates(model, config: ImpConfig) -> dict:
+    """Per-tensor pruning rates by layer kind (the last masked layer is the output)."""
+    return {key: 1.0 - config.target_density if flag == "target_density" else getattr(config, flag)
+            for key, flag in _rate_flags(model, config).items()}
+
+
+def min_kept(layer) -> int:
+    """The fewest weights a layer may keep: one per output unit / filter; with fewer, some outputs have no
+    input at all, and the ticket is degenerate."""
+    return int(layer.kernel.shape[-1])
+
+
+def check_mask_viable(model, mask: Mask, cause="the mask"):
+    """Refuse a mask that leaves a layer fewer weights than ``min_kept``, naming the layer and the cause."""
+    for layer in masked_layers(model):
+        kept, floor = int(mask[mask_key(layer)].sum()), min_kept(layer)
+        if kept < floor:
+            raise LtKerasError(f"layer {layer.name!r} would keep {kept} of {layer.kernel.shape.num_elements()} "
+                               f"weights, fewer than its {floor} outputs (some outputs would have no input); "
+                               f"{cause}.")
+
+
+def check_schedule(model, config: ImpConfig):
+    """Refuse, before any training, a layer-wise or one-shot schedule that would end in a degenerate layer."""
+    if config.allocation == "global" and config.target_density is None:
+        return  # the pooled rate's split between layers is known only round by round: checked then
+    rates, flags = layer_rates(model, config), _rate_flags(model, config)
+    for layer in masked_layers(model):
+        key = mask_key(layer)
+        kept = layer.kernel.shape.num_elements()
+        for k in range(1, config.total_rounds + 1):
+            kept -= prune_count(rates[key], kept)
+            if kept < min_kept(layer):
+                fix = "raise --target_density" if flags[key] == "target_density" else f"lower --{flags[key]} or --rounds"
+                raise LtKerasError(
+                    f"layer {layer.name!r} would keep {kept} of {layer.kernel.shape.num_elements()} weights after "
+                    f"round {k}, fewer than its {min_kept(layer)} outputs (some outputs would have no input); {fix}.")
 
 
 def kernels(model) -> dict:
@@ -115,17 +154,26 @@ class _Snapshot(keras.callbacks.Callback):
             self.weights = self.model.get_weights()
 
 
-def _set_start(model, rewind_weights, mask, action, rng, fresh=None):
-    """Load the rewind point, apply the mask-1 action to the kernels, and the mask.
+def _set_start(model, rewind_weights, mask, imp, rng, fresh=None, init_kernels=None, final_kernels=None):
+    """Load the rewind point, apply the mask-1 action to the kept kernels, the mask-0 action to the frozen
+    pruned values, and the mask.
 
-    ``fresh`` maps mask keys to new draws from the initializers (``reinit``).
+    ``fresh`` maps mask keys to new draws from the initializers (``reinit``,
+    ``signed_reinit``). ``init_kernels`` / ``final_kernels`` are theta_0 and
+    the trained kernels the mask was computed from, which the mask-0 actions
+    that zero moved weights compare; none in the dense round.
     """
     model.set_weights(rewind_weights)
     for layer in masked_layers(model):
         key = mask_key(layer)
-        if action != "init":
+        kernel = layer.kernel.numpy()
+        if imp.mask1 != "init" or imp.mask1_rescaling:
             draw = fresh[key] if fresh is not None else None
-            layer.kernel.assign(apply_mask1(action, layer.kernel.numpy(), mask[key], rng, draw))
+            kernel = apply_mask1(imp.mask1, kernel, mask[key], rng, draw, imp.mask1_rescaling)
+        if layer.mask0 in NEEDS_FINAL_WEIGHTS and final_kernels is not None:
+            layer.kernel_frozen.assign(apply_mask0(layer.mask0, init_kernels[key], final_kernels[key], mask[key], rng))
+            kernel = kept_start(layer.mask0, kernel, init_kernels[key], final_kernels[key])
+        layer.kernel.assign(kernel)
     mask.apply_to(model)
 
 
@@ -139,6 +187,8 @@ def run_imp(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=No
     ``build()`` must return a fresh masked model with deterministic initial
     weights. ``precision`` (a ``lt_keras.precision.SearchPrecision``) turns
     every trained model into its fake-quantized twin; tickets are fp32.
+    Every random stream derives from (seed, round, purpose) (``lt_keras.seeds``),
+    so a resumed run is bit-identical to an uninterrupted one.
     """
     imp.validate()
     train.validate()
@@ -147,18 +197,22 @@ def run_imp(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=No
     if precision is not None and precision.precision != "fp32":
         build = _at_precision(build, precision)
     described = precision.describe() if precision is not None else {"precision": "fp32"}
-    os.makedirs(run_dir, exist_ok=True)
-    keras.utils.set_random_seed(train.seed)
+    data.check_batch_size(train.batch_size)
+    keras.utils.set_random_seed(train.seed)  # theta_0 as lt-train draws it for the same --seed
     model = build()
+    check_schedule(model, imp)
+    os.makedirs(run_dir, exist_ok=True)
     init_path = os.path.join(run_dir, "init_weights.npz")
     if os.path.exists(init_path):
         init_weights = load_weights(init_path)
     else:
         init_weights = model.get_weights()
         save_weights(init_path, init_weights)
+    model.set_weights(init_weights)
+    init_kernels = kernels(model)
     rates = layer_rates(model, imp)
     mask = Mask.ones_like(model)
-    rewind_weights = init_weights
+    rewind_weights, final_kernels = init_weights, None
     results = []
     for k in range(imp.total_rounds + 1):
         round_dir = os.path.join(run_dir, f"round_{k}")
@@ -168,14 +222,25 @@ def run_imp(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=No
             with np.load(os.path.join(round_dir, "next.npz")) as f:
                 next_mask = Mask({key[len("mask:"):]: f[key] for key in f.files if key.startswith("mask:")})
                 rewind_weights = [f[f"rewind{i}"] for i in range(len(init_weights))]
+                final_kernels = {key[len("final:"):]: f[key] for key in f.files if key.startswith("final:")}
             logging.info("round %d is complete; skipping.", k)
         else:
-            metrics, next_mask, rewind_weights = _train_round(
-                k, round_dir, build, model, data, imp, train, mask, rates, init_weights, rewind_weights, verbose,
-                described)
+            start = _RoundStart(mask, rewind_weights, init_kernels, final_kernels)
+            metrics, next_mask, rewind_weights, final_kernels = _train_round(
+                k, round_dir, build, model, data, imp, train, start, rates, verbose, described)
         results.append(metrics)
         mask = next_mask
     return results
+
+
+@dataclasses.dataclass
+class _RoundStart:
+    """What a round starts from: its mask, the rewind weights, theta_0's kernels, the last trained kernels."""
+
+    mask: Mask
+    rewind_weights: list
+    init_kernels: dict
+    final_kernels: dict  # None in the dense round
 
 
 def _at_precision(build, precision):
@@ -187,33 +252,44 @@ def _with_mask0(build, mask0):
     return lambda: mask_model(build(), mask0=mask0)
 
 
-def _seeded_build(build, seed):
-    keras.utils.set_random_seed(seed)
+def _seeded_build(build, seed, k, purpose):
+    seed_globals(seed, k, purpose)
     return build()
 
 
-def _train_round(k, round_dir, build, model, data, imp, train, mask, rates, init_weights, rewind_weights, verbose,
-                 precision):
-    rng = np.random.RandomState(train.seed * 1000 + k)
+def _fresh_draw(build, imp, seed, k):
+    """New draws from the layers' initializers, for the mask-1 actions that need them."""
+    if imp.mask1 not in NEEDS_FRESH_DRAW or k == 0:
+        return None
+    return kernels(_seeded_build(build, seed, k, "mask1_draw"))
+
+
+def _train_round(k, round_dir, build, model, data, imp, train, start, rates, verbose, precision):
+    mask = start.mask
     step = imp.rewind_step()
     tmp = round_dir + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    fresh = kernels(_seeded_build(build, train.seed * 1000 + k + 1)) if imp.mask1 == "reinit" and k > 0 else None
-    _set_start(model, rewind_weights, mask, imp.mask1 if k > 0 else "init", rng, fresh)
+    check_mask_viable(model, mask, f"round {k}'s mask comes from --allocation={imp.allocation}; lower the rates")
+    round_imp = imp if k > 0 else dataclasses.replace(imp, mask1="init", mask1_rescaling=False)
+    _set_start(model, start.rewind_weights, mask, round_imp, rng_for(train.seed, k, "mask1"),
+               _fresh_draw(build, imp, train.seed, k), start.init_kernels, start.final_kernels)
     start_kernels = kernels(model)
     untrained = _evaluate(_compiled(model), data)
     _write_ticket(os.path.join(tmp, "ticket"), model, mask, imp, k, precision)
     snapshot = _Snapshot(step) if (k == 0 and step) else None
+    seed_globals(train.seed, k, "train")
     result = fit(model, data, train, callbacks=[snapshot] if snapshot else [], verbose=verbose)
     final_kernels = kernels(model)
+    rewind_weights = start.rewind_weights
     if k == 0 and step:
         if snapshot.weights is None:
             raise LtKerasError(f"--rewind=step:{step} is past the {result.total_steps} training steps.")
         rewind_weights = snapshot.weights
     elif step is None:  # no rewinding: the next round continues from the trained weights
         rewind_weights = model.get_weights()
-    next_mask = mask if k == imp.total_rounds else _next_mask(imp, start_kernels, final_kernels, mask, rates, rng)
+    next_mask = mask if k == imp.total_rounds else _next_mask(imp, start_kernels, final_kernels, mask, rates,
+                                                             rng_for(train.seed, k, "criterion"))
     metrics = {
         "round": k,
         "density": mask.density(),
@@ -233,11 +309,12 @@ def _train_round(k, round_dir, build, model, data, imp, train, mask, rates, init
             metrics["controls"][control] = _control(control, build, data, train, mask, rewind_weights, k, verbose)
     mask.save(os.path.join(tmp, "mask.npz"))
     np.savez(os.path.join(tmp, "next.npz"), **{f"mask:{key}": v for key, v in next_mask.items()},
-             **{f"rewind{i}": w for i, w in enumerate(rewind_weights)})
+             **{f"rewind{i}": w for i, w in enumerate(rewind_weights)},
+             **{f"final:{key}": v for key, v in final_kernels.items()})
     atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)
     shutil.rmtree(round_dir, ignore_errors=True)
     os.replace(tmp, round_dir)  # the round exists only once complete
-    return metrics, next_mask, rewind_weights
+    return metrics, next_mask, rewind_weights, final_kernels
 
 
 def _next_mask(imp, start_kernels, final_kernels, mask, rates, rng):
@@ -267,14 +344,20 @@ def _write_ticket(folder, model, mask, imp, k, precision=None):
 
 
 def _control(name, build, data, train, mask, rewind_weights, k, verbose):
-    """Train a baseline with the ticket's per-layer densities (Frankle & Carbin's controls)."""
-    model = _seeded_build(build, train.seed * 1000 + k + 2)
-    if name == "random_reinit":  # the ticket's mask over a fresh initialization
+    """Train a baseline with the ticket's per-layer densities (Frankle & Carbin's controls).
+
+    random_reinit: the ticket's mask over a fresh initialization; random_prune:
+    random positions with the same per-layer counts, over the ticket's rewind
+    weights. Both train on the ticket's data order.
+    """
+    model = _seeded_build(build, train.seed, k, name)
+    if name == "random_reinit":
         used = mask
-    else:  # random_prune: random positions, same per-layer counts, the ticket's rewind weights
-        used = random_mask_like(mask, np.random.RandomState(train.seed * 1000 + k + 3))
+    else:
+        used = random_mask_like(mask, rng_for(train.seed, k, name))
         model.set_weights(rewind_weights)
     used.apply_to(model)
+    seed_globals(train.seed, k, "train")
     result = fit(model, data, train, verbose=verbose)
     return {"density": used.density(), "layer_density": used.layer_densities(),
             "early_stop_step": result.early_stop_step,
@@ -324,17 +407,22 @@ def find_ticket(model, train_fn, config: ImpConfig = None, evaluate_fn=None, out
         raise LtKerasError(f"config.mask0={config.mask0!r} but layers {wrong} were built with another mask0; "
                            f"convert with lt_keras.mask_model(model, mask0={config.mask0!r}).")
     step = config.rewind_step()
+    check_schedule(model, config)
     rates = layer_rates(model, config)
     rewind_weights = model.get_weights()
+    init_kernels, final_kernels = kernels(model), None
     mask = Mask.from_model(model)
     search = TicketSearch(mask=mask, masks=[], rounds=[])
     for k in range(config.total_rounds + 1):
-        rng = np.random.RandomState(seed * 1000 + k)
         if k > 0:
+            check_mask_viable(model, mask, f"round {k}'s mask comes from allocation={config.allocation!r}; "
+                                           "lower the rates")
             fresh = None
-            if config.mask1 == "reinit":
+            if config.mask1 in NEEDS_FRESH_DRAW:
+                seed_globals(seed, k, "mask1_draw")
                 fresh = {mask_key(l): l.kernel_initializer(l.kernel.shape).numpy() for l in layers}
-            _set_start(model, rewind_weights, mask, config.mask1, rng, fresh)
+            _set_start(model, rewind_weights, mask, config, rng_for(seed, k, "mask1"), fresh, init_kernels,
+                       final_kernels)
             _reset_optimizer(model)
         start_kernels = kernels(model)
         if output_dir is not None:
@@ -352,7 +440,8 @@ def find_ticket(model, train_fn, config: ImpConfig = None, evaluate_fn=None, out
         search.rounds.append(record)
         search.masks.append(mask)
         logging.info("find_ticket round %d: %.2f%% of weights remain", k, 100 * mask.density())
+        final_kernels = kernels(model)
         if k < config.total_rounds:
-            mask = _next_mask(config, start_kernels, kernels(model), mask, rates, rng)
+            mask = _next_mask(config, start_kernels, final_kernels, mask, rates, rng_for(seed, k, "criterion"))
     search.mask = mask
     return search

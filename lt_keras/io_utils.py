@@ -33,7 +33,14 @@ def atomic_write_text(path, text: str):
 
 
 def atomic_write_json(path, obj):
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    """Strict JSON: a NaN or infinity is refused (``LtKerasError``), never written as an invalid token."""
+    from lt_keras.errors import LtKerasError
+
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, default=_jsonable, allow_nan=False)
+    except ValueError as e:
+        raise LtKerasError(f"refusing to write {path}: it would hold a non-finite number ({e}).") from None
+    atomic_write_text(path, text + "\n")
 
 
 def atomic_save_model(model, path):

@@ -11,10 +11,11 @@ Subclasses change *which* mask is used by overriding ``effective_mask`` only;
 the variable set and its creation order depend on ``get_config()`` alone, so
 ``.keras`` files (which store variables by creation order) round-trip.
 
-``mask0`` says what pruned positions hold (Zhou et al.'s mask-0 actions):
-``"zero"`` (default) or ``"freeze_init"``, where they keep frozen values
-stored in a non-trainable ``kernel_frozen`` (set to the kernel when the
-layer is built or converted; IMP sets it to theta_0).
+``mask0`` says what pruned positions hold (Zhou et al.'s mask-0 actions,
+``lt_keras.actions``): ``"zero"`` (default), or one of the ``freeze_init``
+family, where they keep frozen values stored in a non-trainable
+``kernel_frozen`` (set to the kernel when the layer is built or converted;
+IMP sets it to theta_0, with the zeros the action asks for).
 
 ``mask_mode`` turns a layer into a supermask layer: ``"fixed"`` (default)
 uses ``kernel_mask`` alone; ``"bernoulli"`` (Zhou et al.) samples
@@ -28,6 +29,7 @@ inside a ticket). ``eval_mask`` picks the inference mask: ``"sampled"``,
 import numpy as np
 
 from lt_keras._keras import keras, tf
+from lt_keras.actions import MASK0_ACTIONS
 from lt_keras.bernoulli import sampled_mask
 from lt_keras.straight_through import product, straight_through
 from lt_keras.topk import TopKMasks
@@ -35,7 +37,6 @@ from lt_keras.topk import TopKMasks
 _PACKAGE = "lt_keras"
 
 
-MASK0_ACTIONS = ("zero", "freeze_init")
 MASK_MODES = ("fixed", "bernoulli", "topk")
 EVAL_MASKS = {"fixed": ("fixed",), "bernoulli": ("sampled", "expected"), "topk": ("topk",)}
 MASK_OPTIONS = ("mask0", "mask_mode", "keep_fraction", "score_init", "eval_mask", "dynamic_weight_rescaling")
@@ -95,7 +96,7 @@ class MaskedKernelMixin:
             trainable=False,
         )
         self.kernel_frozen = None
-        if self.mask0 == "freeze_init":
+        if self.mask0 != "zero":
             self.kernel_frozen = self.add_weight(
                 name="kernel_frozen", shape=self.kernel.shape, dtype=self.kernel.dtype,
                 initializer="zeros", trainable=False)

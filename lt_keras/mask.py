@@ -165,9 +165,15 @@ class Mask(Mapping):
         if not os.path.exists(path):
             raise MaskError(f"mask file {path} does not exist.")
         try:
-            with np.load(path, allow_pickle=False) as data:
+            loaded = np.load(path, allow_pickle=False)
+        except Exception as e:  # numpy raises OSError, ValueError, BadZipFile, EOFError... for a broken file
+            raise MaskError(f"mask file {path} is not a readable .npz archive: {e}") from None
+        if not hasattr(loaded, "files"):
+            raise MaskError(f"mask file {path} holds one bare array, not an .npz archive of named masks.")
+        try:
+            with loaded as data:
                 arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as e:
-            raise MaskError(f"mask file {path} is not a readable .npz archive: {e}") from e
+        except Exception as e:
+            raise MaskError(f"mask file {path} is a damaged .npz archive: {e}") from None
         return cls(arrays)
 

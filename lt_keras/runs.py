@@ -5,10 +5,17 @@ A run directory holds the operative flagfile (``flags.txt``, re-runnable with
 ``summary.json``. Re-using a directory with a different configuration is an
 error that leaves the directory untouched; re-using it with the same
 configuration resumes (or, if finished, does nothing).
+
+One process writes a run directory at a time: ``open`` takes an exclusive
+OS lock on ``.lock`` for the life of the process (the kernel drops it on any
+exit, ``kill -9`` included, so a dead holder never blocks a resume), and a
+second run on the same folder stops at once, naming the holder's PID.
 """
+import fcntl
 import importlib.metadata
 import os
 import platform
+import shutil
 import sys
 
 from lt_keras.errors import RunDirError
@@ -41,13 +48,62 @@ def _identity(config):
     return config
 
 
+_HELD_LOCKS = {}  # path -> open lock file: held until the process exits, whatever happens to RunDir objects
+
+
 class RunDir:
-    CONFIG, FLAGS, VERSIONS, SUMMARY = "config.json", "flags.txt", "versions.json", "summary.json"
+    CONFIG, FLAGS, VERSIONS, SUMMARY, LOCK = "config.json", "flags.txt", "versions.json", "summary.json", ".lock"
+    METADATA = (CONFIG, FLAGS, VERSIONS, LOCK)
 
     def __init__(self, path):
         if not path:
             raise RunDirError("--output_dir: a run directory is required.")
         self.path = os.path.abspath(os.fspath(path))
+        self.fresh = False  # created by this opener: removed again if the run is refused before any work
+
+    def lock(self):
+        """Take the run directory's writer lock (creating the folder), or raise naming the holder.
+
+        The lock belongs to the process: opening the same folder again in it succeeds.
+        """
+        if self.path in _HELD_LOCKS:
+            return self
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise RunDirError(f"--output_dir: {self.path} exists and is not a directory.")
+        existed = os.path.isdir(self.path) and bool(os.listdir(self.path))
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            handle = open(self.file(self.LOCK), "a+")
+        except OSError as e:
+            raise RunDirError(f"--output_dir: cannot create {self.path}: {e.strerror}.") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunDirError(f"--output_dir: {self.path} is in use by another run (process {holder}); wait for "
+                              "it to finish or choose another --output_dir.") from None
+        _HELD_LOCKS[self.path], self.fresh = handle, not existed
+        return self
+
+    def _sign_lock(self):
+        """Write our PID into the held lock file: what a refused second writer names."""
+        handle = _HELD_LOCKS[self.path]
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+
+    def abandon(self):
+        """Remove a directory this process created if it holds nothing but run metadata (a refused command)."""
+        if not self.fresh or not os.path.isdir(self.path):
+            return False
+        if set(os.listdir(self.path)) - set(self.METADATA):
+            return False
+        shutil.rmtree(self.path, ignore_errors=True)
+        _HELD_LOCKS.pop(self.path).close()
+        return True
 
     def file(self, name):
         return os.path.join(self.path, name)
@@ -56,9 +112,8 @@ class RunDir:
         return os.path.exists(self.file(name))
 
     def open(self, config: dict, flagfile: str):
-        """Create the directory, or check that an existing one holds this same config."""
-        if os.path.exists(self.path) and not os.path.isdir(self.path):
-            raise RunDirError(f"--output_dir: {self.path} exists and is not a directory.")
+        """Lock the directory, then create it or check that an existing one holds this same config."""
+        self.lock()
         if self.exists(self.CONFIG):
             saved, now = _identity(read_json(self.file(self.CONFIG))), _identity(config)
             if saved != now:
@@ -69,8 +124,8 @@ class RunDir:
                     f"flags (--flagfile={self.file(self.FLAGS)})."
                 )
         else:
-            os.makedirs(self.path, exist_ok=True)
             atomic_write_json(self.file(self.CONFIG), config)
+        self._sign_lock()  # only now: a refused opener leaves the folder byte for byte as it was
         atomic_write_text(self.file(self.FLAGS), flagfile)
         atomic_write_json(self.file(self.VERSIONS), {**library_versions(), "argv": sys.argv})
         return self

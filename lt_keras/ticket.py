@@ -35,6 +35,7 @@ def write_ticket(folder, model, mask: Mask, info: dict):
 
     mask.check_fits(model)
     mask.apply_to(model)
+    _check_finite(model, f"refusing to write ticket {os.fspath(folder)!r}: the model")
     folder = os.fspath(folder)
     partial = folder + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
@@ -68,6 +69,8 @@ def load_ticket(folder) -> Ticket:
             info = json.load(f)
     except (OSError, ValueError) as e:
         raise LtKerasError(f"ticket {folder!r}: ticket.json is unreadable: {e}") from None
+    if not isinstance(info, dict):
+        raise LtKerasError(f"ticket {folder!r}: ticket.json must hold a JSON object, got {type(info).__name__}.")
     try:
         mask = Mask.load(os.path.join(folder, "mask.npz"))
     except LtKerasError:
@@ -86,4 +89,14 @@ def load_ticket(folder) -> Ticket:
         raise LtKerasError(f"ticket {folder!r}: mask.npz does not fit model.keras: {e}") from None
     if Mask.from_model(model) != mask:
         raise LtKerasError(f"ticket {folder!r}: the masks inside model.keras differ from mask.npz.")
+    _check_finite(model, f"ticket {folder!r}: model.keras")
     return Ticket(model=model, mask=mask, info=info, path=folder)
+
+
+def _check_finite(model, what):
+    """A ticket's weights are finite: a NaN or infinite weight is a diverged run, never a result."""
+    import numpy as np
+
+    bad = [w.name for w in model.weights if not np.isfinite(w.numpy()).all()]
+    if bad:
+        raise LtKerasError(f"{what} has non-finite weights in {bad[:5]}; it comes from a diverged run.")

@@ -17,7 +17,7 @@ import numpy as np
 from absl import logging
 
 from lt_keras._keras import keras, tf
-from lt_keras.errors import LtKerasError
+from lt_keras.errors import DivergedError, LtKerasError
 from lt_keras.io_utils import atomic_write_json, read_json
 
 OPTIMIZERS = ("adam", "sgd")
@@ -216,6 +216,36 @@ class _EvalRecorder(keras.callbacks.Callback):
         return [{"step": step, **{k: float(v) for k, v in logs.items()}} for step, logs in self._logged]
 
 
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training with ``DivergedError`` when it diverges, before anything is saved as a result.
+
+    Checked at each evaluation: the interval's mean training loss must be
+    finite and below ``max_loss`` (default 100 x the loss of a uniform guess,
+    ln(classes): no run that is learning gets there), and every weight finite.
+    It runs before ``BackupAndRestore``, so a diverged state is never backed up.
+    """
+
+    def __init__(self, interval, total_steps, max_loss=None):
+        super().__init__()
+        self.interval, self.total_steps, self.max_loss = interval, total_steps, max_loss
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        bound = self.max_loss or 100.0 * max(1.0, math.log(max(2, int(self.model.output_shape[-1]))))
+        step = min((epoch + 1) * self.interval, self.total_steps)
+        why = None
+        if not math.isfinite(loss):
+            why = f"the training loss is {loss}"
+        elif loss > bound:
+            why = f"the training loss {loss:.3g} is over {bound:.3g}, 100x that of a uniform guess"
+        elif not all(np.isfinite(w).all() for w in self.model.get_weights()):
+            why = "weights are not finite"
+        if why:
+            self.model.stop_training = True
+            raise DivergedError(f"training diverged by step {step} ({why}); nothing from it is kept as a result. "
+                                "Lower --learning_rate, add --warmup_steps, or check the data.")
+
+
 def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose=None, compile=True,
         backup_dir=None) -> TrainResult:
     """Train ``model`` on ``data`` for the configured length; return the bookkeeping.
@@ -236,7 +266,7 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
         compile_model(model, config, total)
     recorder = _EvalRecorder(data.eval_dataset("test"), interval, total,
                              os.path.join(backup_dir, "records.json") if backup_dir else None)
-    all_callbacks = [recorder, *callbacks]
+    all_callbacks = [recorder, DivergenceGuard(interval, total), *callbacks]
     if backup_dir:  # last, so a saved position always has its evaluation recorded
         all_callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False))
     if output_dir:

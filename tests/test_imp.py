@@ -1,4 +1,5 @@
 """IMP engine: exact per-round counts, rewinding, controls, and resume after a kill."""
+import json
 import os
 
 import numpy as np
@@ -46,42 +47,172 @@ def test_counts_rewind_and_tickets(tmp_path, data):
     assert 0.0 <= results[2]["untrained_test_accuracy"] <= 1.0
 
 
-def test_killed_run_resumes_to_identical_masks(tmp_path, data, monkeypatch):
-    config = ImpConfig(rounds=2)
-    reference = str(tmp_path / "reference")
-    run_imp(reference, build, data, config, TRAIN, verbose=0)
+def round_record(run_dir, k):
+    """Everything a round leaves: its mask, metrics (wall time aside) and the ticket's weights."""
+    metrics = json.load(open(os.path.join(run_dir, f"round_{k}", "metrics.json")))
+    metrics.pop("wall_time_s")
+    ticket = keras.models.load_model(os.path.join(run_dir, f"round_{k}", "ticket", "model.keras"))
+    return final_mask(run_dir, k), metrics, ticket.get_weights()
 
-    killed = str(tmp_path / "killed")
+
+def assert_same_rounds(a, b, rounds):
+    for k in range(rounds + 1):
+        (mask_a, metrics_a, weights_a), (mask_b, metrics_b, weights_b) = round_record(a, k), round_record(b, k)
+        assert mask_a == mask_b, k
+        assert metrics_a == metrics_b, k
+        for wa, wb in zip(weights_a, weights_b):
+            np.testing.assert_array_equal(wa, wb)
+
+
+def kill_run_at(monkeypatch, run_dir, config, call):
+    """Run IMP until its ``call``-th training (1-based) starts, as a kill there would leave it."""
     real_fit, calls = imp_module.fit, []
 
     def dying_fit(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:  # round 2, mid-round
+        if len(calls) == call:
             raise KeyboardInterrupt
         return real_fit(*args, **kwargs)
 
     monkeypatch.setattr(imp_module, "fit", dying_fit)
     with pytest.raises(KeyboardInterrupt):
-        run_imp(killed, build, data, config, TRAIN, verbose=0)
-    assert os.path.exists(os.path.join(killed, "round_1", "metrics.json"))
-    assert not os.path.exists(os.path.join(killed, "round_2"))  # the partial round never looks complete
+        run_imp(run_dir, build, data_for_kills, config, TRAIN, verbose=0)
     monkeypatch.setattr(imp_module, "fit", real_fit)
     keras.backend.clear_session()
+    keras.utils.set_random_seed(123)  # whatever the global state, the resumed run draws its own streams
+
+
+@pytest.mark.parametrize("kill_at", [3, 4])  # fit calls: r0, r1, r1's control, r2, r2's control
+def test_killed_run_with_controls_resumes_bit_identical(tmp_path, data, monkeypatch, kill_at):
+    """A kill after a control ran must not change the later rounds' data order, masks, weights or metrics."""
+    global data_for_kills
+    data_for_kills = data
+    config = ImpConfig(rounds=2, controls=("random_reinit",))
+    reference = str(tmp_path / "reference")
+    run_imp(reference, build, data, config, TRAIN, verbose=0)
+    killed = str(tmp_path / "killed")
+    kill_run_at(monkeypatch, killed, config, kill_at)
+    assert os.path.exists(os.path.join(killed, "round_0", "metrics.json"))
+    assert not os.path.exists(os.path.join(killed, "round_2"))  # the partial round never looks complete
     run_imp(killed, build, data, config, TRAIN, verbose=0)
-    for k in (1, 2):
-        assert final_mask(killed, k) == final_mask(reference, k)
+    assert_same_rounds(killed, reference, 2)
 
     # A finished run trains nothing.
     monkeypatch.setattr(imp_module, "fit", lambda *a, **k: pytest.fail("a finished run trained again"))
     assert len(run_imp(killed, build, data, config, TRAIN, verbose=0)) == 3
 
 
-def test_controls_keep_per_layer_density(tmp_path, data):
-    config = ImpConfig(rounds=1, controls=("random_reinit", "random_prune"), criterion="movement", rewind="step:6")
+def test_resumed_round_trains_from_the_saved_rewind_weights(tmp_path, data, monkeypatch):
+    """Killed in round 2: the resumed round trains from the late-rewind weights read back from disk."""
+    global data_for_kills
+    data_for_kills = data
+    config = ImpConfig(rounds=2, rewind="step:6")
+    reference = str(tmp_path / "reference")
+    run_imp(reference, build, data, config, TRAIN, verbose=0)
+    killed = str(tmp_path / "killed")
+    kill_run_at(monkeypatch, killed, config, 3)
+    run_imp(killed, build, data, config, TRAIN, verbose=0)
+    assert_same_rounds(killed, reference, 2)
+    assert round_record(killed, 2)[1]["final_test_accuracy"] > 0.5  # it learned: the rewind weights are real
+
+
+def models_at_fit(monkeypatch):
+    """Record each model's kernels and masks as ``fit`` receives it."""
+    from lt_keras.convert import masked_layers
+
+    real_fit, seen = imp_module.fit, []
+
+    def recording_fit(model, *args, **kwargs):
+        seen.append({l.name: (l.kernel.numpy().copy(), l.kernel_mask.numpy().copy()) for l in masked_layers(model)})
+        return real_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(imp_module, "fit", recording_fit)
+    return seen
+
+
+def test_controls_differ_from_the_ticket_as_each_defines(tmp_path, data, monkeypatch):
+    seen = models_at_fit(monkeypatch)
+    config = ImpConfig(rounds=1, controls=("random_reinit", "random_prune"))
     results = run_imp(str(tmp_path), build, data, config, TRAIN, verbose=0)
-    ticket = results[1]
+    ticket, reinit, prune = seen[1], seen[2], seen[3]  # round 1's ticket, then its controls in order
+    with np.load(os.path.join(str(tmp_path), "init_weights.npz")) as f:
+        theta0 = f["w0"]
+    kernel, mask = ticket["fc1"]
+    np.testing.assert_array_equal(kernel * mask, theta0 * mask)
+    # random_reinit: the same mask over a fresh draw of the same initializer (Glorot normal for LeNet).
+    r_kernel, r_mask = reinit["fc1"]
+    np.testing.assert_array_equal(r_mask, mask)
+    kept = mask == 1
+    assert abs(np.corrcoef(r_kernel[kept], theta0[kept])[0, 1]) < 0.05
+    assert np.std(r_kernel) == pytest.approx(np.std(theta0), rel=0.05)
+    # random_prune: the same per-layer counts at other positions, over the ticket's rewind weights.
+    p_kernel, p_mask = prune["fc1"]
+    assert p_mask.sum() == mask.sum() and not np.array_equal(p_mask, mask)
+    assert np.mean(p_mask[kept]) == pytest.approx(mask.mean(), abs=0.02)  # positions independent of the ticket
+    np.testing.assert_array_equal(p_kernel, theta0)
+    for name in ("fc2", "output"):
+        assert prune[name][1].sum() == ticket[name][1].sum()
     for control in ("random_reinit", "random_prune"):
-        assert results[1]["controls"][control]["layer_density"] == ticket["layer_density"]
+        assert results[1]["controls"][control]["layer_density"] == results[1]["layer_density"]
+
+
+MASK1 = ["init", "reinit", "reshuffle", "constant", "signed_reinit", "signed_reshuffle", "signed_constant"]
+
+
+@pytest.mark.parametrize("mask1", MASK1)
+def test_every_mask1_action_end_to_end(tmp_path, data, mask1):
+    run_imp(str(tmp_path), build, data, ImpConfig(rounds=1, mask1=mask1), TRAIN, verbose=0)
+    with np.load(os.path.join(str(tmp_path), "init_weights.npz")) as f:
+        theta0 = f["w0"]
+    ticket = keras.models.load_model(os.path.join(str(tmp_path), "round_1", "ticket", "model.keras"))
+    mask = final_mask(str(tmp_path), 1)["fc1/kernel"] == 1
+    start, init = ticket.get_layer("fc1").kernel.numpy()[mask], theta0[mask]
+    same_sign = np.mean(np.sign(start) == np.sign(init))
+    if mask1 == "init":
+        np.testing.assert_array_equal(start, init)
+    elif mask1 in ("reshuffle", "signed_reshuffle"):
+        np.testing.assert_allclose(np.sort(np.abs(start)), np.sort(np.abs(init)))
+        assert abs(np.corrcoef(np.abs(start), np.abs(init))[0, 1]) < 0.05
+    elif mask1 in ("constant", "signed_constant"):
+        np.testing.assert_allclose(np.abs(start), np.std(theta0), rtol=1e-5)
+    else:  # fresh draws of the same initializer
+        assert np.std(start) == pytest.approx(np.std(theta0), rel=0.05)  # the mask does not select them
+        assert abs(np.corrcoef(np.abs(start), np.abs(init))[0, 1]) < 0.05
+    if mask1.startswith("signed_"):
+        assert same_sign == 1.0
+    elif mask1 != "init":
+        assert 0.45 < same_sign < 0.55  # unsigned actions keep a sign by chance only
+
+
+@pytest.mark.parametrize("mask0", ["freeze_init_zero_mask", "freeze_init_zero_all", "freeze_init_zero_reshuffle",
+                                   "freeze_init_zero_rev"])
+def test_mask0_actions_end_to_end_use_theta0_and_the_trained_kernels(tmp_path, data, mask0):
+    from lt_keras.actions import apply_mask0
+    from lt_keras.ticket import load_ticket
+
+    run = str(tmp_path)
+    run_imp(run, build, data, ImpConfig(rounds=1, mask0=mask0), TRAIN, verbose=0)
+    with np.load(os.path.join(run, "init_weights.npz")) as f:
+        theta0 = f["w0"]
+    with np.load(os.path.join(run, "round_0", "next.npz")) as f:
+        final = f["final:fc1/kernel"]  # theta_final of the round that pruned
+    ticket = load_ticket(os.path.join(run, "round_1", "ticket"))
+    fc1 = ticket.model.get_layer("fc1")
+    mask = ticket.mask["fc1/kernel"]
+    frozen = fc1.kernel_frozen.numpy()
+    pruned = mask == 0
+    moved_in = np.abs(theta0) > np.abs(final)
+    if mask0 == "freeze_init_zero_reshuffle":
+        assert np.sum(frozen[pruned] == 0) == np.sum(moved_in[pruned])
+        assert not np.array_equal(frozen[pruned] == 0, moved_in[pruned])
+    else:
+        np.testing.assert_array_equal(frozen * (1 - mask), apply_mask0(mask0, theta0, final, mask))
+    assert 0 < np.mean(frozen[pruned] == 0) < 1
+    kernel = fc1.masked_kernel().numpy()
+    np.testing.assert_array_equal(kernel[pruned], frozen[pruned])
+    expected_kept = np.where(moved_in, 0, theta0) if mask0 == "freeze_init_zero_all" else theta0
+    np.testing.assert_array_equal(kernel[~pruned], expected_kept[~pruned])
+    assert fc1.mask0 == mask0 and ticket.info["mask0"] == mask0
 
 
 def test_one_shot_and_global(tmp_path, data):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from lt_keras import LtKerasError, Mask
-from lt_keras.actions import apply_mask1
+from lt_keras.actions import apply_mask0, apply_mask1, kept_start
 from lt_keras.criteria import criterion_names, score
 from lt_keras.pruning import prune_count, prune_global, prune_layerwise, random_mask_like
 
@@ -22,6 +22,11 @@ EXPECTED_KEEP = {
     "movement": [0, 1, 0, 1, 0, 1],  # .1 .6 .15 .8 .1 .65
     "large_final_same_sign": [1, 0, 0, 0, 1, 1],  # same sign at idx 0, 3, 4, 5; |wf| .6 .1 .2 .7
     "large_final_diff_sign": [0, 1, 1, 1, 0, 0],  # flipped at idx 1, 2; then the smallest same-sign |wf| (idx 3)
+    # As the authors' code: flipped weights score 0, the others |wf| - |wi| = .1 . . -.8 -.1 .65;
+    # scores .1 0 0 -.8 -.1 .65 -> prune -.8, -.1 and the first 0 (idx 1).
+    "magnitude_increase_same_sign": [1, 0, 1, 0, 0, 1],
+    # Only the flipped score their increase: 0 .2 -.05 0 0 0 -> prune -.05, then the 0s at idx 0 and 3.
+    "magnitude_increase_diff_sign": [0, 1, 0, 0, 1, 1],
 }
 
 
@@ -118,3 +123,73 @@ def test_mask1_constants():
     assert np.all(const[MASK == 0] == 0)
     with pytest.raises(LtKerasError, match="unknown action"):
         apply_mask1("shuffle", W_INIT, MASK)
+
+
+def test_mask1_signed_reinit_keeps_every_sign_and_the_fresh_magnitudes():
+    fresh = np.array([-1.0, 2.0, 3.0, -4.0, 5.0, -6.0], np.float32)
+    out = apply_mask1("signed_reinit", W_INIT, MASK, fresh=fresh)
+    np.testing.assert_array_equal(out, np.array([1, 0, 3, -4, 0, 6], np.float32))
+    with pytest.raises(LtKerasError, match="fresh draw"):
+        apply_mask1("signed_reinit", W_INIT, MASK)
+
+
+def test_mask1_signed_reshuffle_keeps_signs_and_the_multiset_of_kept_magnitudes():
+    for seed in range(5):
+        out = apply_mask1("signed_reshuffle", W_INIT, MASK, np.random.RandomState(seed))
+        kept = MASK == 1
+        np.testing.assert_array_equal(np.sign(out[kept]), np.sign(W_INIT[kept]))
+        np.testing.assert_allclose(sorted(np.abs(out[kept])), sorted(np.abs(W_INIT[kept]).astype(np.float32)))
+        assert np.all(out[~kept] == 0)
+    # Some seed moves a magnitude: a permutation, not the identity.
+    outs = [apply_mask1("signed_reshuffle", W_INIT, MASK, np.random.RandomState(s)) for s in range(5)]
+    assert any(not np.allclose(np.abs(o), np.abs(W_INIT * MASK)) for o in outs)
+
+
+def test_mask1_rescaling_multiplies_kept_weights_by_numel_over_ones():
+    out = apply_mask1("signed_constant", W_INIT, MASK, rescaling=True)
+    std = np.float32(np.std(W_INIT.astype(np.float32)))
+    np.testing.assert_allclose(out, np.sign(W_INIT) * std * MASK * 6 / 4, rtol=1e-6)
+
+
+# |w_init| .5 .2 .1 .9 .3 .05 vs |w_final| .6 .4 .05 .1 .2 .7: moved toward zero at idx 2, 3, 4.
+PRUNED = MASK == 0  # idx 1 and 4
+
+
+def test_mask0_freeze_init_zero_mask_zeroes_pruned_weights_that_moved_toward_zero():
+    frozen = apply_mask0("freeze_init_zero_mask", W_INIT, W_FINAL, MASK)
+    np.testing.assert_allclose(frozen, np.array([0, -0.2, 0, 0, 0, 0], np.float32))  # idx 4 moved toward 0
+    np.testing.assert_allclose(apply_mask0("freeze_init", W_INIT, W_FINAL, MASK),
+                               np.array([0, -0.2, 0, 0, 0.3, 0], np.float32))
+    # The kept weights' starts are untouched, except under freeze_init_zero_all.
+    kept = apply_mask1("init", W_INIT, MASK)
+    np.testing.assert_array_equal(kept_start("freeze_init_zero_mask", kept, W_INIT, W_FINAL), kept)
+    np.testing.assert_allclose(kept_start("freeze_init_zero_all", kept, W_INIT, W_FINAL),
+                               np.array([0.5, 0, 0, 0, 0, 0.05], np.float32))  # kept idx 2, 3 moved toward 0
+    np.testing.assert_allclose(apply_mask0("freeze_init_zero_all", W_INIT, W_FINAL, MASK), frozen)
+
+
+def test_mask0_freeze_init_zero_rev_zeroes_pruned_weights_that_moved_away_from_zero():
+    np.testing.assert_allclose(apply_mask0("freeze_init_zero_rev", W_INIT, W_FINAL, MASK),
+                               np.array([0, 0, 0, 0, 0.3, 0], np.float32))  # idx 1 grew: 0; idx 4 shrank: kept
+
+
+def test_mask0_freeze_init_zero_reshuffle_zeroes_as_many_pruned_weights_at_random_positions():
+    rng = np.random.RandomState(0)
+    w_init = rng.randn(400).astype(np.float32)
+    w_final = rng.randn(400).astype(np.float32)
+    mask = (rng.rand(400) < 0.3).astype(np.float32)
+    pruned = mask == 0
+    reference = apply_mask0("freeze_init_zero_mask", w_init, w_final, mask)
+    zeroed_by_mask = int(np.sum(reference[pruned] == 0))
+    positions = []
+    for seed in range(3):
+        out = apply_mask0("freeze_init_zero_reshuffle", w_init, w_final, mask, np.random.RandomState(seed))
+        assert np.all(out[~pruned] == 0)
+        assert int(np.sum(out[pruned] == 0)) == zeroed_by_mask
+        nonzero = out[pruned] != 0
+        np.testing.assert_array_equal(out[pruned][nonzero], w_init[pruned][nonzero])  # the rest stay theta_0
+        positions.append(tuple(np.flatnonzero(out == 0)))
+    assert len(set(positions)) == 3  # positions follow the rng, not the movement
+    assert positions[0] != tuple(np.flatnonzero(reference == 0))
+    with pytest.raises(LtKerasError, match="no frozen values"):
+        apply_mask0("zero", w_init, w_final, mask)

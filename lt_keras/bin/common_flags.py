@@ -3,7 +3,9 @@
 Binaries call ``define_common_flags()`` at import (never the library itself),
 then turn the parsed values into frozen configs with the helpers below.
 """
+import contextlib
 import dataclasses
+import errno
 import json
 import sys
 
@@ -131,6 +133,7 @@ def open_run(output_dir, binary_module, **config_parts):
     from lt_keras.runs import RunDir
 
     run = RunDir(output_dir)
+    _OPENED.append(run)
     run.open(config_dict(**config_parts), operative_flagfile(binary_module))
     if run.is_complete():
         logging.info("%s is complete; nothing to train.", run.path)
@@ -148,3 +151,40 @@ def operative_flagfile(binary_module: str) -> str:
             if flag.value is not None:
                 lines.append(flag.serialize())
     return "\n".join(lines) + "\n"
+
+
+_OPENED = []  # run directories this process opened, for ``user_errors``
+_DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                errno.EACCES: "permission denied", errno.EROFS: "the file system is read-only",
+                errno.EPERM: "permission denied"}
+
+
+@contextlib.contextmanager
+def user_errors(binary):
+    """Turn what a user can act on into one line and a non-zero exit, never a traceback.
+
+    ``LtKerasError`` (bad input, a diverged run, a refused mask), a full or
+    read-only disk, and Ctrl-C. A run directory this process created and in
+    which nothing was done yet is removed again, so the corrected command is
+    not refused as "a different configuration".
+    """
+    try:
+        yield
+    except LtKerasError as e:
+        _abandon_fresh_runs()
+        sys.exit(f"{binary}: error: {e}")
+    except KeyboardInterrupt:
+        _abandon_fresh_runs()
+        sys.exit(f"{binary}: interrupted; re-run the same command to resume from the last saved point.")
+    except OSError as e:
+        if e.errno not in _DISK_ERRORS:
+            raise
+        _abandon_fresh_runs()
+        where = f" writing {e.filename}" if e.filename else ""
+        sys.exit(f"{binary}: error: {_DISK_ERRORS[e.errno]}{where}; completed work is kept, free space or fix "
+                 "permissions and re-run the same command to resume.")
+
+
+def _abandon_fresh_runs():
+    for run in _OPENED:
+        run.abandon()

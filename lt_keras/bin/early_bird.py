@@ -145,7 +145,7 @@ def ticket_for(searched, callback, ratio, options):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
+    with common_flags.user_errors("lt-early-bird"):
         data_cfg, train_cfg, options = common_flags.data_config(), common_flags.train_config(), eb_options()
         precision = common_flags.search_precision()
         parts = {"precision": precision.describe()} if precision.precision != "fp32" else {}
@@ -154,8 +154,6 @@ def main(argv):
         if summary is None:
             summary = run_all(run, data_cfg, train_cfg, options, precision)
             run.write_summary(summary)
-    except LtKerasError as e:
-        sys.exit(f"lt-early-bird: error: {e}")
     print(json.dumps(summary, indent=2, sort_keys=True))
     print()
     print(table(summary))

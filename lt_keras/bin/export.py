@@ -34,7 +34,7 @@ SAVED_MODEL_TOLERANCE = 1e-5
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
+    with common_flags.user_errors("lt-export"):
         if not FLAGS.ticket_dir:
             raise LtKerasError("--ticket_dir: the ticket to export is required.")
         if not FLAGS.saved_model_dir:
@@ -64,11 +64,9 @@ def main(argv):
             reference = ticket.model(x, training=False).numpy()
             outputs = export.tflite_outputs(tflite, x)
             report.update(tflite_path=path, tflite_quantization=FLAGS.tflite_quantization, tflite_bytes=len(tflite),
-                          tflite_max_abs_diff=float(np.max(np.abs(outputs - reference))),
+                          tflite_max_abs_diff=export.max_abs_diff(outputs, reference),
                           tflite_top1_agreement=float(np.mean(outputs.argmax(1) == reference.argmax(1))))
         atomic_write_json(target + ".report.json", report)
-    except LtKerasError as e:
-        sys.exit(f"lt-export: error: {e}")
     print(json.dumps(report, indent=2, sort_keys=True))
     print(f"\nSavedModel: {target} (max |diff| {report['max_abs_diff_saved_model']:.2e}, "
           f"{100 * report['total_sparsity']:.1f}% zeros, zipped {report['zip_ratio']:.2f}x of dense)")

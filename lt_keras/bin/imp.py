@@ -26,7 +26,11 @@ flags.DEFINE_string("rewind", "init", "init (theta_0), step:K (weights after K s
 if "criterion" not in flags.FLAGS:  # lt-supermask defines the same flags (tests import both)
     flags.DEFINE_string("criterion", "large_final", "Mask criterion (Zhou et al.).")
     flags.DEFINE_string("mask1", "init", "Mask-1 action for the kept weights at rewind.")
-flags.DEFINE_string("mask0", "zero", "Mask-0 action for pruned weights: zero or freeze_init (keep theta_0).")
+flags.DEFINE_bool("mask1_rescaling", False, "Multiply the kept weights by numel / ones of each layer's mask "
+                  "(Zhou et al.'s *_rescaling variants).")
+flags.DEFINE_string("mask0", "zero", "Mask-0 action for pruned weights: zero, freeze_init (keep theta_0), "
+                    "freeze_init_zero_mask, freeze_init_zero_all, freeze_init_zero_reshuffle, freeze_init_zero_rev "
+                    "(see lt_keras.actions).")
 flags.DEFINE_list("controls", [], "Baselines trained every round: random_reinit, random_prune.")
 FLAGS = flags.FLAGS
 
@@ -38,7 +42,8 @@ def imp_config():
         rounds=FLAGS.rounds, target_density=FLAGS.target_density, allocation=FLAGS.allocation,
         prune_rate_fc=FLAGS.prune_rate_fc, prune_rate_conv=FLAGS.prune_rate_conv,
         prune_rate_output=FLAGS.prune_rate_output, prune_rate=FLAGS.prune_rate, rewind=FLAGS.rewind,
-        criterion=FLAGS.criterion, mask1=FLAGS.mask1, mask0=FLAGS.mask0, controls=tuple(FLAGS.controls),
+        criterion=FLAGS.criterion, mask1=FLAGS.mask1, mask1_rescaling=FLAGS.mask1_rescaling, mask0=FLAGS.mask0,
+        controls=tuple(FLAGS.controls),
     ).validate()
 
 
@@ -49,7 +54,7 @@ def main(argv):
     from lt_keras.models import build_model
     from lt_keras.report import plot_rounds, round_table
 
-    try:
+    with common_flags.user_errors("lt-imp"):
         data_cfg, train_cfg, imp_cfg = common_flags.data_config(), common_flags.train_config(), imp_config()
         precision = common_flags.search_precision()
         parts = {"precision": precision.describe()} if precision.precision != "fp32" else {}
@@ -65,8 +70,6 @@ def main(argv):
             plot_rounds(results, run.file("report.png"))
             run.write_summary({"model": FLAGS.model, "dataset": data.spec.name, "data_source": data.source,
                                "rounds": results})
-    except LtKerasError as e:
-        sys.exit(f"lt-imp: error: {e}")
     print(round_table(results))
     print(f"\nRun directory: {run.path} (report.png, summary.json, round_<k>/ticket)")
 

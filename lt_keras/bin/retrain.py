@@ -71,7 +71,7 @@ def retrain(run, ticket_dir, data, train_cfg, strategy):
     return {
         "ticket": os.path.abspath(ticket_dir),
         "method": ticket.info.get("method"),
-        "found_at_precision": ticket.info.get("precision", "fp32"),
+        "found_at_precision": ticket.info.get("found_at_precision", ticket.info.get("precision", "fp32")),
         "density": ticket.mask.density(),
         "pruned_weights_nonzero": pruned_nonzero,
         "strategy": FLAGS.strategy,
@@ -89,25 +89,24 @@ def main(argv):
 
     scratch = None
     try:
-        if not FLAGS.ticket_dir:
-            raise LtKerasError("--ticket_dir: the ticket to retrain is required.")
-        split_cpu(FLAGS.cpu_devices)
-        data_cfg, train_cfg = common_flags.data_config(), common_flags.train_config()
-        strategy = make_strategy(FLAGS.strategy)
-        output_dir = FLAGS.output_dir
-        if not is_chief():  # non-chief workers write to a scratch folder, as Keras recommends
-            scratch = output_dir = tempfile.mkdtemp(prefix="lt_retrain_worker_")
-        run, summary = common_flags.open_run(output_dir, __name__, ticket_dir=os.path.abspath(FLAGS.ticket_dir),
-                                             data=data_cfg, train=train_cfg, strategy=FLAGS.strategy,
-                                             cpu_devices=FLAGS.cpu_devices)
-        if summary is None:
-            data = data_cfg.load()
-            logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
-            summary = retrain(run, FLAGS.ticket_dir, data, train_cfg, strategy)
-            summary.update(dataset=data.spec.name, data_source=data.source)
-            run.write_summary(summary)
-    except LtKerasError as e:
-        sys.exit(f"lt-retrain: error: {e}")
+        with common_flags.user_errors("lt-retrain"):
+            if not FLAGS.ticket_dir:
+                raise LtKerasError("--ticket_dir: the ticket to retrain is required.")
+            split_cpu(FLAGS.cpu_devices)
+            data_cfg, train_cfg = common_flags.data_config(), common_flags.train_config()
+            strategy = make_strategy(FLAGS.strategy)
+            output_dir = FLAGS.output_dir
+            if not is_chief():  # non-chief workers write to a scratch folder, as Keras recommends
+                scratch = output_dir = tempfile.mkdtemp(prefix="lt_retrain_worker_")
+            run, summary = common_flags.open_run(output_dir, __name__, ticket_dir=os.path.abspath(FLAGS.ticket_dir),
+                                                 data=data_cfg, train=train_cfg, strategy=FLAGS.strategy,
+                                                 cpu_devices=FLAGS.cpu_devices)
+            if summary is None:
+                data = data_cfg.load()
+                logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
+                summary = retrain(run, FLAGS.ticket_dir, data, train_cfg, strategy)
+                summary.update(dataset=data.spec.name, data_source=data.source)
+                run.write_summary(summary)
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -171,7 +171,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
 
-    try:
+    with common_flags.user_errors("lt-supermask"):
         data_cfg, train_cfg, options = common_flags.data_config(), common_flags.train_config(), supermask_options()
         precision = common_flags.search_precision()
         parts = {"precision": precision.describe()} if precision.precision != "fp32" else {}
@@ -186,8 +186,6 @@ def main(argv):
                 summary = learn(run, FLAGS.model, data, train_cfg, options, precision)
             summary.update(model=FLAGS.model, dataset=data.spec.name, data_source=data.source)
             run.write_summary(summary)
-    except LtKerasError as e:
-        sys.exit(f"lt-supermask: error: {e}")
     print(json.dumps(summary, indent=2, sort_keys=True))
     if summary["mode"] == "learn":
         line = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in summary["evaluations"].items())

@@ -28,6 +28,7 @@ def train(run, model_name, data_cfg, train_cfg):
 
     data = data_cfg.load()
     logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
+    data.check_batch_size(train_cfg.batch_size)
     keras.utils.set_random_seed(train_cfg.seed)
     model = build_model(model_name, data.input_shape, data.num_classes)
     save_weights(run.file("init_weights.npz"), model.get_weights())  # for mask criteria of init vs final
@@ -51,14 +52,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
 
-    try:
+    with common_flags.user_errors("lt-train"):
         data_cfg, train_cfg = common_flags.data_config(), common_flags.train_config()
         run, summary = common_flags.open_run(FLAGS.output_dir, __name__, model=FLAGS.model, data=data_cfg,
                                              train=train_cfg)
         if summary is None:
             summary = train(run, FLAGS.model, data_cfg, train_cfg)
-    except LtKerasError as e:
-        sys.exit(f"lt-train: error: {e}")
     print(json.dumps(summary, indent=2, sort_keys=True))
     print(
         f"\n{summary['model']} on {summary['dataset']}: test accuracy {summary['final_test_accuracy']:.4f} "

@@ -1,0 +1,211 @@
+"""Runs that cannot lose or fake a result: one writer per run directory, divergence and degenerate masks
+refused, non-finite tickets refused, refused commands leave nothing behind, messages instead of tracebacks."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lt_keras import LtKerasError, Mask
+from lt_keras.errors import DivergedError, MaskError, RunDirError
+from lt_keras.imp import ImpConfig, run_imp
+from lt_keras.runs import RunDir
+from lt_keras.training import TrainConfig
+from tests.conftest import REPO
+from tests.test_imp import TRAIN, build, data  # noqa: F401  (data is a fixture)
+
+
+def binary(module, *args, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen([sys.executable, "-m", f"lt_keras.bin.{module}", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# --- one writer per run directory -------------------------------------------------------------------------
+
+HOLD = """
+import sys, time
+from lt_keras.runs import RunDir
+RunDir(sys.argv[1]).open({"a": 1}, "")
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_holders_lock_is_free(tmp_path):
+    path = str(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, path], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirError, match=f"in use by another run \\(process {holder.pid}\\)"):
+            RunDir(path).open({"a": 1}, "")
+    finally:
+        holder.kill()  # as kill -9: the kernel drops the lock with the process
+        holder.wait()
+    run = RunDir(path).open({"a": 1}, "")
+    assert run.exists("config.json")
+
+
+def test_two_imp_runs_on_one_folder_one_refused_the_others_tickets_intact(tmp_path):
+    out = str(tmp_path / "run")
+    quick = ["--train_steps=40", "--eval_every=20", "--max_train_examples=300", "--rounds=2", "--jit_compile=false",
+             f"--output_dir={out}"]
+    runs = [binary("imp", *quick)]
+    time.sleep(0.5)
+    runs.append(binary("imp", *quick))
+    results = [(p.wait(timeout=300), *p.communicate()) for p in runs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes[0] == 0 and codes[1] != 0, [r[2][-2000:] for r in results]
+    refused = next(err for code, _, err in results if code != 0)
+    assert "is in use by another run (process" in refused and "Traceback" not in refused
+    from lt_keras.ticket import load_ticket
+
+    for k in range(3):
+        ticket = load_ticket(os.path.join(out, f"round_{k}", "ticket"))
+        assert ticket.info["round"] == k
+    assert len(json.load(open(os.path.join(out, "summary.json")))["rounds"]) == 3
+
+
+# --- a refused command leaves no run directory ------------------------------------------------------------
+
+def test_a_command_refused_by_validation_leaves_no_run_directory_and_the_fix_runs(tmp_path):
+    out = tmp_path / "run"
+    refused = binary("train", "--batch_size=5000", "--train_steps=4", f"--output_dir={out}")
+    code, _, err = refused.wait(timeout=300), *refused.communicate()
+    assert code != 0 and "batch size 5000" in err and "Traceback" not in err, err[-2000:]
+    assert not out.exists()
+    missing = binary("train", "--dataset=mnist", f"--data_dir={tmp_path / 'nowhere'}", "--train_steps=4",
+                     f"--output_dir={out}")
+    code, _, err = missing.wait(timeout=300), *missing.communicate()
+    assert code != 0 and "does not exist" in err and not out.exists(), err[-2000:]
+    fixed = binary("train", "--batch_size=50", "--train_steps=4", "--max_train_examples=300",
+                   "--jit_compile=false", f"--output_dir={out}")
+    code, _, err = fixed.wait(timeout=300), *fixed.communicate()
+    assert code == 0, err[-2000:]
+    assert (out / "summary.json").exists()
+
+
+def test_abandon_keeps_a_directory_that_holds_work(tmp_path):
+    run = RunDir(tmp_path / "r").open({"a": 1}, "")
+    (tmp_path / "r" / "round_0").mkdir()
+    assert not run.abandon() and (tmp_path / "r" / "round_0").exists()
+    old = RunDir(tmp_path / "r")
+    old.open({"a": 1}, "")
+    (tmp_path / "r" / "round_0").rmdir()
+    assert not old.abandon()  # not created by this opener
+
+
+def test_unwritable_output_folder_is_a_message(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RunDirError, match="cannot create"):
+        RunDir(blocker / "run").open({}, "")
+
+
+# --- divergence stops training, nothing is written ---------------------------------------------------------
+
+@pytest.mark.parametrize("optimizer, lr, why", [("adam", 1e6, "over"), ("sgd", 1e4, "not finite|loss is nan")])
+def test_divergence_stops_imp_with_no_ticket_or_round(tmp_path, data, optimizer, lr, why):
+    train = TrainConfig(train_steps=12, eval_every=6, batch_size=60, seed=5, jit_compile=False,
+                        optimizer=optimizer, learning_rate=lr)
+    with pytest.raises(DivergedError, match=f"diverged by step 6 .*({why})"):
+        run_imp(str(tmp_path), build, data, ImpConfig(rounds=1), train, verbose=0)
+    assert not os.path.exists(tmp_path / "round_0")
+    assert not any(p.name == "ticket" and p.parent.name.startswith("round_") and not p.parent.name.endswith(".partial")
+                   for p in tmp_path.rglob("ticket"))
+
+
+def test_diverged_binary_exits_non_zero_with_a_message(tmp_path):
+    out = tmp_path / "run"
+    proc = binary("imp", "--learning_rate=1e6", "--train_steps=12", "--eval_every=6", "--max_train_examples=300",
+                  "--rounds=1", "--jit_compile=false", f"--output_dir={out}")
+    code, _, err = proc.wait(timeout=300), *proc.communicate()
+    assert code != 0 and "training diverged by step 6" in err and "Traceback" not in err, err[-2000:]
+    assert not (out / "summary.json").exists() and not (out / "round_0").exists()
+
+
+def test_json_never_holds_nan(tmp_path):
+    from lt_keras.io_utils import atomic_write_json
+
+    with pytest.raises(LtKerasError, match="non-finite"):
+        atomic_write_json(str(tmp_path / "s.json"), {"acc": float("nan")})
+    assert not (tmp_path / "s.json").exists()
+
+
+# --- non-finite tickets are refused ------------------------------------------------------------------------
+
+def test_nan_tickets_are_refused_on_write_and_on_load(tmp_path):
+    from lt_keras.ticket import load_ticket, write_ticket
+
+    model = build()
+    mask = Mask.ones_like(model)
+    write_ticket(tmp_path / "good", model, mask, {"method": "test"})
+    model.get_layer("fc2").kernel.assign(np.full((300, 100), np.nan, np.float32))
+    with pytest.raises(LtKerasError, match="non-finite weights in .*fc2"):
+        write_ticket(tmp_path / "nan", model, mask, {"method": "test"})
+    assert not (tmp_path / "nan").exists()
+    model.save(tmp_path / "good" / "model.keras")  # a NaN model slipped in by hand
+    with pytest.raises(LtKerasError, match="non-finite weights"):
+        load_ticket(tmp_path / "good")
+
+
+def test_ticket_json_must_be_an_object(tmp_path):
+    from lt_keras.ticket import load_ticket, write_ticket
+
+    model = build()
+    write_ticket(tmp_path / "t", model, Mask.ones_like(model), {"method": "test"})
+    (tmp_path / "t" / "ticket.json").write_text("[1, 2]")
+    with pytest.raises(LtKerasError, match="must hold a JSON object, got list"):
+        load_ticket(tmp_path / "t")
+
+
+def test_export_parity_fails_on_nan():
+    from lt_keras.export import max_abs_diff
+
+    assert max_abs_diff([1.0, 2.0], [1.0, 2.5]) == 0.5
+    assert max_abs_diff([np.nan, 2.0], [1.0, 2.0]) == float("inf") > 1e-5
+    assert max_abs_diff([1.0], [np.inf]) == float("inf")
+
+
+def test_damaged_mask_files_are_messages(tmp_path):
+    good = tmp_path / "m.npz"
+    Mask({"a/kernel": np.ones(4)}).save(good)
+    truncated = tmp_path / "t.npz"
+    truncated.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(MaskError, match="not a readable .npz"):
+        Mask.load(truncated)
+    bare = tmp_path / "b.npy"
+    np.save(bare, np.ones(3))
+    with pytest.raises(MaskError, match="one bare array"):
+        Mask.load(bare)
+
+
+# --- degenerate masks are refused before training ----------------------------------------------------------
+
+@pytest.mark.parametrize("config, layer, flag", [
+    (ImpConfig(prune_rate_fc=0.99, prune_rate_output=0.99, rounds=4), "fc1", "--prune_rate_fc"),
+    (ImpConfig(target_density=0.0001), "fc1", "--target_density"),
+    (ImpConfig(prune_rate_output=0.9, rounds=3), "output", "--prune_rate_output"),
+])
+def test_degenerate_schedules_are_refused_before_training(tmp_path, data, config, layer, flag, monkeypatch):
+    import lt_keras.imp as imp_module
+
+    monkeypatch.setattr(imp_module, "fit", lambda *a, **k: pytest.fail("trained a degenerate schedule"))
+    with pytest.raises(LtKerasError, match=f"layer '{layer}' would keep .* fewer than its .* outputs.*{flag}"):
+        run_imp(str(tmp_path), build, data, config, TRAIN, verbose=0)
+    assert not any(p.name.startswith("round_") for p in tmp_path.iterdir())
+
+
+def test_check_mask_viable_names_the_starved_layer():
+    # Pooled pruning at 0.9 x 2 rounds leaves 1% overall: the output layer's 10 units lose every weight first.
+    from lt_keras.imp import check_mask_viable
+
+    model = build()
+    mask = Mask({k: (np.arange(v.size).reshape(v.shape) < 5).astype(np.float32) if k == "output/kernel" else v
+                 for k, v in Mask.ones_like(model).items()})
+    with pytest.raises(LtKerasError, match="layer 'output' would keep 5 of 1000 weights, fewer than its 10"):
+        check_mask_viable(model, mask, "cause")
+    check_mask_viable(model, Mask.ones_like(model))
