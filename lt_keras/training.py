@@ -273,19 +273,37 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
         all_callbacks.append(
             keras.callbacks.TensorBoard(log_dir=f"{output_dir}/tensorboard", update_freq="epoch", profile_batch=0)
         )
-    train_ds = data.train_dataset(config.batch_size, seed=config.seed)
+    done = _backed_up_steps(backup_dir, interval)
+
+    def batches(start):  # the one seeded batch order, from step ``start`` on: a resumed fit sees what it would have
+        return data.train_dataset(config.batch_size, seed=config.seed).skip(start)
+
     val_ds = data.eval_dataset("validation")
     full, remainder = divmod(total, interval)
     logging.info("training %s for %d steps (%d per evaluation), batch %d", model.name, total, interval,
                  config.batch_size)
     start = time.perf_counter()
-    model.fit(train_ds, epochs=full, steps_per_epoch=interval, validation_data=val_ds,
+    model.fit(batches(min(done, full * interval)), epochs=full, steps_per_epoch=interval, validation_data=val_ds,
               callbacks=all_callbacks, verbose=verbose)
     if remainder:
-        model.fit(train_ds, initial_epoch=full, epochs=full + 1, steps_per_epoch=remainder,
+        model.fit(batches(full * interval), initial_epoch=full, epochs=full + 1, steps_per_epoch=remainder,
                   validation_data=val_ds, callbacks=all_callbacks, verbose=verbose)
     wall = time.perf_counter() - start
     return summarize(recorder.records, total, wall)
+
+
+def _backed_up_steps(backup_dir, interval):
+    """Steps a ``BackupAndRestore`` checkpoint in ``backup_dir`` has trained (0 without one).
+
+    Keras restores weights, optimizer and epoch, but restarts the dataset;
+    reading the saved epoch first lets ``fit`` skip the batches already seen.
+    """
+    chief = os.path.join(backup_dir, "chief") if backup_dir else None
+    checkpoint = tf.train.latest_checkpoint(chief) if chief and os.path.isdir(chief) else None
+    if checkpoint is None:
+        return 0
+    epoch = int(tf.train.load_variable(checkpoint, "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    return (epoch + 1) * interval if epoch >= 0 else 0
 
 
 def summarize(records, total_steps, wall_time_s) -> TrainResult:

@@ -192,6 +192,22 @@ def test_criterion_mask_and_untrained_accuracy():
     assert len(np.unique(np.abs(w[w != 0]))) == 1  # signed constant applied
 
 
+def test_untrained_accuracy_follows_the_mask_it_is_given():
+    """Hand-computed: x = e1, e2 with labels 0, 1 through one 2x2 kernel [[1, 1], [-1, 1]] (no bias).
+
+    All ones: logits [1, 1] -> 0 (first of a tie), [-1, 1] -> 1: 100%. Keeping the off-diagonal:
+    [0, 1] -> 1 (wrong), [-1, 0] -> 1: 50%. Keeping only the top right: [0, 1] -> 1, [0, 0] -> 0: 0%.
+    """
+    x = np.eye(2, dtype=np.float32)
+    y = np.array([0, 1], np.int32)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
+    for kept, expected in (([[1, 1], [1, 1]], 1.0), ([[0, 1], [1, 0]], 0.5), ([[0, 1], [0, 0]], 0.0)):
+        model = keras.Sequential([keras.Input((2,)), MaskedDense(2, use_bias=False, name="d")])
+        model.get_layer("d").kernel.assign([[1.0, 1.0], [-1.0, 1.0]])
+        mask = Mask({"d/kernel": np.array(kept, np.float32)})
+        assert supermask.untrained_accuracy(model, mask, "init", dataset) == expected, kept
+
+
 def test_density_logger_in_a_users_fit():
     model = small("bernoulli")
     model.compile(keras.optimizers.SGD(50.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -98,6 +98,41 @@ def test_killed_fit_with_backup_resumes_at_its_last_evaluation(tmp_path):
     assert [r["step"] for r in result.history] == [10, 20, 30, 40]
     assert len(batches) == 30  # continued after the last saved evaluation (step 10), not from scratch
     assert int(fresh.optimizer.iterations.numpy()) == 40
+    # ... on the batches it would have seen: the same weights and records as a run never killed.
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    whole = build_model("lenet_300_100", (28, 28, 1), 10)
+    reference = fit(whole, data, cfg, verbose=0)
+    for a, b in zip(fresh.get_weights(), whole.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert [r["test_accuracy"] for r in result.history] == [r["test_accuracy"] for r in reference.history]
+
+
+def xla_compiled(function):
+    """Whether a traced tf.function's graph holds a function TensorFlow must compile with XLA."""
+    for concrete in function._list_all_concrete_functions():
+        graph = concrete.graph.as_graph_def()
+        for fn in graph.library.function:
+            if fn.attr["_XlaMustCompile"].b or any(n.attr["_XlaMustCompile"].b for n in fn.node_def):
+                return True
+        if any(n.attr["_XlaMustCompile"].b for n in graph.node):
+            return True
+    return False
+
+
+def test_xla_setting_is_what_the_compiled_step_runs():
+    """jit_compile reaches the traced train step itself, not just the config or the summary."""
+    from lt_keras._keras import keras
+    from lt_keras.models import build_model
+    from lt_keras.training import fit
+
+    data = DataConfig(max_train_examples=120).load()
+    for jit in (True, False):
+        keras.backend.clear_session()
+        model = build_model("lenet_300_100", (28, 28, 1), 10)
+        fit(model, data, TrainConfig(train_steps=2, batch_size=60, jit_compile=jit), verbose=0)
+        assert model.jit_compile is jit
+        assert xla_compiled(model.train_function) is jit
 
 
 def test_xla_by_default_only_where_it_is_faster():

@@ -40,7 +40,7 @@ def retrain(run, ticket_dir, data, train_cfg, strategy):
     from lt_keras.io_utils import atomic_write_json
     from lt_keras.report import plot_curves
     from lt_keras.ticket import load_ticket, write_ticket
-    from lt_keras.training import fit, use_xla
+    from lt_keras.training import fit
 
     keras.utils.set_random_seed(train_cfg.seed)
     on_cpus = strategy.num_replicas_in_sync > 1 and not tf.config.list_logical_devices("GPU")
@@ -77,7 +77,7 @@ def retrain(run, ticket_dir, data, train_cfg, strategy):
         "strategy": FLAGS.strategy,
         "replicas": strategy.num_replicas_in_sync,
         "devices": sorted({d.device_type for d in tf.config.list_logical_devices()}),
-        "jit_compile": use_xla(model, train_cfg.jit_compile),
+        "jit_compile": bool(model.jit_compile),  # what the compiled step ran, not what was asked
         **{k: v for k, v in result.to_dict().items() if k != "history"},
     }
 

@@ -1,0 +1,190 @@
+"""Plant known bugs one at a time and check that the tests named for each catch it.
+
+    bash tools/env.sh python tools/mutants.py            # every mutation (~10 minutes on 2 cores)
+    bash tools/env.sh python tools/mutants.py --only=xla_off,untrained_ignores_mask
+
+Each mutation is a one-line (or one-expression) change to a function of the
+library, applied to a temporary copy of the tracked tree (the work tree is
+never touched), followed by the tests that must fail on it. A mutation whose
+tests still pass "survived": the suite does not protect that behaviour.
+Prints a table (mutation, tests, killed or survived, seconds) and exits
+non-zero if any survived or no longer applies (the code it patches moved).
+
+Hand-written rather than a mutation-testing package: the point is a small,
+curated list of plausible bugs above the layers, each tied to the test that
+promises the behaviour, not a sweep of every operator.
+"""
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+flags.DEFINE_list("only", [], "Run only these mutations (by name).")
+flags.DEFINE_integer("timeout", 900, "Seconds per mutation's test run.")
+FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str
+    old: str  # must occur exactly once in the file
+    new: str
+    tests: tuple
+    why: str
+
+
+MUTATIONS = (
+    Mutation("controls_are_the_ticket", "lt_keras/imp.py",
+             "    if name == \"random_reinit\":\n        used = mask\n",
+             "    if True:\n        used = mask\n        model.set_weights(rewind_weights)\n",
+             ("tests/test_imp.py::test_controls_differ_from_the_ticket_as_each_defines",),
+             "both controls train the ticket itself (same mask, rewind weights)"),
+    Mutation("resume_loads_zero_rewind_weights", "lt_keras/imp.py",
+             "rewind_weights = [f[f\"rewind{i}\"] for i in range(len(init_weights))]",
+             "rewind_weights = [0 * f[f\"rewind{i}\"] for i in range(len(init_weights))]",
+             ("tests/test_imp.py::test_resumed_round_trains_from_the_saved_rewind_weights",),
+             "a resumed IMP run rewinds to zeros"),
+    Mutation("control_moves_the_next_rounds_data_order", "lt_keras/imp.py",
+             "    seed_globals(train.seed, k, \"train\")\n    result = fit(model, data, train, callbacks",
+             "    result = fit(model, data, train, callbacks",
+             ("tests/test_imp.py::test_killed_run_with_controls_resumes_bit_identical",),
+             "a round's data order depends on what ran before it in the process"),
+    Mutation("xla_off", "lt_keras/training.py", "        jit_compile=jit,\n", "        jit_compile=False,\n",
+             ("tests/test_training.py::test_xla_setting_is_what_the_compiled_step_runs",),
+             "jit_compile hard-coded off in compile_model"),
+    Mutation("untrained_ignores_mask", "lt_keras/supermask.py",
+             "        layer.kernel.assign(apply_mask1(mask1, layer.kernel.numpy(), mask[key], rng))\n    mask.apply_to(model)\n",
+             "        layer.kernel.assign(apply_mask1(mask1, layer.kernel.numpy(), 0 * mask[key] + 1, rng))\n",
+             ("tests/test_supermask.py::test_untrained_accuracy_follows_the_mask_it_is_given",),
+             "untrained-mask evaluation keeps the model's own mask"),
+    Mutation("resumed_fit_restarts_the_data", "lt_keras/training.py",
+             "    return (epoch + 1) * interval if epoch >= 0 else 0", "    return 0",
+             ("tests/test_training.py::test_killed_fit_with_backup_resumes_at_its_last_evaluation",),
+             "a resumed fit sees the first batches again"),
+    Mutation("divergence_unchecked", "lt_keras/training.py", "        if why:\n", "        if why and False:\n",
+             ("tests/test_reliability.py::test_divergence_stops_imp_with_no_ticket_or_round",),
+             "a diverged run is written as a result"),
+    Mutation("no_lock", "lt_keras/runs.py", "            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)\n",
+             "            pass\n",
+             ("tests/test_reliability.py::test_a_second_writer_is_refused_naming_the_holder_and_a_dead_holders_lock_is_free",),
+             "two runs write one run directory"),
+    Mutation("nan_ticket_written", "lt_keras/ticket.py",
+             "    _check_finite(model, f\"refusing to write ticket {os.fspath(folder)!r}: the model\")\n", "",
+             ("tests/test_reliability.py::test_nan_tickets_are_refused_on_write_and_on_load",),
+             "a NaN model is written as a ticket"),
+    Mutation("export_parity_passes_nan", "lt_keras/export.py",
+             "    if not (np.isfinite(a).all() and np.isfinite(b).all()):\n        return float(\"inf\")\n", "",
+             ("tests/test_reliability.py::test_export_parity_fails_on_nan",),
+             "NaN outputs pass the export parity check"),
+    Mutation("degenerate_schedule_trains", "lt_keras/imp.py", "            if kept < min_kept(layer):\n",
+             "            if False:\n",
+             ("tests/test_reliability.py::test_degenerate_schedules_are_refused_before_training",),
+             "a schedule that empties a layer trains and reports 10%"),
+    Mutation("zero_mask_ignores_movement", "lt_keras/actions.py",
+             "    return np.where(_moved_toward_zero(w_init, w_final), 0.0, w_init)", "    return w_init",
+             ("tests/test_pruning.py::test_mask0_freeze_init_zero_mask_zeroes_pruned_weights_that_moved_toward_zero",
+              "tests/test_imp.py::test_mask0_actions_end_to_end_use_theta0_and_the_trained_kernels"),
+             "freeze_init_zero_mask behaves as freeze_init"),
+    Mutation("signed_reshuffle_loses_signs", "lt_keras/actions.py",
+             "    return np.sign(w_init) * np.abs(_reshuffle(w_init, mask, rng, fresh))",
+             "    return _reshuffle(w_init, mask, rng, fresh)",
+             ("tests/test_pruning.py::test_mask1_signed_reshuffle_keeps_signs_and_the_multiset_of_kept_magnitudes",
+              "tests/test_imp.py::test_every_mask1_action_end_to_end"),
+             "signed_reshuffle is plain reshuffle"),
+    Mutation("early_bird_distance_to_oldest_only", "lt_keras/early_bird.py",
+             "distance = max(queue[-1].hamming_distance(m) for m in list(queue)[:-1])",
+             "distance = queue[-1].hamming_distance(queue[0])",
+             ("tests/test_early_bird.py::test_detector_declares_when_the_newest_mask_is_within_epsilon_of_the_full_queue",),
+             "Early-Bird compares the newest mask with the oldest only"),
+    Mutation("stochastic_rounding_floors", "lt_keras/precision.py", "q = tf.floor(x / safe + _uniform_noise(x))",
+             "q = tf.floor(x / safe + 0.5)",
+             ("tests/test_precision.py::test_stochastic_rounding_is_unbiased_keeps_zero_and_uses_few_levels",),
+             "8-bit search rounds to nearest instead of stochastically"),
+    Mutation("strip_masks_keeps_pruned_weights", "lt_keras/convert.py",
+             "            kernel = old.deterministic_kernel().numpy()", "            kernel = old.kernel.numpy()",
+             ("tests/test_retrain_export.py::test_retrain_keeps_masks_and_exports_to_a_plain_saved_model",),
+             "the exported model carries the pruned weights"),
+    Mutation("run_dir_accepts_other_config", "lt_keras/runs.py", "            if saved != now:\n",
+             "            if False:\n", ("tests/test_runs.py::test_refuses_a_different_config",),
+             "a run directory resumes under a different configuration"),
+)
+
+
+def copy_tree(target):
+    """The tracked files (and new untracked ones) of the work tree, without .git or the virtualenv."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        source = os.path.join(REPO, name)
+        if os.path.isfile(source):
+            os.makedirs(os.path.dirname(os.path.join(target, name)), exist_ok=True)
+            shutil.copy2(source, os.path.join(target, name))
+
+
+def apply(tree, mutation):
+    path = os.path.join(tree, mutation.path)
+    text = open(path).read()
+    count = text.count(mutation.old)
+    if count != 1:
+        return f"patch target found {count} times"
+    open(path, "w").write(text.replace(mutation.old, mutation.new))
+    compile(open(path).read(), path, "exec")  # a mutant that does not parse would be killed for nothing
+    return None
+
+
+def run_tests(tree, tests):
+    env = dict(os.environ, PYTHONPATH=tree, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests], cwd=tree,
+                          env=env, capture_output=True, text=True, timeout=FLAGS.timeout)
+    return proc.returncode, proc.stdout
+
+
+def main(argv):
+    del argv
+    names = [m.name for m in MUTATIONS]
+    unknown = sorted(set(FLAGS.only) - set(names))
+    if unknown:
+        sys.exit(f"mutants: error: --only: unknown {unknown}; choose from {names}.")
+    chosen = [m for m in MUTATIONS if not FLAGS.only or m.name in FLAGS.only]
+    rows, start = [], time.time()
+    with tempfile.TemporaryDirectory(prefix="lt_mutants_") as root:
+        pristine = os.path.join(root, "pristine")
+        copy_tree(pristine)
+        code, out = run_tests(pristine, sorted({t for m in chosen for t in m.tests}))
+        if code != 0:
+            sys.exit(f"mutants: error: the named tests fail without any mutation:\n{out[-3000:]}")
+        for i, mutation in enumerate(chosen, 1):
+            tree = os.path.join(root, mutation.name)
+            shutil.copytree(pristine, tree)
+            began = time.time()
+            problem = apply(tree, mutation)
+            if problem:
+                verdict = f"NOT APPLIED ({problem})"
+            else:
+                code, out = run_tests(tree, list(mutation.tests))
+                # pytest: 1 = tests failed (killed); 0 = all passed (survived); other codes are broken runs.
+                verdict = {0: "SURVIVED", 1: "killed"}.get(code, f"ERROR (pytest exit {code})")
+            rows.append((mutation.name, mutation.why, verdict, time.time() - began))
+            shutil.rmtree(tree, ignore_errors=True)
+            eta = (time.time() - start) / i * (len(chosen) - i)
+            print(f"[{i}/{len(chosen)}] {mutation.name}: {verdict} ({rows[-1][3]:.0f} s; ETA {eta / 60:.0f} min)",
+                  flush=True)
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'mutation':<{width}}  {'verdict':<10} {'s':>5}  planted bug")
+    for name, why, verdict, seconds in rows:
+        print(f"{name:<{width}}  {verdict:<10} {seconds:5.0f}  {why}")
+    killed = sum(r[2] == "killed" for r in rows)
+    print(f"\n{killed} of {len(rows)} mutations killed in {(time.time() - start) / 60:.1f} min.")
+    if killed != len(rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)

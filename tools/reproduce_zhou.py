@@ -1,0 +1,273 @@
+"""Reproduce Zhou et al. (2019), "Deconstructing Lottery Tickets": zeros, signs, criteria, one-shot vs iterative.
+
+    bash tools/env.sh python tools/reproduce_zhou.py --data_dir=../shared/data/mnist --jobs=2
+
+LeNet-300-100 on MNIST with Frankle & Carbin's optimizer and layer-wise
+rates (flags/lenet300_mnist_imp.flags: Adam 1.2e-3, batch 60, fc 20% /
+output 10% per round, rewind to theta_0), one seed, ``--train_steps``
+iterations per round, test accuracy at early stop (minimum validation loss,
+evaluated every ``--eval_every``) and at the end. Each chain is its own
+``lt-imp`` run directory under ``--output_dir``, resumed where it stopped;
+every chain draws theta_0 and the dense round's data order from the same
+seed, so their dense rounds are the same training (the report checks it).
+
+Chains: the 13 mask criteria (down to 7.0%); the mask-1 actions applied at
+every round (down to 3.6%); the mask-0 actions (down to 7.0%); one-shot
+pruning to the iterative chain's per-layer densities at 51.3, 21.1, 7.0 and
+3.6%. Each round also records the untrained accuracy of its mask over the
+rewound weights (the supermask observation of section 5).
+
+Prints and writes ``reproduction.md`` / ``reproduction.json`` (tables, the
+TARGETS.md checks marked met or MISSED, never tuned to) and one plot per
+figure into ``--output_dir``; ``tools/reproduce.py`` puts them in
+docs/RESULTS.md. A report can be written from the chains done so far with
+``--report_only``.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+from repro_util import REPO, data_args, define_data_flags
+
+define_data_flags("MNIST IDX")
+flags.DEFINE_string("output_dir", "runs/repro_zhou_mnist", "Root of the chains' run directories.")
+flags.DEFINE_integer("train_steps", 5000, "Iterations per round (the paper: 50K; at least 5K here).")
+flags.DEFINE_integer("eval_every", 250, "Evaluate validation and test sets every N iterations (early stop).")
+flags.DEFINE_integer("jobs", 1, "Chains trained at once, in separate processes.", lower_bound=1)
+flags.DEFINE_list("chains", [], "Only these chains (names as in the report); default all.")
+flags.DEFINE_bool("report_only", False, "Train nothing; report the rounds finished so far.")
+FLAGS = flags.FLAGS
+
+ROUND = {51.3: 3, 21.1: 7, 7.0: 12, 3.6: 15}  # LeNet ladder at fc 20% / output 10% per round
+CRITERIA = ("large_final", "small_final", "large_init", "small_init", "large_init_large_final",
+            "small_init_small_final", "magnitude_increase", "movement", "random", "large_final_same_sign",
+            "large_final_diff_sign", "magnitude_increase_same_sign", "magnitude_increase_diff_sign")
+MASK1 = ("init", "reinit", "reshuffle", "constant", "signed_reinit", "signed_reshuffle", "signed_constant")
+MASK0 = ("zero", "freeze_init", "freeze_init_zero_mask", "freeze_init_zero_all", "freeze_init_zero_reshuffle")
+BASE = "large_final"  # the lottery ticket: large_final, mask-1 init, mask-0 zero; shared by all three figures
+
+
+def chains():
+    """name -> extra lt-imp flags; ordered so the targets' chains finish first."""
+    out = {BASE: ["--criterion=large_final", f"--rounds={ROUND[3.6]}"]}
+    for action in MASK1[1:]:
+        out[f"mask1_{action}"] = [f"--mask1={action}", f"--rounds={ROUND[3.6]}"]
+    for action in MASK0[1:]:
+        out[f"mask0_{action}"] = [f"--mask0={action}", f"--rounds={ROUND[7.0]}"]
+    for density, k in ROUND.items():
+        out[f"oneshot_{density}"] = ["--rounds=1", f"--prune_rate_fc={1 - 0.8 ** k:.10f}",
+                                     f"--prune_rate_output={1 - 0.9 ** k:.10f}"]
+    for criterion in CRITERIA[1:]:
+        out[criterion] = [f"--criterion={criterion}", f"--rounds={ROUND[7.0]}"]
+    return out
+
+
+def command(name, extra, data):
+    return [sys.executable, "-m", "lt_keras.bin.imp", "--flagfile=flags/lenet300_mnist_imp.flags", *data,
+            "--controls=", f"--train_steps={FLAGS.train_steps}", f"--eval_every={FLAGS.eval_every}", *extra,
+            f"--output_dir={os.path.join(FLAGS.output_dir, name)}"]
+
+
+def train_all(todo, data):
+    """Run the chains, ``--jobs`` at a time; each logs to <chain>.log beside its run directory."""
+    pending, running, failed, start = list(todo.items()), {}, [], time.time()
+    os.makedirs(os.path.join(REPO, FLAGS.output_dir), exist_ok=True)
+    while pending or running:
+        while pending and len(running) < FLAGS.jobs:
+            name, extra = pending.pop(0)
+            log = open(os.path.join(REPO, FLAGS.output_dir, f"{name}.log"), "a")
+            running[name] = subprocess.Popen(command(name, extra, data), cwd=REPO, stdout=log, stderr=log)
+            print(f"[{time.time() - start:7.0f} s] started {name} ({len(pending)} waiting)", flush=True)
+        time.sleep(5)
+        for name, proc in list(running.items()):
+            if proc.poll() is not None:
+                del running[name]
+                done = len(todo) - len(pending) - len(running)
+                eta = (time.time() - start) / done * (len(todo) - done) if done else 0
+                status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}; see {name}.log)"
+                print(f"[{time.time() - start:7.0f} s] {name} {status}; {done}/{len(todo)} chains, "
+                      f"ETA {eta / 60:.0f} min", flush=True)
+                if proc.returncode:
+                    failed.append(name)
+    return failed
+
+
+def rounds_of(name):
+    """The finished rounds of a chain, in order (a chain still running reports what it has)."""
+    root = os.path.join(REPO, FLAGS.output_dir, name)
+    out = []
+    while os.path.exists(os.path.join(root, f"round_{len(out)}", "metrics.json")):
+        with open(os.path.join(root, f"round_{len(out)}", "metrics.json")) as f:
+            out.append(json.load(f))
+    return out
+
+
+def acc(rounds, k, key="early_stop_test_accuracy"):
+    return rounds[k][key] if len(rounds) > k else None
+
+
+def pct(v):
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def table(title, rows, columns, key="early_stop_test_accuracy"):
+    """Markdown: one row per (label, rounds), one column per density of the ladder."""
+    lines = [f"**{title}** (test accuracy %, {key.replace('_test_accuracy', '').replace('_', ' ')})", "",
+             "| | " + " | ".join(f"{d}%" for d in columns) + " |", "|---|" + "---|" * len(columns)]
+    for label, rounds in rows:
+        lines.append(f"| {label} | " + " | ".join(pct(acc(rounds, ROUND.get(d, 0), key)) for d in columns) + " |")
+    return lines
+
+
+def check(claim, measured, needed, met):
+    return {"claim": claim, "measured": measured, "needed": needed, "met": met}
+
+
+def checks(runs):
+    """TARGETS.md's Zhou and one-shot rows, for the rounds that exist; never tuned to."""
+    out = []
+
+    def at(name, density):
+        return acc(runs.get(name, []), ROUND[density])
+
+    init = {d: at(BASE, d) for d in (7.0, 3.6)}
+    for density in (7.0, 3.6):
+        for action in ("signed_reinit", "signed_reshuffle", "signed_constant"):
+            v, ref = at(f"mask1_{action}", density), init[density]
+            if v is not None and ref is not None:
+                out.append(check(f"signs: {action} >= init - 0.3 pp at {density}%", f"{pct(v)} vs init {pct(ref)}",
+                                 f">= {pct(ref - 0.003)}", v >= ref - 0.003))
+    for action in ("reinit", "reshuffle", "constant"):
+        v, ref = at(f"mask1_{action}", 3.6), init[3.6]
+        if v is not None and ref is not None:
+            out.append(check(f"signs: {action} <= init - 0.3 pp at 3.6%", f"{pct(v)} vs init {pct(ref)}",
+                             f"<= {pct(ref - 0.003)}", v <= ref - 0.003))
+    zero, frozen = at(BASE, 7.0), at("mask0_freeze_init", 7.0)
+    zero_mask, reshuffled = at("mask0_freeze_init_zero_mask", 7.0), at("mask0_freeze_init_zero_reshuffle", 7.0)
+    if zero is not None and frozen is not None:
+        out.append(check("zeros: freeze_init < zero at 7.0%", f"{pct(frozen)} vs {pct(zero)}", "<", frozen < zero))
+    if zero_mask is not None and zero is not None and frozen is not None:
+        out.append(check("zeros: freeze_init_zero_mask >= zero - 0.3 pp at 7.0%", f"{pct(zero_mask)} vs {pct(zero)}",
+                         f">= {pct(zero - 0.003)}", zero_mask >= zero - 0.003))
+        out.append(check("zeros: freeze_init_zero_mask > freeze_init at 7.0%", f"{pct(zero_mask)} vs {pct(frozen)}",
+                         ">", zero_mask > frozen))
+    if zero_mask is not None and reshuffled is not None:
+        out.append(check("zeros: freeze_init_zero_reshuffle < freeze_init_zero_mask at 7.0%",
+                         f"{pct(reshuffled)} vs {pct(zero_mask)}", "<", reshuffled < zero_mask))
+    random = at("random", 7.0)
+    if random is not None:
+        for criterion in ("large_final", "large_init_large_final", "magnitude_increase", "large_final_same_sign"):
+            v = at(criterion, 7.0)
+            if v is not None:
+                out.append(check(f"criteria: {criterion} >= random + 1 pp at 7.0%", f"{pct(v)} vs {pct(random)}",
+                                 f">= {pct(random + 0.01)}", v >= random + 0.01))
+        for criterion in ("small_final", "small_init_small_final"):
+            v = at(criterion, 7.0)
+            if v is not None:
+                out.append(check(f"criteria: {criterion} < random at 7.0%", f"{pct(v)} vs {pct(random)}", "<",
+                                 v < random))
+    for density in (7.0, 3.6):
+        one = acc(runs.get(f"oneshot_{density}", []), 1)
+        it = init[density]
+        if one is not None and it is not None:
+            out.append(check(f"iterative >= one-shot at {density}%", f"{pct(it)} vs {pct(one)}", ">=", it >= one))
+    return out
+
+
+def plot(path, title, series):
+    """Early-stop test accuracy against weights remaining, one line per chain."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, rounds in series:
+        if rounds:
+            ax.plot([100 * r["density"] for r in rounds], [100 * r["early_stop_test_accuracy"] for r in rounds],
+                    marker="o", markersize=3, label=label)
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("weights remaining (%)")
+    ax.set_ylabel("test accuracy at early stop (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(runs, shown):
+    root = os.path.join(REPO, FLAGS.output_dir)
+    dense = {name: r[0]["early_stop_test_accuracy"] for name, r in runs.items() if r}
+    same_dense = len(set(dense.values())) <= 1
+    dense_line = (f"Dense round (shared): {pct(next(iter(dense.values()), None))}% at early stop; identical in "
+                  f"all {len(dense)} chains." if same_dense else
+                  f"**Dense rounds differ between chains**: {sorted(set(map(pct, dense.values())))}.")
+    densities = [100.0, 51.3, 21.1, 7.0, 3.6]
+    mask1_rows = [(a, runs.get(BASE if a == "init" else f"mask1_{a}", [])) for a in MASK1]
+    mask0_rows = [(a, runs.get(BASE if a == "zero" else f"mask0_{a}", [])) for a in MASK0]
+    criteria_rows = [(c, runs.get(c, [])) for c in CRITERIA]
+    lines = [f"Command: `{shown}`", "",
+             f"LeNet-300-100, MNIST, {FLAGS.train_steps:,} iterations per round (paper: 50K), evaluation every "
+             f"{FLAGS.eval_every}; one seed. {dense_line}", ""]
+    lines += table("Mask-1 actions (kept weights at each rewind)", mask1_rows, densities) + [""]
+    lines += table("Mask-0 actions (pruned weights)", mask0_rows, densities[:4]) + [""]
+    lines += table("Mask criteria", criteria_rows, densities[:4]) + [""]
+    lines += table("Untrained accuracy of each criterion's mask over theta_0", criteria_rows, densities[:4],
+                   key="untrained_test_accuracy") + [""]
+    lines += ["**One-shot vs iterative** (test accuracy %, early stop)", "", "| weights | iterative | one-shot |",
+              "|---|---|---|"]
+    for d in (51.3, 21.1, 7.0, 3.6):
+        one = runs.get(f"oneshot_{d}", [])
+        density = f"{100 * one[1]['density']:.1f}%" if len(one) > 1 else f"{d}%"
+        lines.append(f"| {density} | {pct(acc(runs.get(BASE, []), ROUND[d]))} | {pct(acc(one, 1))} |")
+    rows = checks(runs)
+    lines += ["", "| target | measured | needed | met |", "|---|---|---|---|"]
+    lines += [f"| {c['claim']} | {c['measured']} | {c['needed']} | {'yes' if c['met'] else '**MISSED**'} |"
+              for c in rows]
+    missing = [name for name in chains() if len(runs.get(name, [])) < 2]
+    if missing:
+        lines += ["", f"Chains without a pruned round yet: {', '.join(missing)}."]
+    figures = [("zhou_mask1.png", "Mask-1 actions: signs matter, magnitudes do not", mask1_rows),
+               ("zhou_mask0.png", "Mask-0 actions: zeros matter", mask0_rows),
+               ("zhou_criteria.png", "Mask criteria", criteria_rows)]
+    for name, title, series in figures:
+        plot(os.path.join(root, name), title, series)
+        lines += ["", f"![{title}]({name})"]
+    from lt_keras.io_utils import atomic_write_json, atomic_write_text
+
+    atomic_write_text(os.path.join(root, "reproduction.md"), "\n".join(lines) + "\n")
+    atomic_write_json(os.path.join(root, "reproduction.json"), {
+        "train_steps": FLAGS.train_steps, "eval_every": FLAGS.eval_every, "checks": rows,
+        "chains": {name: r for name, r in runs.items()}})
+    return lines, rows
+
+
+def main(argv):
+    del argv
+    todo = chains()
+    unknown = sorted(set(FLAGS.chains) - set(todo))
+    if unknown:
+        sys.exit(f"reproduce_zhou: error: --chains: unknown {unknown}; choose from {list(todo)}.")
+    if FLAGS.chains:
+        todo = {k: v for k, v in todo.items() if k in FLAGS.chains}
+    if not FLAGS.report_only:
+        failed = train_all(todo, data_args("reproduce_zhou"))
+        if failed:
+            sys.exit(f"reproduce_zhou: error: chains {failed} failed (see their .log); re-run to resume.")
+    runs = {name: rounds_of(name) for name in chains()}
+    shown = "python tools/reproduce_zhou.py " + " ".join(sys.argv[1:])
+    lines, rows = report(runs, shown)
+    print("\n".join(lines))
+    print(f"\n{sum(r['met'] for r in rows)} of {len(rows)} checks met. Report: "
+          f"{os.path.join(FLAGS.output_dir, 'reproduction.md')}")
+
+
+if __name__ == "__main__":
+    app.run(main)
