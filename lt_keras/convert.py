@@ -6,6 +6,7 @@ with the same weights and all-ones masks. ``strip_masks`` goes back, baking
 ``kernel * mask`` into plain layers, so exported models need nothing of ours.
 """
 import numpy as np
+from absl import logging
 
 from lt_keras._keras import keras
 from lt_keras.errors import LtKerasError
@@ -121,7 +122,23 @@ def mask_model(model, **options):
                 raise LtKerasError(f"mask_model: no source for variable {variable.name!r}.")
         return values
 
-    return _convert(model, MASKED_TWIN, weights, config)
+    masked = _convert(model, MASKED_TWIN, weights, config)
+    _report_masking(masked)
+    return masked
+
+
+def _report_masking(model):
+    """Say what was masked and what stays dense; a model with nothing to mask is an error, not a no-op."""
+    masked = [layer.name for layer in walk_layers(model) if is_masked(layer)]
+    dense = [f"{layer.name} ({type(layer).__name__})" for layer in walk_layers(model)
+             if not is_masked(layer) and any(len(w.shape) >= 2 for w in layer.trainable_weights)]
+    if not masked:
+        raise LtKerasError(
+            f"mask_model: model {model.name!r} has no layer lt_keras can mask (keras.layers.Dense and Conv2D, "
+            f"exact types); its weight layers {dense or '(none)'} would stay dense.")
+    if dense:
+        logging.warning("mask_model: %d layers have no masked twin and stay dense: %s", len(dense), ", ".join(dense))
+    logging.info("mask_model: masked %d layers: %s", len(masked), ", ".join(masked))
 
 
 def strip_masks(model):

@@ -68,8 +68,13 @@ def _jsonable(value):
 def save_weights(path, weights):
     """A list of arrays (``model.get_weights()`` order) as ``.npz`` with keys w0, w1, ..., atomically."""
     tmp = f"{path}.tmp.npz"
-    np.savez(tmp, **{f"w{i}": w for i, w in enumerate(weights)})
-    os.replace(tmp, path)
+    try:
+        np.savez(tmp, **{f"w{i}": w for i, w in enumerate(weights)})
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def load_weights(path):

@@ -87,3 +87,22 @@ def test_duplicate_layer_names_are_refused():
     model = keras.Model(inputs, inner(x))
     with pytest.raises(LtKerasError, match="unique name"):
         masked_layers(mask_model(model))
+
+
+def test_mask_model_reports_what_stays_dense_and_refuses_a_model_with_nothing_to_mask(caplog):
+    import logging
+
+    from lt_keras import mask_model
+
+    inputs = keras.Input((6,), dtype="int32")
+    h = keras.layers.Embedding(20, 8, name="embed")(inputs)
+    h = keras.layers.LSTM(4, name="lstm")(h)
+    lstm_only = keras.Model(inputs, h)
+    with pytest.raises(LtKerasError, match=r"no layer lt_keras can mask.*embed \(Embedding\).*lstm \(LSTM\)"):
+        mask_model(lstm_only)
+    mixed = keras.Model(inputs, keras.layers.Dense(3, name="head")(h))
+    with caplog.at_level(logging.INFO):
+        masked = mask_model(mixed)
+    assert [l.name for l in masked_layers(masked)] == ["head"]
+    text = caplog.text
+    assert "stay dense: embed (Embedding), lstm (LSTM)" in text and "masked 1 layers: head" in text

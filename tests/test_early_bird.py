@@ -28,6 +28,12 @@ def test_detector_declares_when_the_newest_mask_is_within_epsilon_of_the_full_qu
     # 5: distances to epochs 3, 4 are 0.25 -> yes (<= epsilon)
     assert emerged_at == [5] and d.emerged == {0.5: 5}
     assert d.max_distance[0.5][:2] == [None, None] and d.max_distance[0.5][4] == 0.25
+    # The newest mask must be close to EVERY mask in the queue: at epoch 3 it equals the oldest (distance 0)
+    # but is the complement of epoch 2's (distance 1), so no ticket yet; epoch 5's queue is 3 equal masks.
+    d = eb.EarlyBirdDetector([0.5], queue_length=3, epsilon=0.25)
+    seq = [[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [1, 0, 1, 0], [1, 0, 1, 0]]
+    assert [e for e, bits in enumerate(seq, start=1) if d.update(e, {0.5: m(bits)})] == [5]
+    assert d.max_distance[0.5][2:] == [1.0, 1.0, 0.0]
     with pytest.raises(LtKerasError, match="prune_ratios"):
         eb.EarlyBirdDetector([1.2])
 

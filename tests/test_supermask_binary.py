@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from lt_keras.ticket import load_ticket
 from tests.conftest import REPO
@@ -51,7 +52,29 @@ def test_untrained_masks_from_a_dense_run(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((out / "summary.json").read_text())["rows"]
     assert [round(r["density"], 3) for r in rows] == [0.2, 0.5]
-    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    # Each row is the default criterion's mask (large_final_same_sign) over theta_0 under signed constants,
+    # as the library computes it: the binary wires the mask, the weights and the action through.
+    from lt_keras import supermask
+    from lt_keras._keras import keras
+    from lt_keras.convert import masked_layers
+    from lt_keras.data import DataConfig
+    from lt_keras.io_utils import load_weights
+    from lt_keras.mask import mask_key
+    from lt_keras.models import build_model
+
+    data = DataConfig(max_train_examples=500).load()
+
+    def at_init():
+        model = build_model("lenet_300_100", data.input_shape, data.num_classes)
+        model.set_weights(load_weights(dense / "init_weights.npz"))
+        return model
+
+    final = {mask_key(l): l.kernel.numpy() for l in masked_layers(keras.models.load_model(dense / "model.keras"))}
+    initial = {mask_key(l): l.kernel.numpy() for l in masked_layers(at_init())}
+    for row in rows:
+        mask = supermask.criterion_mask(initial, final, "large_final_same_sign", row["keep_per_layer"])
+        expected = supermask.untrained_accuracy(at_init(), mask, "signed_constant", data.eval_dataset("test"))
+        assert row["accuracy"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_bad_flags_exit_with_a_clear_message(tmp_path):

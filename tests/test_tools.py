@@ -46,13 +46,20 @@ def test_reproduce_quick_writes_the_results_report(tmp_path):
                         "Supermask over frozen Conv-4 weights, CIFAR-10 subset",
                         "Early-Bird tickets, VGG-11-BN on the CIFAR-10 subset",
                         "Early-Bird search in 8 bits, VGG-11-BN on the CIFAR-10 subset",
-                        "Early-Bird tickets, ResNet-20 on the CIFAR-10 subset"]
-    assert text.count("Command: `bash tools/env.sh python") == 7 and "Versions: " in text and "seed 0" in text
+                        "Early-Bird tickets, ResNet-20 on the CIFAR-10 subset",
+                        "Zeros, signs and criteria (Zhou et al.), LeNet-300-100 on MNIST"]
+    assert text.count("Command: `bash tools/env.sh python") == 8 and "Versions: " in text and "seed 0" in text
     for image in re.findall(r"\]\((results/[^)]+)\)", text):
         assert (tmp_path / image).exists(), image
     assert len(re.findall(r"\]\(results/", text)) >= 4
     assert "| 0.5 |" in text or "did not emerge" in text  # the Early-Bird table has its rows
     assert "EB epoch, int8 search" in text and "| sampled (mean of 2) |" in text
+    # The Zhou tables: the chains quick mode trains have numbers at 7.0%, and its checks are reported.
+    zhou = text.split("## Zeros, signs and criteria")[1]
+    assert "**Mask-0 actions (pruned weights)**" in zhou and "identical in all 3 chains" in zhou
+    freeze = next(line for line in zhou.splitlines() if line.startswith("| freeze_init |"))
+    assert "-" not in [cell.strip() for cell in freeze.split("|")[2:6]] and "| zeros: freeze_init < zero at 7.0% |" in zhou
+    assert "| iterative >= one-shot at 7.0% |" in zhou
 
 
 def test_bench_reports_the_median_of_repeated_processes():

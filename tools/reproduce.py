@@ -14,7 +14,9 @@ Steps (each resumable; a finished step trains nothing):
 5. Early-Bird, VGG-11-BN (quarter width) on the CIFAR-10 subset (lt-early-bird with
    flags/vgg11_cifar10_eb_quick.flags), with the LT one-shot baseline;
 6. the same Early-Bird search in 8 bits (flags/vgg11_cifar10_eb_quick_int8.flags), compared with 5;
-7. Early-Bird, ResNet-20 on the CIFAR-10 subset (flags/resnet20_cifar10_early_bird_cpu.flags).
+7. Early-Bird, ResNet-20 on the CIFAR-10 subset (flags/resnet20_cifar10_early_bird_cpu.flags);
+8. zeros, signs, criteria and one-shot vs iterative, LeNet-300-100 / MNIST (tools/reproduce_zhou.py),
+   27 IMP chains x 5K iterations a round, two at a time.
 
 ``--quick`` runs the same pipeline with tiny budgets on the embedded digits
 (checks the plumbing and the report, not the numbers). The report holds the
@@ -37,7 +39,8 @@ flags.DEFINE_bool("quick", False, "Tiny budgets on the embedded digits (minutes)
 flags.DEFINE_string("output_root", "runs", "Where the run directories go.")
 flags.DEFINE_string("results", "docs/RESULTS.md", "The report to write.")
 flags.DEFINE_string("bench_json", None, "Also report the speed figures of this tools/bench.py JSON.")
-STEPS = ("imp", "supermask", "int8", "supermask_conv4", "early_bird", "early_bird_int8", "early_bird_resnet20")
+STEPS = ("imp", "supermask", "int8", "supermask_conv4", "early_bird", "early_bird_int8", "early_bird_resnet20",
+         "zhou")
 flags.DEFINE_list("steps", list(STEPS), "Which reproductions to run and report.")
 FLAGS = flags.FLAGS
 
@@ -66,6 +69,7 @@ def steps(root, quick):
         eb = ["--epochs=3", "--queue_length=2", "--epsilon=0.5", "--batch_size=100", "--lr_decay_epochs=2",
               "--nojit_compile"]
         conv = ["--epochs=1", "--batch_size=100", "--eval_samples=2"]
+        zhou = ["--train_steps=20", "--eval_every=10", "--chains=large_final,mask0_freeze_init,oneshot_7.0"]
     else:
         if not FLAGS.mnist_dir or not FLAGS.cifar10_dir:
             sys.exit("reproduce: error: give --mnist_dir and --cifar10_dir (or --quick).")
@@ -76,6 +80,7 @@ def steps(root, quick):
         int8 = ["--rounds=12", "--search_steps=10000", "--retrain_steps=20000"]
         eb = []
         conv = ["--validation_size=1000", "--max_train_examples=9000", "--epochs=30", "--eval_every=180"]
+        zhou = ["--train_steps=5000", "--eval_every=250", "--jobs=2"]
     return [
         ("IMP lottery tickets, LeNet-300-100 on MNIST", "imp",
          [py + "reproduce_imp_mnist.py", *mnist, *imp, f"--output_dir={root}/repro_imp_mnist"]),
@@ -89,6 +94,8 @@ def steps(root, quick):
           f"--output_dir={root}/repro_supermask_conv4"]),
         *[(title, kind, ["-m", "lt_keras.bin.early_bird", f"--flagfile=flags/{flagfile}", *cifar, *eb,
                          f"--output_dir={root}/{name}"]) for title, kind, flagfile, name in EARLY_BIRD_STEPS],
+        ("Zeros, signs and criteria (Zhou et al.), LeNet-300-100 on MNIST", "zhou",
+         [py + "reproduce_zhou.py", *mnist, *zhou, f"--output_dir={root}/repro_zhou_mnist"]),
     ]
 
 
@@ -112,9 +119,14 @@ def section(title, kind, command, docs_dir):
     shown = "python " + " ".join(command)
     lines = [f"## {title}", "", f"Command: `bash tools/env.sh {shown}`", ""]
     figures = []
-    if kind in ("imp", "supermask", "int8"):
+    if kind in ("imp", "supermask", "int8", "zhou"):
         text = open(os.path.join(out, "reproduction.md")).read()
-        lines.append(text.split("\n\n", 1)[1] if text.startswith("Command:") else text)
+        text = text.split("\n\n", 1)[1] if text.startswith("Command:") else text
+        lines.append("\n".join(line for line in text.splitlines() if not line.startswith("![")))
+        if kind == "zhou":
+            figures += [(f"zhou_{n}.png", caption) for n, caption in (
+                ("mask1", "Mask-1 actions: test accuracy at early stop vs weights remaining"),
+                ("mask0", "Mask-0 actions"), ("criteria", "Mask criteria"))]
         if kind == "imp":
             figures.append(("report.png", "Test accuracy and early-stop iteration vs weights remaining"))
         if kind == "supermask":

@@ -17,6 +17,7 @@ weights start per ``--mask1`` and the net is evaluated as is.
 """
 import json
 import os
+import shutil
 import sys
 
 from absl import app, flags, logging
@@ -93,7 +94,9 @@ def learn(run, model_name, data, train_cfg, options, precision):
     model = supermask.to_supermask(model, options["estimator"], options["keep_fraction"], options["score_init"],
                                    options["eval_mask"], options["dynamic_weight_rescaling"])
     model = precision.apply(model)  # the search's precision; the ticket below is fp32
-    result = fit(model, data, train_cfg, output_dir=run.path, callbacks=[supermask.MaskDensityLogger()])
+    # Checkpoints at every evaluation: a killed run continues from its last one (Keras BackupAndRestore).
+    result = fit(model, data, train_cfg, output_dir=run.path, callbacks=[supermask.MaskDensityLogger()],
+                 backup_dir=run.file("backup"))
     atomic_write_json(run.file("history.json"), result.history)
     plot_curves(result.history, run.file("curves.png"))
     test = data.eval_dataset("test")
@@ -111,6 +114,7 @@ def learn(run, model_name, data, train_cfg, options, precision):
         "method": "supermask", "estimator": options["estimator"], "weight_init": options["weight_init"],
         "dynamic_weight_rescaling": options["dynamic_weight_rescaling"], "source_run": run.path,
         "found_at_precision": precision.precision, "search_precision": precision.describe()})
+    shutil.rmtree(run.file("backup"), ignore_errors=True)
     return {
         "mode": "learn",
         "expected_density_at_end": supermask.expected_density(model),
