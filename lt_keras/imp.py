@@ -396,7 +396,11 @@ def find_ticket(model, train_fn, config: ImpConfig = None, evaluate_fn=None, out
     rounds the kept weights are rewound per ``config`` and the optimizer's
     state and step counter are zeroed. With ``output_dir`` each round's
     ticket is written to ``round_<k>/ticket`` in the common ticket format.
-    The model ends trained at the last round's mask.
+    The model ends trained at the last round's mask. The mask-0 actions that
+    compare theta_0 with theta_final (``freeze_init_zero_*``) take theta_final
+    from the model's kernels right after ``train_fn`` of the round that
+    pruned; ``lt-imp`` keeps them in ``round_<k>/next.npz`` for a resume.
+    Random draws derive from (``seed``, round, purpose).
     """
     config = (config or ImpConfig()).validate()
     layers = masked_layers(model)

@@ -134,9 +134,16 @@ def test_binary_finds_slims_retrains_and_counts_flops(tmp_path):
     exported = run("lt_keras.bin.export", f"--ticket_dir={out / 'eb_p0.5' / 'ticket'}",
                    f"--saved_model_dir={tmp_path / 'export'}", *data)
     assert exported.returncode == 0, exported.stderr[-3000:]
+    report = json.loads((tmp_path / "export.report.json").read_text())
+    assert report["max_abs_diff_saved_model"] <= 1e-5 and report["method"] == "early_bird"
+    assert not list(out.rglob("backup_*"))  # the phases' checkpoints go once the run is complete
     retrained = run("lt_keras.bin.retrain", f"--ticket_dir={out / 'eb_p0.5' / 'ticket'}", f"--output_dir={tmp_path / 'r'}",
                     "--train_steps=4", "--eval_every=2", "--nojit_compile", *data)
     assert retrained.returncode == 0, retrained.stderr[-3000:]
+    retrain_summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert retrain_summary["method"] == "early_bird" and retrain_summary["total_steps"] == 4
+    assert retrain_summary["density"] == ticket.mask.density() and retrain_summary["pruned_weights_nonzero"] == 0
+    assert load_ticket(tmp_path / "r" / "ticket").model.count_params() == ticket.model.count_params()
 
 
 def test_binary_bad_flags(tmp_path):

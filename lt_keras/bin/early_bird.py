@@ -17,8 +17,10 @@ accuracy. Outputs: summary.json, eb_distances.png (mask-distance heatmaps),
 history.json per phase.
 """
 import dataclasses
+import glob
 import json
 import os
+import shutil
 import sys
 
 from absl import app, flags, logging
@@ -39,6 +41,7 @@ flags.DEFINE_list("retrain_ratios", None, "Ratios whose tickets are retrained (d
 flags.DEFINE_bool("run_baseline", False, "Also train the LT one-shot baseline for its accuracy.")
 flags.DEFINE_list("lr_decay_epochs", [], "Epochs where the step schedule divides the rate (sets --lr_decay_steps).")
 FLAGS = flags.FLAGS
+BACKUP = "backup_"  # checkpoints of the training phases, kept until the run completes
 
 
 def _floats(name, values):
@@ -110,6 +113,9 @@ def search(run, build, data, train_cfg, options):
     callback = early_bird.EarlyBirdCallback(options["prune_ratios"], options["queue_length"], options["epsilon"],
                                             options["granularity"], options["stop_at_eb"])
     config = _schedule(train_cfg, options, len(data.y_train), train_cfg.epochs)
+    # The detector's queue lives in this process: a killed search runs again (it is deterministic), without the
+    # killed try's TensorBoard files; the phases after it resume from their checkpoints (``backup_dir``).
+    shutil.rmtree(os.path.join(run.path, "search"), ignore_errors=True)
     result = fit(model, data, config, output_dir=os.path.join(run.path, "search"), callbacks=[callback])
     atomic_write_json(run.file("search_history.json"), result.history)
     plot_distances(callback, run.file("eb_distances.png"))
@@ -154,6 +160,8 @@ def main(argv):
         if summary is None:
             summary = run_all(run, data_cfg, train_cfg, options, precision)
             run.write_summary(summary)
+            for folder in glob.glob(os.path.join(run.path, "**", BACKUP + "*"), recursive=True):
+                shutil.rmtree(folder, ignore_errors=True)  # the run is complete: no phase resumes any more
     print(json.dumps(summary, indent=2, sort_keys=True))
     print()
     print(table(summary))
@@ -245,7 +253,8 @@ def run_all(run, data_cfg, train_cfg, options, precision):
             config = _schedule(train_cfg, options, num_train, retrain_epochs,
                                start_epoch=eb_epoch if options["retrain_from"] == "eb" else 0)
             start = time.perf_counter()
-            result = fit(retrain_model, data, config, output_dir=os.path.join(folder, "retrain"))
+            result = fit(retrain_model, data, config, output_dir=os.path.join(folder, "retrain"),
+                         backup_dir=os.path.join(folder, BACKUP + "retrain"))
             entry.update(retrain_test_accuracy=result.final_test_accuracy, retrain_wall_time_s=time.perf_counter() - start)
             atomic_write_json(os.path.join(folder, "retrain_history.json"), result.history)
         if options["run_baseline"] and ratio in options["retrain_ratios"]:
@@ -270,7 +279,7 @@ def train_dense_baseline(run, data, train_cfg, options, build):
         early_bird.add_bn_l1(model, options["bn_l1"])
     start = time.perf_counter()
     config = _schedule(train_cfg, options, len(data.y_train), train_cfg.epochs)
-    result = fit(model, data, config, output_dir=run.file("baseline_dense"))
+    result = fit(model, data, config, output_dir=run.file("baseline_dense"), backup_dir=run.file(BACKUP + "dense"))
     return {"weights": model.get_weights(), "test_accuracy": result.final_test_accuracy,
             "wall_time_s": time.perf_counter() - start}
 
@@ -294,7 +303,8 @@ def baseline_retrain(data, train_cfg, options, ratio, build, dense, folder):
         mask.apply_to(model)
     start = time.perf_counter()
     config = _schedule(train_cfg, options, len(data.y_train), train_cfg.epochs)
-    retrained = fit(model, data, config, output_dir=os.path.join(folder, "baseline_retrain"))
+    retrained = fit(model, data, config, output_dir=os.path.join(folder, "baseline_retrain"),
+                    backup_dir=os.path.join(folder, BACKUP + "baseline_retrain"))
     return {"baseline_dense_test_accuracy": dense["test_accuracy"],
             "baseline_test_accuracy": retrained.final_test_accuracy,
             "baseline_wall_time_s": dense["wall_time_s"] + time.perf_counter() - start}
