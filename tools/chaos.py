@@ -87,7 +87,7 @@ def same(a, b):
 
 def kill_resume(root, reference):
     out = os.path.join(root, "killed")
-    moments = np.random.RandomState(FLAGS.seed).uniform(8, 40, size=3).round(1)
+    moments = [float(t) for t in np.random.RandomState(FLAGS.seed).uniform(8, 40, size=3).round(1)]
     kills = 0
     for moment in moments:
         proc = start(out)
@@ -100,7 +100,7 @@ def kill_resume(root, reference):
     code, _, err = finish(start(out))
     problem = f"exit {code}: {err[-300:]}" if code else same(record(out), reference)
     stray = [p for p in os.listdir(out) if p.endswith(".partial")]
-    observed = f"{kills} kills at {list(moments)} s, resumed: " + (problem or "identical") + (
+    observed = f"{kills} kills at {moments} s, resumed: " + (problem or "identical") + (
         f"; stray {stray}" if stray else "")
     return "identical masks, weights and metrics", observed, problem is None and not stray
 
