@@ -146,3 +146,30 @@ def test_xla_by_default_only_where_it_is_faster():
     assert use_xla(conv, True) and not use_xla(lenet, False)  # an explicit --jit_compile wins
     compile_model(conv, TrainConfig(epochs=1), total_steps=10)
     assert conv.jit_compile == on_gpu
+
+
+def test_step_schedule_and_decoupled_weight_decay_inside_fit():
+    """Hand-computed: a pruned weight gets no gradient, so only SGD's decoupled decay moves its stored value:
+    w <- w (1 - lr * wd) each step, with lr 0.1 for steps 1-2 and 0.01 after the decay at step 2."""
+    from lt_keras import Mask
+    from lt_keras._keras import keras
+    from lt_keras.models import build_model
+    from lt_keras.training import fit
+
+    data = DataConfig(max_train_examples=240).load()
+    keras.utils.set_random_seed(0)
+    model = build_model("lenet_300_100", (28, 28, 1), 10)
+    mask = Mask({k: (np.arange(v.size).reshape(v.shape) % 2).astype(np.float32) for k, v in
+                 Mask.ones_like(model).items()})
+    mask.apply_to(model)
+    before = model.get_layer("fc1").kernel.numpy().copy()
+    cfg = TrainConfig(optimizer="sgd", learning_rate=0.1, momentum=0.0, weight_decay=0.5, lr_schedule="step",
+                      lr_decay_steps=(2,), lr_decay_factor=0.1, train_steps=4, eval_every=2, batch_size=60,
+                      jit_compile=False)
+    fit(model, data, cfg, verbose=0)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01)  # the rate at step 4, after the decay
+    after = model.get_layer("fc1").kernel.numpy()
+    pruned = mask["fc1/kernel"] == 0
+    factor = (1 - 0.1 * 0.5) ** 2 * (1 - 0.01 * 0.5) ** 2
+    np.testing.assert_allclose(after[pruned], before[pruned] * factor, rtol=1e-5)
+    assert not np.allclose(after[~pruned], before[~pruned] * factor, rtol=1e-3)  # kept weights also learned
