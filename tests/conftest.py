@@ -5,9 +5,28 @@ import numpy as np
 import pytest
 
 from lt_keras._keras import keras
+from lt_keras.training import TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+
+
+# Short IMP rounds on the embedded digits: the tests of the IMP engine and of run reliability share them.
+IMP_TRAIN = TrainConfig(train_steps=12, eval_every=6, batch_size=60, seed=5, jit_compile=False)
+
+
+def build_lenet():
+    from lt_keras.models import build_model
+
+    return build_model("lenet_300_100", (28, 28, 1), 10)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """600 embedded training digits (and the embedded validation and test splits)."""
+    from lt_keras.data import DataConfig
+
+    return DataConfig(max_train_examples=600).load()
 
 
 @pytest.fixture(autouse=True)

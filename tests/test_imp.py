@@ -8,21 +8,9 @@ import pytest
 import lt_keras.imp as imp_module
 from lt_keras import LtKerasError, Mask
 from lt_keras._keras import keras
-from lt_keras.data import DataConfig
 from lt_keras.imp import ImpConfig, run_imp
-from lt_keras.models import build_model
-from lt_keras.training import TrainConfig
-
-TRAIN = TrainConfig(train_steps=12, eval_every=6, batch_size=60, seed=5, jit_compile=False)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return DataConfig(max_train_examples=600).load()
-
-
-def build():
-    return build_model("lenet_300_100", (28, 28, 1), 10)
+from tests.conftest import IMP_TRAIN as TRAIN
+from tests.conftest import build_lenet as build
 
 
 def final_mask(run_dir, k):

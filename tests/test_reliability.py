@@ -14,8 +14,9 @@ from lt_keras.errors import DivergedError, MaskError, RunDirError
 from lt_keras.imp import ImpConfig, run_imp
 from lt_keras.runs import RunDir
 from lt_keras.training import TrainConfig
+from tests.conftest import IMP_TRAIN as TRAIN
 from tests.conftest import REPO
-from tests.test_imp import TRAIN, build, data  # noqa: F401  (data is a fixture)
+from tests.conftest import build_lenet as build
 
 
 def binary(module, *args, timeout=300):

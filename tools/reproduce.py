@@ -69,7 +69,7 @@ def steps(root, quick):
         eb = ["--epochs=3", "--queue_length=2", "--epsilon=0.5", "--batch_size=100", "--lr_decay_epochs=2",
               "--nojit_compile"]
         conv = ["--epochs=1", "--batch_size=100", "--eval_samples=2"]
-        zhou = ["--train_steps=20", "--eval_every=10", "--chains=large_final,mask0_freeze_init,oneshot_7.0"]
+        zhou = ["--train_steps=20", "--eval_every=10", "--chains=oneshot_7.0"]
     else:
         if not FLAGS.mnist_dir or not FLAGS.cifar10_dir:
             sys.exit("reproduce: error: give --mnist_dir and --cifar10_dir (or --quick).")
