@@ -29,6 +29,22 @@ def data():
     return DataConfig(max_train_examples=600).load()
 
 
+# Tests that take a minute or more (whole binaries and tools in subprocesses) run first: on several workers
+# (pytest-xdist, -n auto) the long ones then overlap at the start instead of forming the tail.
+SLOW_FIRST = ("test_tools.py::test_reproduce_quick", "test_tools.py::test_bench_quick",
+              "test_early_bird.py::test_binary_finds", "test_early_bird.py::test_int8_search",
+              "test_retrain_export.py::test_multi_worker", "test_retrain_export.py::test_mirrored",
+              "test_supermask_binary.py::test_learned", "test_supermask_binary.py::test_untrained",
+              "test_imp_binary.py::test_imp_run", "test_imp_binary.py::test_int8", "test_reliability.py::test_two_imp")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):  # slowest first, in SLOW_FIRST's order; the rest keep theirs (the sort is stable)
+        return next((i for i, name in enumerate(SLOW_FIRST) if name in item.nodeid), len(SLOW_FIRST))
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_keras_session():
     keras.backend.clear_session()
