@@ -52,16 +52,18 @@ BASE = "large_final"  # the lottery ticket: large_final, mask-1 init, mask-0 zer
 
 
 def chains():
-    """name -> extra lt-imp flags; ordered so the targets' chains finish first."""
+    """name -> extra lt-imp flags; ordered so the targets' chains finish first (the cheap one-shots early)."""
     out = {BASE: ["--criterion=large_final", f"--rounds={ROUND[3.6]}"]}
-    for action in MASK1[1:]:
-        out[f"mask1_{action}"] = [f"--mask1={action}", f"--rounds={ROUND[3.6]}"]
-    for action in MASK0[1:]:
-        out[f"mask0_{action}"] = [f"--mask0={action}", f"--rounds={ROUND[7.0]}"]
     for density, k in ROUND.items():
         out[f"oneshot_{density}"] = ["--rounds=1", f"--prune_rate_fc={1 - 0.8 ** k:.10f}",
                                      f"--prune_rate_output={1 - 0.9 ** k:.10f}"]
-    for criterion in CRITERIA[1:]:
+    for action in MASK1[1:]:
+        out[f"mask1_{action}"] = [f"--mask1={action}", f"--rounds={ROUND[3.6]}"]
+    for action in ("freeze_init", "freeze_init_zero_mask", "freeze_init_zero_reshuffle", "freeze_init_zero_all"):
+        out[f"mask0_{action}"] = [f"--mask0={action}", f"--rounds={ROUND[7.0]}"]
+    targeted = ("random", "large_init_large_final", "magnitude_increase", "large_final_same_sign", "small_final",
+                "small_init_small_final")
+    for criterion in targeted + tuple(c for c in CRITERIA[1:] if c not in targeted):
         out[criterion] = [f"--criterion={criterion}", f"--rounds={ROUND[7.0]}"]
     return out
 
