@@ -236,8 +236,8 @@ def report(runs, shown):
     missing = [name for name in chains() if len(runs.get(name, [])) < 2]
     if missing:
         lines += ["", f"Chains without a pruned round yet: {', '.join(missing)}."]
-    figures = [("zhou_mask1.png", "Mask-1 actions: signs matter, magnitudes do not", mask1_rows),
-               ("zhou_mask0.png", "Mask-0 actions: zeros matter", mask0_rows),
+    figures = [("zhou_mask1.png", "Mask-1 actions: the kept weights at each rewind", mask1_rows),
+               ("zhou_mask0.png", "Mask-0 actions: the pruned weights", mask0_rows),
                ("zhou_criteria.png", "Mask criteria", criteria_rows)]
     for name, title, series in figures:
         plot(os.path.join(root, name), title, series)
