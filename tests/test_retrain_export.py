@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lt_keras import LtKerasError, Mask, masked_layers
-from lt_keras._keras import keras
+from lt_keras._keras import keras, tf
 from lt_keras.data import DataConfig
 from lt_keras.imp import ImpConfig, run_imp
 from lt_keras.models import build_model
@@ -95,6 +95,18 @@ print(float(np.max(np.abs(y - np.load({str(tmp_path / 'ref.npy')!r})))), zeros)
     again = run("lt_keras.bin.export", f"--ticket_dir={out / 'ticket'}", f"--saved_model_dir={exported}", *QUICK_DATA)
     assert again.returncode != 0 and "not empty" in again.stderr
 
+    # Fully quantized TFLite (int8 weights, activations, inputs) calibrated on training digits: it keeps the
+    # ticket's zeros and agrees with the float model on nearly every prediction.
+    from lt_keras import export
+
+    digits = DataConfig(max_train_examples=300).load()
+    int8 = export.to_tflite(str(exported), "int8", digits.x_train[:50][:, None])
+    interpreter = tf.lite.Interpreter(model_content=int8)
+    assert {np.int8} <= {d["dtype"] for d in interpreter.get_tensor_details()}  # int8 weights and activations
+    outputs = export.tflite_outputs(int8, digits.x_test[:200])
+    reference = retrained.model(digits.x_test[:200], training=False).numpy()
+    assert np.mean(outputs.argmax(1) == reference.argmax(1)) >= 0.95
+
 
 def test_mirrored_strategy_over_two_cpu_devices(imp_ticket, tmp_path):
     out = tmp_path / "mirrored"
@@ -136,6 +148,12 @@ def test_multi_worker_strategy_with_two_local_workers(imp_ticket, tmp_path):
         assert p.returncode == 0, err[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["replicas"] == 2 and summary["pruned_weights_nonzero"] == 0
+    # Both workers trained the same replicated model: each prints the same evaluations; only the chief's
+    # run directory exists (the other worker wrote to a scratch folder it removed).
+    printed = [json.loads(stdout[stdout.index("{\n"): stdout.rindex("\n}") + 2]) for stdout, _ in outputs]
+    for key in ("final_test_accuracy", "early_stop_test_accuracy", "early_stop_step", "density"):
+        assert printed[0][key] == printed[1][key] == summary[key], key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["multi"]
 
 
 def test_broken_tickets_give_clear_errors(imp_ticket, tmp_path):

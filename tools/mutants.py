@@ -118,6 +118,10 @@ MUTATIONS = (
              "    if config.warmup_steps or config.lr_schedule != \"constant\":\n", "    if False:\n",
              ("tests/test_training.py::test_step_schedule_and_decoupled_weight_decay_inside_fit",),
              "the learning-rate schedule is never applied"),
+    Mutation("every_worker_writes_the_run_dir", "lt_keras/bin/retrain.py",
+             "            if not is_chief():", "            if False:",
+             ("tests/test_retrain_export.py::test_multi_worker_strategy_with_two_local_workers",),
+             "a non-chief worker writes the chief's run directory"),
     Mutation("run_dir_accepts_other_config", "lt_keras/runs.py", "            if saved != now:\n",
              "            if False:\n", ("tests/test_runs.py::test_refuses_a_different_config",),
              "a run directory resumes under a different configuration"),
@@ -148,8 +152,9 @@ def apply(tree, mutation):
 
 def run_tests(tree, tests):
     env = dict(os.environ, PYTHONPATH=tree, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests], cwd=tree,
-                          env=env, capture_output=True, text=True, timeout=FLAGS.timeout)
+    # One process (-n 0): a few named tests, and under xdist -x reports a failure as exit 2 ("interrupted").
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:cacheprovider", *tests],
+                          cwd=tree, env=env, capture_output=True, text=True, timeout=FLAGS.timeout)
     return proc.returncode, proc.stdout
 
 
@@ -178,6 +183,8 @@ def main(argv):
                 code, out = run_tests(tree, list(mutation.tests))
                 # pytest: 1 = tests failed (killed); 0 = all passed (survived); other codes are broken runs.
                 verdict = {0: "SURVIVED", 1: "killed"}.get(code, f"ERROR (pytest exit {code})")
+                if code not in (0, 1):
+                    print(out[-2000:], flush=True)
             rows.append((mutation.name, mutation.why, verdict, time.time() - began))
             shutil.rmtree(tree, ignore_errors=True)
             eta = (time.time() - start) / i * (len(chosen) - i)
