@@ -300,3 +300,17 @@ def test_find_ticket_rejects_unmasked_model():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(LtKerasError, match="mask_model"):
         find_ticket(model, lambda m, c: None)
+
+
+def test_rewind_none_continues_from_the_trained_weights(tmp_path, data):
+    """rewind=none: round 1 starts from round 0's trained kernels under the new mask, not from theta_0."""
+    run = str(tmp_path)
+    run_imp(run, build, data, ImpConfig(rounds=1, rewind="none"), TRAIN, verbose=0)
+    with np.load(os.path.join(run, "round_0", "next.npz")) as f:
+        trained = f["final:fc1/kernel"]
+    with np.load(os.path.join(run, "init_weights.npz")) as f:
+        theta0 = f["w0"]
+    ticket = keras.models.load_model(os.path.join(run, "round_1", "ticket", "model.keras"))
+    mask = final_mask(run, 1)["fc1/kernel"]
+    np.testing.assert_array_equal(ticket.get_layer("fc1").masked_kernel().numpy(), trained * mask)
+    assert not np.allclose(trained * mask, theta0 * mask)
