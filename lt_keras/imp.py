@@ -139,7 +139,10 @@ def check_schedule(model, config: ImpConfig):
 
 
 def kernels(model) -> dict:
-    return {mask_key(l): l.kernel.numpy() for l in masked_layers(model)}
+    """Each masked layer's effective kernel: its kept weights, and at pruned positions what the layer computes
+    with (0, or the frozen mask-0 values). theta_final must be this: a weight a mask-0 action zeroed in an
+    earlier round stays zero (its final value is 0), as in the authors' code."""
+    return {mask_key(l): l.masked_kernel(training=False).numpy() for l in masked_layers(model)}
 
 
 class _Snapshot(keras.callbacks.Callback):

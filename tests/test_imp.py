@@ -314,3 +314,18 @@ def test_rewind_none_continues_from_the_trained_weights(tmp_path, data):
     mask = final_mask(run, 1)["fc1/kernel"]
     np.testing.assert_array_equal(ticket.get_layer("fc1").masked_kernel().numpy(), trained * mask)
     assert not np.allclose(trained * mask, theta0 * mask)
+
+
+def test_freeze_init_zero_mask_keeps_earlier_zeros_in_later_rounds(tmp_path, data):
+    """A pruned weight zeroed in round 1 (it moved toward zero in round 0) stays zero in round 2: round 1's
+    theta_final at that position is what the layer computed with there, 0, not the stored kernel."""
+    from lt_keras.ticket import load_ticket
+
+    run = str(tmp_path)
+    run_imp(run, build, data, ImpConfig(rounds=2, mask0="freeze_init_zero_mask"), TRAIN, verbose=0)
+    frozen = [load_ticket(os.path.join(run, f"round_{k}", "ticket")).model.get_layer("fc1").kernel_frozen.numpy()
+              for k in (1, 2)]
+    pruned_in_1 = final_mask(run, 1)["fc1/kernel"] == 0
+    zeroed_in_1 = pruned_in_1 & (frozen[0] == 0)
+    assert zeroed_in_1.sum() > 1000
+    assert np.all(frozen[1][zeroed_in_1] == 0)
