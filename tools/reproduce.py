@@ -114,9 +114,15 @@ def _out_dir(command):
     return next(a.split("=", 1)[1] for a in command if a.startswith("--output_dir="))
 
 
+def _relative(arg):
+    """A flag whose value is an absolute path, shown relative to the repository (docs name no machine paths)."""
+    name, sep, value = arg.partition("=")
+    return f"{name}={os.path.relpath(value, REPO)}" if sep and os.path.isabs(value) else arg
+
+
 def section(title, kind, command, docs_dir):
     out = os.path.join(REPO, _out_dir(command))
-    shown = "python " + " ".join(command)
+    shown = "python " + " ".join(_relative(arg) for arg in command)
     lines = [f"## {title}", "", f"Command: `bash tools/env.sh {shown}`", ""]
     figures = []
     if kind in ("imp", "supermask", "int8", "zhou"):
