@@ -111,14 +111,19 @@ def min_kept(layer) -> int:
     return int(layer.kernel.shape[-1])
 
 
+def _refuse_starved(layer, kept, when, cause):
+    """The one message for a layer left fewer weights than ``min_kept``."""
+    raise LtKerasError(f"layer {layer.name!r} would keep {kept} of {layer.kernel.shape.num_elements()} weights"
+                       f"{when}, fewer than its {min_kept(layer)} outputs (some outputs would have no input); "
+                       f"{cause}.")
+
+
 def check_mask_viable(model, mask: Mask, cause="the mask"):
     """Refuse a mask that leaves a layer fewer weights than ``min_kept``, naming the layer and the cause."""
     for layer in masked_layers(model):
-        kept, floor = int(mask[mask_key(layer)].sum()), min_kept(layer)
-        if kept < floor:
-            raise LtKerasError(f"layer {layer.name!r} would keep {kept} of {layer.kernel.shape.num_elements()} "
-                               f"weights, fewer than its {floor} outputs (some outputs would have no input); "
-                               f"{cause}.")
+        kept = int(mask[mask_key(layer)].sum())
+        if kept < min_kept(layer):
+            _refuse_starved(layer, kept, "", cause)
 
 
 def check_schedule(model, config: ImpConfig):
@@ -133,9 +138,7 @@ def check_schedule(model, config: ImpConfig):
             kept -= prune_count(rates[key], kept)
             if kept < min_kept(layer):
                 fix = "raise --target_density" if flags[key] == "target_density" else f"lower --{flags[key]} or --rounds"
-                raise LtKerasError(
-                    f"layer {layer.name!r} would keep {kept} of {layer.kernel.shape.num_elements()} weights after "
-                    f"round {k}, fewer than its {min_kept(layer)} outputs (some outputs would have no input); {fix}.")
+                _refuse_starved(layer, kept, f" after round {k}", fix)
 
 
 def kernels(model) -> dict:
