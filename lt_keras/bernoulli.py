@@ -16,7 +16,8 @@ implementation is checked against Random123's known-answer vectors for 13
 and 20 rounds (tests/test_bernoulli.py).
 
 Element ``i`` of a layer's mask uses counter ``(i, 0)`` and the first output
-word, under a fresh 64-bit key per call; its top 24 bits are compared with
+word, under the 64-bit key the caller passes (a layer's seed and its sample
+count, so a resumed run draws the same masks); its top 24 bits are compared with
 ``sigmoid(s) * 2**24``, an exact Bernoulli draw at 2^-24 resolution (a float32
 uniform has 2^-23).
 """
@@ -64,12 +65,12 @@ def _forward(scores, key, factors):
     return tf.where(top24 < tf.cast(prob, tf.float32) * _TWO_24, scale, tf.zeros_like(scale)), scale * prob * (1 - prob)
 
 
-def sampled_mask(scores, *factors):
+def sampled_mask(scores, key, *factors):
     """mask ~ Bernoulli(sigmoid(``scores``)) times ``factors`` (a fixed 0/1 mask, the kernel).
 
-    Forward: a fresh hard 0/1 sample on every call. Backward (straight-through):
+    Forward: a hard 0/1 sample, a function of ``key`` (two int32 words; a new
+    key gives an independent mask). Backward (straight-through):
     d mask / d scores := sigmoid'(scores) times the factors; the factors get no gradient.
     """
     scores = tf.convert_to_tensor(scores)
-    key = tf.random.uniform([2], minval=-2**31, maxval=2**31 - 1, dtype=tf.int32)
     return straight_through(scores, *_forward(scores, key, [tf.cast(f, scores.dtype) for f in factors]))

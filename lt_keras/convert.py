@@ -118,6 +118,9 @@ def mask_model(model, **options):
             elif name == "kernel_scores":
                 same = old_masked and old.kernel_scores is not None and old.mask_mode == new.mask_mode
                 values.append((old.kernel_scores if same else variable).numpy())
+            elif name == "sample_count":
+                same = old_masked and getattr(old, "sample_count", None) is not None
+                values.append((old.sample_count if same else variable).numpy())
             else:
                 raise LtKerasError(f"mask_model: no source for variable {variable.name!r}.")
         return values

@@ -16,12 +16,16 @@ that feed a residual addition are kept. Zeroing gamma and beta of the pruned
 channels (``channel_masked``) gives exactly the slimmed network's outputs.
 """
 import collections
+import glob
+import os
+import re
 
 import numpy as np
 
 from lt_keras._keras import keras, tf
 from lt_keras.convert import masked_layers, walk_layers
 from lt_keras.errors import LtKerasError
+from lt_keras.io_utils import load_weights, save_weights
 from lt_keras.mask import Mask, mask_key
 from lt_keras.pruning import prune_global
 
@@ -175,11 +179,18 @@ class EarlyBirdCallback(keras.callbacks.Callback):
     Keeps every epoch's masks (for the distance matrix) and the weights at
     each ratio's EB epoch; with ``stop_at_eb`` it stops training once every
     ratio has emerged. Adds ``eb_distance_<ratio>`` to the epoch logs.
+
+    With ``state_dir`` each epoch's masks and the EB weights are also written
+    there, and ``restore(epochs)`` rebuilds the FIFOs, distances and EB
+    weights of the first ``epochs`` epochs: a search resumed from a
+    checkpoint (``lt_keras.training.fit``'s ``backup_dir``) detects exactly
+    what an uninterrupted one does.
     """
 
     def __init__(self, ratios=(0.3, 0.5, 0.7), queue_length=5, epsilon=0.1, granularity="channel",
-                 stop_at_eb=True, verbose=1):
+                 stop_at_eb=True, verbose=1, state_dir=None):
         super().__init__()
+        self.state_dir = state_dir
         self.detector = EarlyBirdDetector(ratios, queue_length, epsilon)
         if granularity not in GRANULARITIES:
             raise LtKerasError(f"--granularity: {granularity!r} is not one of {list(GRANULARITIES)}.")
@@ -193,10 +204,14 @@ class EarlyBirdCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         masks = {r: compute_mask(self.model, r, self.granularity) for r in self.detector.ratios}
-        for ratio, mask in masks.items():
-            self.history[ratio].append(mask)
-        for ratio in self.detector.update(epoch + 1, masks):
+        if self.state_dir:  # before the checkpoint of this epoch is written (callbacks run in order)
+            for ratio, mask in masks.items():
+                mask.save(self._state_file(epoch + 1, ratio, "mask"))
+        emerged = self._add(epoch + 1, masks)
+        for ratio in emerged:
             self.eb_weights[ratio] = self.model.get_weights()
+            if self.state_dir:
+                save_weights(self._state_file(epoch + 1, ratio, "weights"), self.eb_weights[ratio])
             if self.verbose:
                 print(f"\nEarly-Bird ticket at prune ratio {ratio} emerged at epoch {epoch + 1}.", flush=True)
         if logs is not None:
@@ -206,6 +221,29 @@ class EarlyBirdCallback(keras.callbacks.Callback):
                     logs[f"eb_distance_{ratio}"] = distance
         if self.stop_at_eb and self.detector.all_emerged:
             self.model.stop_training = True
+
+    def _add(self, epoch, masks):
+        for ratio, mask in masks.items():
+            self.history[ratio].append(mask)
+        return self.detector.update(epoch, masks)
+
+    def _state_file(self, epoch, ratio, what):
+        return os.path.join(self.state_dir, f"epoch_{epoch:05d}_p{ratio}_{what}.npz")
+
+    def restore(self, epochs):
+        """Replay the saved masks of epochs 1..``epochs`` (the checkpoint's); drop what a killed try saved after."""
+        if not self.state_dir or not os.path.isdir(self.state_dir):
+            return self
+        for path in glob.glob(os.path.join(self.state_dir, "epoch_*")):
+            if int(re.match(r"epoch_(\d+)_", os.path.basename(path)).group(1)) > epochs:
+                os.remove(path)
+        for epoch in range(1, epochs + 1):
+            masks = {r: Mask.load(self._state_file(epoch, r, "mask")) for r in self.detector.ratios}
+            for ratio in self._add(epoch, masks):
+                self.eb_weights[ratio] = load_weights(self._state_file(epoch, ratio, "weights"))
+        if epochs:
+            print(f"Early-Bird detector restored at epoch {epochs}: emerged {self.emerged or 'none yet'}.", flush=True)
+        return self
 
     def distance_matrix(self, ratio) -> np.ndarray:
         """Normalized Hamming distance between the masks of every pair of epochs."""

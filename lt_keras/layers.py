@@ -24,13 +24,18 @@ the ``keep_fraction`` largest |kernel_scores|, both with straight-through
 gradients to the trainable ``kernel_scores``, while kernel and bias are
 frozen. ``kernel_mask`` still multiplies in (a supermask can be learned
 inside a ticket). ``eval_mask`` picks the inference mask: ``"sampled"``,
-``"expected"`` (sigmoid(scores) > 0.5) or ``"topk"``.
+``"expected"`` (sigmoid(scores) > 0.5) or ``"topk"``. A Bernoulli layer
+counts its draws in a non-trainable ``sample_count`` and keys each draw by
+(``sample_seed``, its name, the count): the masks are a function of the
+checkpointed state, so a resumed run draws exactly the masks an
+uninterrupted one does.
 """
 import numpy as np
 
 from lt_keras._keras import keras, tf
 from lt_keras.actions import MASK0_ACTIONS
 from lt_keras.bernoulli import sampled_mask
+from lt_keras.seeds import derive_seed
 from lt_keras.straight_through import product, straight_through
 from lt_keras.topk import TopKMasks
 
@@ -39,16 +44,18 @@ _PACKAGE = "lt_keras"
 
 MASK_MODES = ("fixed", "bernoulli", "topk")
 EVAL_MASKS = {"fixed": ("fixed",), "bernoulli": ("sampled", "expected"), "topk": ("topk",)}
-MASK_OPTIONS = ("mask0", "mask_mode", "keep_fraction", "score_init", "eval_mask", "dynamic_weight_rescaling")
+MASK_OPTIONS = ("mask0", "mask_mode", "keep_fraction", "score_init", "eval_mask", "dynamic_weight_rescaling",
+                "sample_seed")
 
 
 class MaskedKernelMixin:
     """Adds ``kernel_mask`` and the masked-kernel computation to a Keras layer."""
 
     def __init__(self, *args, mask0="zero", mask_mode="fixed", keep_fraction=0.5, score_init=0.0,
-                 eval_mask=None, dynamic_weight_rescaling=False, **kwargs):
+                 eval_mask=None, dynamic_weight_rescaling=False, sample_seed=0, **kwargs):
         super().__init__(*args, **kwargs)  # the Keras layer (Dense / Conv2D) next in the MRO
-        self._init_mask_options(mask0, mask_mode, keep_fraction, score_init, eval_mask, dynamic_weight_rescaling)
+        self._init_mask_options(mask0, mask_mode, keep_fraction, score_init, eval_mask, dynamic_weight_rescaling,
+                                sample_seed)
 
     def get_config(self):
         return self._mask_config(super().get_config())
@@ -58,7 +65,7 @@ class MaskedKernelMixin:
         self._build_mask()
 
     def _init_mask_options(self, mask0="zero", mask_mode="fixed", keep_fraction=0.5, score_init=0.0,
-                           eval_mask=None, dynamic_weight_rescaling=False):
+                           eval_mask=None, dynamic_weight_rescaling=False, sample_seed=0):
         if mask0 not in MASK0_ACTIONS:
             raise ValueError(f"mask0: {mask0!r} is not one of {list(MASK0_ACTIONS)}.")
         if mask_mode not in MASK_MODES:
@@ -72,6 +79,7 @@ class MaskedKernelMixin:
         self.mask0, self.mask_mode, self.eval_mask = mask0, mask_mode, eval_mask
         self.keep_fraction, self.score_init = float(keep_fraction), float(score_init)
         self.dynamic_weight_rescaling = bool(dynamic_weight_rescaling)
+        self.sample_seed = int(sample_seed)
 
     def _mask_config(self, config):
         config.update({name: getattr(self, name) for name in MASK_OPTIONS})
@@ -109,13 +117,24 @@ class MaskedKernelMixin:
             self.kernel_scores = self.add_weight(
                 name="kernel_scores", shape=self.kernel.shape, dtype=self.kernel.dtype,
                 initializer=initializer, trainable=True)
+        self.sample_count = None
+        if self.mask_mode == "bernoulli":  # every replica draws the first replica's mask
+            self.sample_count = self.add_weight(
+                name="sample_count", shape=(), dtype=tf.int64, initializer="zeros", trainable=False,
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+    def _next_sample_key(self):
+        """(seed of this layer, number of this draw): the key of a fresh, reproducible Bernoulli mask."""
+        count = self.sample_count.assign_add(1)
+        word = derive_seed(self.sample_seed, 0, f"bernoulli/{self.name}")  # 31 bits
+        return tf.stack([tf.constant(word, tf.int32), tf.cast(count, tf.int32)])
 
     def learned_mask(self, training=None, hard=False, factors=()):
         """The supermask for this pass times ``factors`` (the fixed mask, the kernel); straight-through unless
         ``hard``. The samplers multiply the factors into the mask and its slope in their own compiled pass."""
         scores = self.kernel_scores
         if not hard and self.mask_mode == "bernoulli" and (training or self.eval_mask == "sampled"):
-            return sampled_mask(scores, *factors)
+            return sampled_mask(scores, self._next_sample_key(), *factors)
         if self.mask_mode == "topk":  # exactly round(keep_fraction * n) ones at the largest |scores|
             k = max(1, int(round(self.keep_fraction * int(np.prod(scores.shape)))))
             mask, slope = self._top_k_masks(scores, k, *factors)

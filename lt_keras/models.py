@@ -42,7 +42,8 @@ def build_model(name, input_shape, num_classes, masked=True, **kwargs):
 
 def parameter_count(model) -> int:
     """Weights of the network itself: masks (and other mask state) excluded."""
-    return int(sum(int(w.shape.num_elements()) for w in model.weights if "kernel_mask" not in w.name))
+    return int(sum(int(w.shape.num_elements()) for w in model.weights
+                   if "kernel_mask" not in w.name and "sample_count" not in w.name))
 
 
 def _layers(masked):

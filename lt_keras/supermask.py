@@ -23,8 +23,10 @@ WEIGHT_INITS = ("glorot_normal", "kaiming_normal", "signed_constant", "signed_ka
 
 
 def to_supermask(model, estimator="bernoulli", keep_fraction=0.5, score_init=0.0, eval_mask=None,
-                 dynamic_weight_rescaling=False):
-    """A copy of ``model`` whose masked layers learn supermasks over their (frozen) weights."""
+                 dynamic_weight_rescaling=False, seed=0):
+    """A copy of ``model`` whose masked layers learn supermasks over their (frozen) weights.
+
+    ``seed`` keys the Bernoulli draws (with each layer's name and draw count)."""
     if estimator not in ESTIMATORS:
         raise LtKerasError(f"--estimator: {estimator!r} is not one of {list(ESTIMATORS)}.")
     if eval_mask is not None and eval_mask not in EVAL_MASKS[estimator]:
@@ -33,7 +35,7 @@ def to_supermask(model, estimator="bernoulli", keep_fraction=0.5, score_init=0.0
     if not 0 < keep_fraction <= 1:
         raise LtKerasError(f"--keep_fraction: must be in (0, 1], got {keep_fraction}.")
     return mask_model(model, mask_mode=estimator, keep_fraction=keep_fraction, score_init=score_init,
-                      eval_mask=eval_mask, dynamic_weight_rescaling=dynamic_weight_rescaling)
+                      eval_mask=eval_mask, dynamic_weight_rescaling=dynamic_weight_rescaling, sample_seed=seed)
 
 
 def _fan_in(shape):

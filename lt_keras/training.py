@@ -199,12 +199,9 @@ class _EvalRecorder(keras.callbacks.Callback):
         test = self.model.evaluate(self.test_ds, verbose=0, return_dict=True)
         logs.update({f"test_{k}": v for k, v in test.items()})
         step = min((epoch + 1) * self.interval, self.total_steps)
-        # Keep the logs dict itself: callbacks after this one (e.g. a mask-density logger) add to it.
+        # Keep the logs dict itself: callbacks after this one (e.g. a mask-density logger) add to it;
+        # ``_BeforeCheckpoint`` persists it once they all have.
         self._logged = [(s, l) for s, l in self._logged if s < step] + [(step, logs)]
-        self._persist()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._persist()  # the previous epoch's logs are final now (later callbacks added theirs)
 
     def _persist(self):
         if self.state_path and self._logged:
@@ -268,12 +265,17 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
                              os.path.join(backup_dir, "records.json") if backup_dir else None)
     all_callbacks = [recorder, DivergenceGuard(interval, total), *callbacks]
     if backup_dir:  # last, so a saved position always has its evaluation recorded
+        all_callbacks.append(_BeforeCheckpoint(recorder, os.path.join(backup_dir, "stopped.json"), interval, total))
         all_callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False))
     if output_dir:
         all_callbacks.append(
             keras.callbacks.TensorBoard(log_dir=f"{output_dir}/tensorboard", update_freq="epoch", profile_batch=0)
         )
     done = _backed_up_steps(backup_dir, interval)
+    # A run a callback stopped (Early-Bird, EarlyStopping) and then killed: restore it where it stopped.
+    stopped = bool(done) and _stopped_step(backup_dir) == done
+    if stopped:
+        logging.info("this fit stopped at step %d (a callback asked to); restoring it there", done)
 
     def batches(start):  # the one seeded batch order, from step ``start`` on: a resumed fit sees what it would have
         return data.train_dataset(config.batch_size, seed=config.seed).skip(start)
@@ -283,13 +285,37 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
     logging.info("training %s for %d steps (%d per evaluation), batch %d", model.name, total, interval,
                  config.batch_size)
     start = time.perf_counter()
-    model.fit(batches(min(done, full * interval)), epochs=full, steps_per_epoch=interval, validation_data=val_ds,
-              callbacks=all_callbacks, verbose=verbose)
-    if remainder:
+    model.fit(batches(min(done, full * interval)), epochs=done // interval if stopped else full,
+              steps_per_epoch=interval, validation_data=val_ds, callbacks=all_callbacks, verbose=verbose)
+    if remainder and not (stopped or model.stop_training):
         model.fit(batches(full * interval), initial_epoch=full, epochs=full + 1, steps_per_epoch=remainder,
                   validation_data=val_ds, callbacks=all_callbacks, verbose=verbose)
     wall = time.perf_counter() - start
     return summarize(recorder.records, total, wall)
+
+
+class _BeforeCheckpoint(keras.callbacks.Callback):
+    """Runs after every other callback and just before ``BackupAndRestore``: persists the epoch's records (with
+    what every callback added) and, when a callback stopped training, the step where it did."""
+
+    def __init__(self, recorder, path, interval, total_steps):
+        super().__init__()
+        self.recorder, self.path, self.interval, self.total_steps = recorder, path, interval, total_steps
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.recorder._persist()
+        if self.model.stop_training:
+            atomic_write_json(self.path, {"step": min((epoch + 1) * self.interval, self.total_steps)})
+
+
+def _stopped_step(backup_dir):
+    path = os.path.join(backup_dir, "stopped.json")
+    return read_json(path)["step"] if os.path.exists(path) else None
+
+
+def saved_evaluations(backup_dir):
+    """How many evaluations (Keras epochs) the checkpoint in ``backup_dir`` holds: where a resumed fit starts."""
+    return _backed_up_steps(backup_dir, 1)
 
 
 def _backed_up_steps(backup_dir, interval):

@@ -1,5 +1,9 @@
 """Shared fixtures: small models, and the optional real data beside the repo."""
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -62,3 +66,25 @@ def shared_data():
     if not os.path.isdir(SHARED_DATA):
         pytest.skip(f"real datasets not present at {SHARED_DATA} (only on the project's own machines)")
     return SHARED_DATA
+
+
+def kill_binary_when(module, args, ready, timeout=300):
+    """Start ``python -m module args`` and ``kill -9`` it as soon as ``ready()`` is true (it must not finish
+    first). A test then runs the same command again to check that it resumes as if never killed."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + timeout
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                raise AssertionError(f"{module} ended (exit {proc.returncode}) before the kill point: "
+                                     f"{proc.stderr.read()[-2000:]}")
+            if time.time() > deadline:
+                raise AssertionError(f"{module} did not reach the kill point in {timeout} s")
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()

@@ -53,13 +53,14 @@ def test_samples_follow_sigmoid_scores_and_stay_within_the_fixed_mask(jit):
     p = np.random.RandomState(0).uniform(0.02, 0.98, (40, 50)).astype(np.float32)
     scores = tf.constant(np.log(p / (1 - p)))
     within = tf.constant((np.arange(p.size).reshape(p.shape) % 3 > 0).astype(np.float32))
-    draw = tf.function(lambda: sampled_mask(scores, within), jit_compile=jit)
-    samples = np.stack([draw().numpy() for _ in range(300)])
+    draw = tf.function(lambda key: sampled_mask(scores, key, within), jit_compile=jit)
+    samples = np.stack([draw(tf.constant([7, i])).numpy() for i in range(300)])
     assert set(np.unique(samples)) == {0.0, 1.0}
     assert np.all(samples[:, within.numpy() == 0] == 0)
     kept = within.numpy() > 0
     assert np.abs(samples.mean(0)[kept] - p[kept]).mean() < 0.025  # std of a mean of 300: <= 0.029
-    assert not np.array_equal(samples[0], samples[1])  # a fresh mask per call
+    assert not np.array_equal(samples[0], samples[1])  # a fresh mask per key
+    np.testing.assert_array_equal(draw(tf.constant([7, 1])).numpy(), samples[1])  # the same mask for a key
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -72,7 +73,7 @@ def test_straight_through_gradient_is_within_times_sigmoid_derivative(jit):
     @tf.function(jit_compile=jit)
     def grad():
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(upstream * sampled_mask(scores, within))
+            loss = tf.reduce_sum(upstream * sampled_mask(scores, tf.constant([3, 4]), within))
         return tape.gradient(loss, scores)
 
     sig = 1 / (1 + np.exp(-s))

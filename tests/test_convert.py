@@ -101,7 +101,7 @@ def test_mask_model_reports_what_stays_dense_and_refuses_a_model_with_nothing_to
     with pytest.raises(LtKerasError, match=r"no layer lt_keras can mask.*embed \(Embedding\).*lstm \(LSTM\)"):
         mask_model(lstm_only)
     mixed = keras.Model(inputs, keras.layers.Dense(3, name="head")(h))
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         masked = mask_model(mixed)
     assert [l.name for l in masked_layers(masked)] == ["head"]
     text = caplog.text

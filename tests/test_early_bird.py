@@ -13,7 +13,7 @@ from lt_keras._keras import keras
 from lt_keras.flops import forward_flops_per_example, training_flops_per_step
 from lt_keras.models import build_model
 from lt_keras.ticket import load_ticket
-from tests.conftest import REPO
+from tests.conftest import REPO, kill_binary_when
 
 
 def m(bits):
@@ -120,10 +120,15 @@ def run(module, *args, timeout=600):
 def test_binary_finds_slims_retrains_and_counts_flops(tmp_path):
     out = tmp_path / "eb"
     data = ["--max_train_examples=200", "--validation_size=100"]  # the embedded digits: runs anywhere
-    result = run("lt_keras.bin.early_bird", f"--output_dir={out}", "--model=resnet20", "--epochs=3", "--batch_size=50",
-                 "--optimizer=sgd", "--learning_rate=0.05", "--queue_length=2", "--epsilon=0.5",
-                 "--prune_ratios=0.5", "--nojit_compile", *data)
+    args = [f"--output_dir={out}", "--model=resnet20", "--epochs=3", "--batch_size=50", "--optimizer=sgd",
+            "--learning_rate=0.05", "--queue_length=2", "--epsilon=0.5", "--prune_ratios=0.5", "--nojit_compile",
+            *data]
+    # Killed once epoch 1 is checkpointed: the resumed search must still see epoch 1's mask in its FIFO (a
+    # queue of 2), or its ticket would emerge at epoch 3, not 2.
+    kill_binary_when("lt_keras.bin.early_bird", args, lambda: (out / "backup_search" / "chief" / "checkpoint").exists())
+    result = run("lt_keras.bin.early_bird", *args)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Early-Bird detector restored at epoch" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     entry = summary["ratios"]["0.5"]
     assert entry["emerged"] and entry["eb_epoch"] == 2 and entry["retrain_epochs"] == 1
@@ -183,3 +188,47 @@ def test_int8_twin_detector_reads_the_trained_gammas():
     rng = np.random.default_rng(0)
     twin.fit(rng.random((64, 32, 32, 3), np.float32), rng.integers(0, 10, 64), batch_size=32, epochs=1, verbose=0)
     assert all(np.abs(bn.gamma.numpy() - b).max() > 0 for bn, b in zip(bns, before))
+
+
+def test_killed_search_resumes_with_its_fifo_and_a_stopped_search_stays_stopped(tmp_path):
+    """The detector's masks and EB weights are checkpointed with the epoch: a search killed mid-way emerges at
+    the epoch an uninterrupted one does, with the same weights; re-running a finished search trains nothing."""
+    from lt_keras.data import DataConfig
+    from lt_keras.training import TrainConfig, fit, saved_evaluations
+
+    data = DataConfig(max_train_examples=200, validation_size=100).load()
+    cfg = TrainConfig(epochs=6, batch_size=50, seed=0, jit_compile=False, optimizer="sgd", learning_rate=0.05)
+
+    def search(state_dir=None, backup=None, extra=()):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        model = eb.add_bn_l1(build_model("resnet20", (28, 28, 1), 10), 1e-4)
+        callback = eb.EarlyBirdCallback([0.5], queue_length=3, epsilon=0.5, verbose=0, state_dir=state_dir)
+        if backup:
+            callback.restore(saved_evaluations(backup))
+        result = fit(model, data, cfg, callbacks=[callback, *extra], verbose=0, backup_dir=backup)
+        return model, callback, result
+
+    class Die(keras.callbacks.Callback):  # after the detector saved epoch 2, before that epoch's checkpoint
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    whole_model, whole, whole_result = search()
+    assert whole.emerged == {0.5: 3} and len(whole_result.history) == 3  # stopped at its Early-Bird epoch
+    backup, state = str(tmp_path / "backup"), str(tmp_path / "backup" / "eb")
+    with pytest.raises(KeyboardInterrupt):
+        search(state, backup, [Die()])
+    assert saved_evaluations(backup) == 1 and len(os.listdir(state)) == 4  # epoch 2's masks are ahead of it
+    model, resumed, result = search(state, backup)
+    assert resumed.emerged == whole.emerged
+    assert [m == w for m, w in zip(resumed.history[0.5], whole.history[0.5])] == [True] * 3
+    for a, b in zip(resumed.eb_weights[0.5], whole.eb_weights[0.5]):
+        np.testing.assert_array_equal(a, b)
+    assert [r["test_accuracy"] for r in result.history] == [r["test_accuracy"] for r in whole_result.history]
+    batches = []
+    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(batch))
+    again_model, again, again_result = search(state, backup, [counter])  # as after a kill past the stop
+    assert batches == [] and again.emerged == whole.emerged and again_result.history == result.history
+    for a, b in zip(again_model.get_weights(), whole_model.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -9,7 +9,7 @@ from lt_keras.models import build_model
 
 
 def small(estimator="bernoulli", **kwargs):
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)  # the same weights and scores; ``seed=`` keys the Bernoulli draws
     inputs = keras.Input((12,))
     h = keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(3, name="out")(h))
@@ -245,3 +245,58 @@ def test_topk_fit_under_a_mirrored_strategy():
 
     result = subprocess.run([sys.executable, "-c", MIRRORED_TOPK], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_bernoulli_draws_are_a_function_of_seed_layer_and_count(tmp_path):
+    """Each draw is keyed by (sample_seed, layer name, draw count): reproducible, fresh per draw, saved with the
+    model."""
+    a, b, other = small(), small(), small(seed=1)
+    layer_a, layer_b, layer_o = (masked_layers(m)[0] for m in (a, b, other))
+    draws_a = [layer_a.learned_mask(training=True).numpy() for _ in range(3)]
+    draws_b = [layer_b.learned_mask(training=True).numpy() for _ in range(3)]
+    for x, y in zip(draws_a, draws_b):
+        np.testing.assert_array_equal(x, y)  # same seed, layer and count: the same mask
+    assert not np.array_equal(draws_a[0], draws_a[1])  # a new count: a fresh mask
+    assert not np.array_equal(layer_o.learned_mask(training=True).numpy(), draws_a[0])  # another seed
+    assert int(layer_a.sample_count.numpy()) == 3
+    path = str(tmp_path / "m.keras")
+    a.save(path)
+    loaded = keras.models.load_model(path)
+    layer_l = masked_layers(loaded)[0]
+    assert int(layer_l.sample_count.numpy()) == 3 and layer_l.sample_seed == 0
+    np.testing.assert_array_equal(layer_l.learned_mask(training=True).numpy(),
+                                  layer_a.learned_mask(training=True).numpy())  # the 4th draw, in both
+
+
+def test_killed_bernoulli_supermask_fit_resumes_bit_identical(tmp_path):
+    """A supermask fit killed after its 2nd evaluation and resumed draws the masks the uninterrupted one draws."""
+    from lt_keras.data import DataConfig
+    from lt_keras.training import TrainConfig, fit
+
+    data = DataConfig(max_train_examples=600).load()
+    cfg = TrainConfig(train_steps=30, eval_every=10, seed=0, jit_compile=False, optimizer="sgd",
+                      learning_rate=50.0)
+
+    def model():
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        m = supermask.init_weights(build_model("lenet_300_100", (28, 28, 1), 10), "signed_constant", seed=0)
+        return supermask.to_supermask(m, "bernoulli", seed=5)
+
+    class Die(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    backup = str(tmp_path / "backup")
+    with pytest.raises(KeyboardInterrupt):
+        fit(model(), data, cfg, callbacks=[Die()], verbose=0, backup_dir=backup)
+    resumed_model = model()
+    resumed = fit(resumed_model, data, cfg, verbose=0, backup_dir=backup)
+    whole_model = model()
+    whole = fit(whole_model, data, cfg, verbose=0)
+    for x, y in zip(resumed_model.get_weights(), whole_model.get_weights()):
+        np.testing.assert_array_equal(x, y)
+    assert [r["test_accuracy"] for r in resumed.history] == [r["test_accuracy"] for r in whole.history]
+    counts = [int(l.sample_count.numpy()) for l in masked_layers(whole_model)]
+    assert counts[0] == counts[-1] > 30  # one draw per training step, plus the evaluations' draws

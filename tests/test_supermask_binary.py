@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lt_keras.ticket import load_ticket
-from tests.conftest import REPO
+from tests.conftest import REPO, kill_binary_when
 
 QUICK = ["--epochs=1", "--max_train_examples=500", "--jit_compile=false", "--optimizer=sgd", "--learning_rate=50",
          "--batch_size=100", "--eval_samples=3"]
@@ -38,6 +38,25 @@ def test_learned_supermask_run_writes_ticket_and_curves(tmp_path):
     np.testing.assert_allclose(np.abs(kept), np.sqrt(2 / 784), rtol=1e-6)  # frozen signed Kaiming constants
     again = run("lt_keras.bin.supermask", f"--flagfile={out / 'flags.txt'}")
     assert again.returncode == 0 and "nothing to train" in again.stderr
+
+
+def test_killed_bernoulli_run_resumes_to_the_uninterrupted_result(tmp_path):
+    args = ["--estimator=bernoulli", "--eval_every=2", *QUICK]
+    reference = run("lt_keras.bin.supermask", f"--output_dir={tmp_path / 'whole'}", *args)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    out = tmp_path / "killed"
+    kill_binary_when("lt_keras.bin.supermask", [f"--output_dir={out}", *args],
+                     lambda: (out / "backup" / "chief" / "checkpoint").exists())
+    assert not (out / "summary.json").exists()
+    resumed = run("lt_keras.bin.supermask", f"--output_dir={out}", *args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name in ("history.json",):
+        assert (out / name).read_text() == (tmp_path / "whole" / name).read_text()
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (out, tmp_path / "whole")]
+    assert summaries[0]["evaluations"] == summaries[1]["evaluations"]
+    tickets = [load_ticket(d / "ticket") for d in (out, tmp_path / "whole")]
+    assert tickets[0].mask == tickets[1].mask
+    assert not (out / "backup").exists()
 
 
 def test_untrained_masks_from_a_dense_run(tmp_path):

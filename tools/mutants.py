@@ -130,6 +130,23 @@ MUTATIONS = (
     Mutation("run_dir_accepts_other_config", "lt_keras/runs.py", "            if saved != now:\n",
              "            if False:\n", ("tests/test_runs.py::test_refuses_a_different_config",),
              "a run directory resumes under a different configuration"),
+    Mutation("bernoulli_key_from_global_rng", "lt_keras/layers.py",
+             "        return tf.stack([tf.constant(word, tf.int32), tf.cast(count, tf.int32)])",
+             "        return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32) + 0 * tf.cast(count, tf.int32)",
+             ("tests/test_supermask.py::test_killed_bernoulli_supermask_fit_resumes_bit_identical",
+              "tests/test_supermask_binary.py::test_killed_bernoulli_run_resumes_to_the_uninterrupted_result"),
+             "a resumed supermask run draws other masks than an uninterrupted one"),
+    Mutation("early_bird_fifo_not_restored", "lt_keras/early_bird.py",
+             "        if not self.state_dir or not os.path.isdir(self.state_dir):",
+             "        if True:",
+             ("tests/test_early_bird.py::test_killed_search_resumes_with_its_fifo_and_a_stopped_search_stays_stopped",
+              "tests/test_early_bird.py::test_binary_finds_slims_retrains_and_counts_flops"),
+             "a resumed Early-Bird search starts with empty mask queues"),
+    Mutation("stopped_fit_trains_on", "lt_keras/training.py",
+             "    stopped = bool(done) and _stopped_step(backup_dir) == done\n",
+             "    stopped = False\n",
+             ("tests/test_early_bird.py::test_killed_search_resumes_with_its_fifo_and_a_stopped_search_stays_stopped",),
+             "a search stopped at its Early-Bird epoch trains on when re-run after a kill"),
 )
 
 

@@ -104,19 +104,22 @@ def search(run, build, data, train_cfg, options):
     from lt_keras import early_bird
     from lt_keras._keras import keras
     from lt_keras.io_utils import atomic_write_json
-    from lt_keras.training import fit
+    from lt_keras.training import fit, saved_evaluations
 
     keras.utils.set_random_seed(train_cfg.seed)
     model = build()
     if options["granularity"] == "channel":
         early_bird.add_bn_l1(model, options["bn_l1"])
+    # Checkpoints at every epoch, the detector's masks and EB weights beside them: a killed search resumes at
+    # its last epoch with the same FIFOs, and a search that had stopped at its Early-Bird epoch stays stopped.
+    backup = run.file(BACKUP + "search")
     callback = early_bird.EarlyBirdCallback(options["prune_ratios"], options["queue_length"], options["epsilon"],
-                                            options["granularity"], options["stop_at_eb"])
+                                            options["granularity"], options["stop_at_eb"],
+                                            state_dir=os.path.join(backup, "early_bird"))
+    callback.restore(saved_evaluations(backup))
     config = _schedule(train_cfg, options, len(data.y_train), train_cfg.epochs)
-    # The detector's queue lives in this process: a killed search runs again (it is deterministic), without the
-    # killed try's TensorBoard files; the phases after it resume from their checkpoints (``backup_dir``).
-    shutil.rmtree(os.path.join(run.path, "search"), ignore_errors=True)
-    result = fit(model, data, config, output_dir=os.path.join(run.path, "search"), callbacks=[callback])
+    result = fit(model, data, config, output_dir=os.path.join(run.path, "search"), callbacks=[callback],
+                 backup_dir=backup)
     atomic_write_json(run.file("search_history.json"), result.history)
     plot_distances(callback, run.file("eb_distances.png"))
     matrices = {str(r): callback.distance_matrix(r).round(5).tolist() for r in options["prune_ratios"]}

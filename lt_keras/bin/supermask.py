@@ -92,7 +92,7 @@ def learn(run, model_name, data, train_cfg, options, precision):
     model = build_model(model_name, data.input_shape, data.num_classes)
     supermask.init_weights(model, options["weight_init"], seed=train_cfg.seed)
     model = supermask.to_supermask(model, options["estimator"], options["keep_fraction"], options["score_init"],
-                                   options["eval_mask"], options["dynamic_weight_rescaling"])
+                                   options["eval_mask"], options["dynamic_weight_rescaling"], seed=train_cfg.seed)
     model = precision.apply(model)  # the search's precision; the ticket below is fp32
     # Checkpoints at every evaluation: a killed run continues from its last one (Keras BackupAndRestore).
     result = fit(model, data, train_cfg, output_dir=run.path, callbacks=[supermask.MaskDensityLogger()],
