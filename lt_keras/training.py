@@ -216,31 +216,45 @@ class _EvalRecorder(keras.callbacks.Callback):
 class DivergenceGuard(keras.callbacks.Callback):
     """Stops training with ``DivergedError`` when it diverges, before anything is saved as a result.
 
-    Checked at each evaluation: the interval's mean training loss must be
-    finite and below ``max_loss`` (default 100 x the loss of a uniform guess,
-    ln(classes): no run that is learning gets there), and every weight finite.
-    It runs before ``BackupAndRestore``, so a diverged state is never backed up.
+    The running mean training loss must be finite and below ``max_loss``
+    (default 100 x the loss of a uniform guess, ln(classes): no run that is
+    learning gets there): checked every ``check_every`` batches (a NaN stays
+    in the running mean, so it is caught within that many steps; reading it
+    more often would stall an accelerator's pipeline) and at each evaluation,
+    where every weight must also be finite. It runs before
+    ``BackupAndRestore``, so a diverged state is never backed up.
     """
 
-    def __init__(self, interval, total_steps, max_loss=None):
+    def __init__(self, interval, total_steps, max_loss=None, check_every=20):
         super().__init__()
         self.interval, self.total_steps, self.max_loss = interval, total_steps, max_loss
+        self.check_every, self._epoch = check_every, 0
+        self._supports_tf_logs = True  # per-batch logs stay tensors; only the checked ones are read
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.check_every == 0 and logs and "loss" in logs:
+            self._check(float(logs["loss"]), self._epoch * self.interval + batch + 1)
 
     def on_epoch_end(self, epoch, logs=None):
-        loss = float((logs or {}).get("loss", 0.0))
-        bound = self.max_loss or 100.0 * max(1.0, math.log(max(2, int(self.model.output_shape[-1]))))
         step = min((epoch + 1) * self.interval, self.total_steps)
-        why = None
+        self._check(float((logs or {}).get("loss", 0.0)), step)
+        if not all(np.isfinite(w).all() for w in self.model.get_weights()):
+            self._stop(step, "weights are not finite")
+
+    def _check(self, loss, step):
+        bound = self.max_loss or 100.0 * max(1.0, math.log(max(2, int(self.model.output_shape[-1]))))
         if not math.isfinite(loss):
-            why = f"the training loss is {loss}"
+            self._stop(step, f"the training loss is {loss}")
         elif loss > bound:
-            why = f"the training loss {loss:.3g} is over {bound:.3g}, 100x that of a uniform guess"
-        elif not all(np.isfinite(w).all() for w in self.model.get_weights()):
-            why = "weights are not finite"
-        if why:
-            self.model.stop_training = True
-            raise DivergedError(f"training diverged by step {step} ({why}); nothing from it is kept as a result. "
-                                "Lower --learning_rate, add --warmup_steps, or check the data.")
+            self._stop(step, f"the training loss {loss:.3g} is over {bound:.3g}, 100x that of a uniform guess")
+
+    def _stop(self, step, why):
+        self.model.stop_training = True
+        raise DivergedError(f"training diverged by step {step} ({why}); nothing from it is kept as a result. "
+                            "Lower --learning_rate, add --warmup_steps, or check the data.")
 
 
 def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose=None, compile=True,

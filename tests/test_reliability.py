@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lt_keras import LtKerasError, Mask
+from lt_keras._keras import keras
 from lt_keras.errors import DivergedError, MaskError, RunDirError
 from lt_keras.imp import ImpConfig, run_imp
 from lt_keras.runs import RunDir
@@ -117,6 +118,19 @@ def test_divergence_stops_imp_with_no_ticket_or_round(tmp_path, data, optimizer,
     assert not os.path.exists(tmp_path / "round_0")
     assert not any(p.name == "ticket" and p.parent.name.startswith("round_") and not p.parent.name.endswith(".partial")
                    for p in tmp_path.rglob("ticket"))
+
+
+def test_divergence_is_caught_between_evaluations(data):
+    """A NaN loss stops training within ``check_every`` steps, not at the next evaluation 200 steps on."""
+    from lt_keras.training import fit
+
+    train = TrainConfig(train_steps=200, eval_every=200, batch_size=60, seed=5, jit_compile=False,
+                        optimizer="sgd", learning_rate=1e4)
+    steps = []
+    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: steps.append(batch))
+    with pytest.raises(DivergedError, match=r"diverged by step 20 \(the training loss is nan\)"):
+        fit(build(), data, train, callbacks=[counter], verbose=0)
+    assert len(steps) < 20  # the guard runs before the user's callback of step 20
 
 
 def test_diverged_binary_exits_non_zero_with_a_message(tmp_path):
