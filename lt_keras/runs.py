@@ -48,6 +48,16 @@ def _identity(config):
     return config
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
 _HELD_LOCKS = {}  # path -> open lock file: held until the process exits, whatever happens to RunDir objects
 
 
@@ -80,8 +90,10 @@ class RunDir:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            holder = handle.read().strip()
             handle.close()
+            if not (holder.isdigit() and _alive(int(holder))):  # the holder has not signed yet: a previous PID
+                holder = "starting up, not yet signed"
             raise RunDirError(f"--output_dir: {self.path} is in use by another run (process {holder}); wait for "
                               "it to finish or choose another --output_dir.") from None
         _HELD_LOCKS[self.path], self.fresh = handle, not existed

@@ -51,6 +51,23 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_holders_lock_is
     assert run.exists("config.json")
 
 
+def test_a_holder_that_has_not_signed_yet_is_not_named_by_a_previous_pid(tmp_path):
+    path = tmp_path / "run"
+    path.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (path / ".lock").write_text(f"{dead.pid}\n")  # left by an earlier run that has exited
+    holder = subprocess.Popen([sys.executable, "-c", HOLD.replace('.open({"a": 1}, "")', ".lock()"), str(path)],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirError, match=r"in use by another run \(process starting up, not yet signed\)"):
+            RunDir(str(path)).open({"a": 1}, "")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_two_imp_runs_on_one_folder_one_refused_the_others_tickets_intact(tmp_path):
     out = str(tmp_path / "run")
     quick = ["--train_steps=40", "--eval_every=20", "--max_train_examples=300", "--rounds=2", "--jit_compile=false",
