@@ -10,34 +10,8 @@ from absl import logging
 
 from lt_keras._keras import keras
 from lt_keras.errors import LtKerasError
-from lt_keras.layers import MASK0_ACTIONS, MASK_OPTIONS, MASKED_TWIN, PLAIN_TWIN, is_masked
+from lt_keras.layers import MASK0_ACTIONS, MASK_OPTIONS, MASKED_TWIN, PLAIN_TWIN, is_masked, walk_layers
 from lt_keras.mask import mask_key
-
-
-def walk_layers(model):
-    """Every non-model layer of ``model``, nested models flattened, quantization wrappers unwrapped."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from walk_layers(layer)
-        elif type(layer).__name__.startswith("QuantizeWrapper"):  # TFMOT's twin: the layer it wraps
-            yield layer.layer
-        else:
-            yield layer
-
-
-def masked_layers(model) -> list:
-    """Every masked layer of ``model``, nested models included, in layer order."""
-    layers = [l for l in walk_layers(model) if is_masked(l)]
-    seen = {}
-    for layer in layers:
-        key = mask_key(layer)
-        if key in seen:
-            raise LtKerasError(
-                f"two masked layers are both named {layer.name!r}; give every layer a "
-                "unique name so that mask keys are stable."
-            )
-        seen[key] = layer
-    return layers
 
 
 def _check_convertible(model):

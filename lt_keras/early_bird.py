@@ -23,9 +23,9 @@ import re
 import numpy as np
 
 from lt_keras._keras import keras, tf
-from lt_keras.convert import masked_layers, walk_layers
 from lt_keras.errors import LtKerasError
 from lt_keras.io_utils import load_weights, save_weights
+from lt_keras.layers import masked_layers, walk_layers
 from lt_keras.mask import Mask, mask_key
 from lt_keras.pruning import prune_global
 

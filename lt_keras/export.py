@@ -14,8 +14,9 @@ import zipfile
 import numpy as np
 
 from lt_keras._keras import keras, tf
-from lt_keras.convert import masked_layers, strip_masks
+from lt_keras.convert import strip_masks
 from lt_keras.errors import LtKerasError
+from lt_keras.layers import masked_layers
 
 TFLITE_QUANTIZATION = ("none", "dynamic", "int8")
 

@@ -11,7 +11,7 @@ smaller shapes. The same rules apply to every model, so ratios are fair.
 import numpy as np
 
 from lt_keras._keras import keras
-from lt_keras.convert import walk_layers
+from lt_keras.layers import walk_layers
 
 
 def _elements(shape):

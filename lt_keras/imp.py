@@ -17,11 +17,11 @@ from absl import logging
 from lt_keras._keras import keras
 from lt_keras.actions import (MASK0_ACTIONS, NEEDS_FINAL_WEIGHTS, NEEDS_FRESH_DRAW, apply_mask0, apply_mask1,
                               kept_start, mask1_action_names)
-from lt_keras.convert import mask_model, masked_layers
+from lt_keras.convert import mask_model
 from lt_keras.criteria import criterion_names, score
 from lt_keras.errors import LtKerasError
 from lt_keras.io_utils import atomic_write_json, load_weights, read_json, save_weights
-from lt_keras.layers import MaskedConv2D
+from lt_keras.layers import MaskedConv2D, masked_layers
 from lt_keras.mask import Mask, mask_key
 from lt_keras.pruning import prune_count, prune_global, prune_layerwise, random_mask_like
 from lt_keras.seeds import rng_for, seed_globals

@@ -35,6 +35,7 @@ import numpy as np
 from lt_keras._keras import keras, tf
 from lt_keras.actions import MASK0_ACTIONS
 from lt_keras.bernoulli import sampled_mask
+from lt_keras.errors import LtKerasError
 from lt_keras.seeds import derive_seed
 from lt_keras.straight_through import product, straight_through
 from lt_keras.topk import TopKMasks
@@ -251,3 +252,28 @@ PLAIN_TWIN = {masked: plain for plain, masked in MASKED_TWIN.items()}
 
 def is_masked(layer) -> bool:
     return isinstance(layer, MASKED_LAYER_TYPES)
+
+
+def walk_layers(model):
+    """Every non-model layer of ``model``, nested models flattened, quantization wrappers unwrapped."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from walk_layers(layer)
+        elif type(layer).__name__.startswith("QuantizeWrapper"):  # TFMOT's twin: the layer it wraps
+            yield layer.layer
+        else:
+            yield layer
+
+
+def masked_layers(model) -> list:
+    """Every masked layer of ``model``, nested models included, in layer order."""
+    layers = [l for l in walk_layers(model) if is_masked(l)]
+    seen = {}
+    for layer in layers:
+        if layer.name in seen:
+            raise LtKerasError(
+                f"two masked layers are both named {layer.name!r}; give every layer a "
+                "unique name so that mask keys are stable."
+            )
+        seen[layer.name] = layer
+    return layers

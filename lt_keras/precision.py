@@ -28,9 +28,8 @@ quantized kernel is handed to ``call()`` through ``_kernel_override`` only.
 import numpy as np
 
 from lt_keras._keras import keras, tf
-from lt_keras.convert import masked_layers, walk_layers
 from lt_keras.errors import LtKerasError
-from lt_keras.layers import is_masked
+from lt_keras.layers import is_masked, masked_layers, walk_layers
 
 PRECISIONS = ("fp32", "int8")
 _FP32_CONFIG = "_lt_fp32_config"

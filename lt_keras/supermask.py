@@ -11,10 +11,10 @@ import numpy as np
 
 from lt_keras._keras import keras, tf
 from lt_keras.actions import apply_mask1
-from lt_keras.convert import mask_model, masked_layers
+from lt_keras.convert import mask_model
 from lt_keras.criteria import score
 from lt_keras.errors import LtKerasError
-from lt_keras.layers import EVAL_MASKS
+from lt_keras.layers import EVAL_MASKS, masked_layers
 from lt_keras.mask import Mask, mask_key
 from lt_keras.pruning import prune_layerwise
 

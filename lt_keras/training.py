@@ -145,7 +145,7 @@ def use_xla(model, requested=None) -> bool:
         return bool(requested)
     if tf.config.list_logical_devices("GPU"):
         return True
-    from lt_keras.convert import walk_layers
+    from lt_keras.layers import walk_layers
 
     return not any(isinstance(layer, keras.layers.Conv2D) for layer in walk_layers(model))
 

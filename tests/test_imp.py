@@ -109,7 +109,7 @@ def test_resumed_round_trains_from_the_saved_rewind_weights(tmp_path, data, monk
 
 def models_at_fit(monkeypatch):
     """Record each model's kernels and masks as ``fit`` receives it."""
-    from lt_keras.convert import masked_layers
+    from lt_keras.layers import masked_layers
 
     real_fit, seen = imp_module.fit, []
 

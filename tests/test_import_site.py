@@ -1,4 +1,4 @@
-"""Keras 2 has one import site: lt_keras/_keras.py (TFMOT needs tf_keras)."""
+"""Imports: Keras 2 has one import site, lt_keras/_keras.py (TFMOT needs tf_keras); no import cycle inside lt_keras."""
 import ast
 import os
 
@@ -37,3 +37,57 @@ def test_the_import_site_selects_keras_2():
     assert os.environ["TF_USE_LEGACY_KERAS"] == "1"
     assert keras.__version__.startswith("2.")
     assert keras.__name__ == "tf_keras"
+
+
+def import_graph():
+    """Module -> the lt_keras modules it imports, at module level or inside functions (a lazy import is still a
+    dependency)."""
+    root = os.path.join(REPO, "lt_keras")
+    graph = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                module = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+                deps = set()
+                for node in ast.walk(ast.parse(open(path).read())):
+                    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lt_keras"):
+                        deps.add(node.module)
+                        deps.update(f"{node.module}.{a.name}" for a in node.names)  # from lt_keras import mask
+                    elif isinstance(node, ast.Import):
+                        deps.update(a.name for a in node.names if a.name.startswith("lt_keras"))
+                graph[module] = deps
+    return {m: {d for d in deps if d in graph and d != m and d != "lt_keras"} for m, deps in graph.items()}
+
+
+def find_cycle(graph):
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for dep in sorted(graph[node]):
+            if state.get(dep) == "open":
+                return stack[stack.index(dep):] + [dep]
+            if dep not in state and (cycle := visit(dep)):
+                return cycle
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_find_cycle_sees_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle_inside_lt_keras():
+    graph = import_graph()
+    assert "lt_keras.layers" in graph["lt_keras.mask"]  # the graph sees lazy imports
+    cycle = find_cycle(graph)
+    assert cycle is None, " -> ".join(cycle)

@@ -75,7 +75,7 @@ def test_untrained_masks_from_a_dense_run(tmp_path):
     # as the library computes it: the binary wires the mask, the weights and the action through.
     from lt_keras import supermask
     from lt_keras._keras import keras
-    from lt_keras.convert import masked_layers
+    from lt_keras.layers import masked_layers
     from lt_keras.data import DataConfig
     from lt_keras.io_utils import load_weights
     from lt_keras.mask import mask_key

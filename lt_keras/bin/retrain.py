@@ -35,7 +35,7 @@ FLAGS = flags.FLAGS
 
 def retrain(run, ticket_dir, data, train_cfg, strategy):
     from lt_keras._keras import keras, tf
-    from lt_keras.convert import masked_layers
+    from lt_keras.layers import masked_layers
     from lt_keras.mask import mask_key
     from lt_keras.io_utils import atomic_write_json
     from lt_keras.report import plot_curves

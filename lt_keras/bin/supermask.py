@@ -128,7 +128,7 @@ def learn(run, model_name, data, train_cfg, options, precision):
 def untrained(model_name, data, options, seed):
     from lt_keras import supermask
     from lt_keras._keras import keras
-    from lt_keras.convert import masked_layers
+    from lt_keras.layers import masked_layers
     from lt_keras.io_utils import load_weights
     from lt_keras.mask import Mask, mask_key
     from lt_keras.models import build_model
