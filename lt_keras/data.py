@@ -24,6 +24,7 @@ import numpy as np
 
 from lt_keras._keras import tf
 from lt_keras.errors import DataError
+from lt_keras.options import option
 
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -61,11 +62,14 @@ DEFAULT_DATASET = "mnist_5k"
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    dataset: str = DEFAULT_DATASET
-    data_dir: str = None
-    tfds_data_dir: str = None
-    validation_size: int = None  # None: the dataset's default
-    max_train_examples: int = None
+    dataset: str = option(DEFAULT_DATASET, f"Dataset. {DEFAULT_DATASET} is embedded (offline); the others come "
+                          "from --data_dir or TFDS.", choices=lambda: dataset_names())
+    data_dir: str = option(None, "Folder with the dataset's official files (IDX for MNIST-style sets; the CIFAR "
+                           "python batch folder). Overrides TFDS.")
+    tfds_data_dir: str = option(None, "TFDS data directory (TFDS's default if unset).")
+    validation_size: int = option(None, "Validation examples, taken from the end of the training set (default: "
+                                  "5000 for full sets, 500 for mnist_5k).", lower_bound=1)
+    max_train_examples: int = option(None, "Use only the first N training examples (quick runs).", lower_bound=1)
 
     def load(self) -> "Data":
         return load_dataset(self.dataset, self.data_dir, self.tfds_data_dir, self.validation_size,

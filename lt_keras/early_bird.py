@@ -16,6 +16,7 @@ that feed a residual addition are kept. Zeroing gamma and beta of the pruned
 channels (``channel_masked``) gives exactly the slimmed network's outputs.
 """
 import collections
+import dataclasses
 import glob
 import os
 import re
@@ -27,9 +28,42 @@ from lt_keras.errors import LtKerasError
 from lt_keras.io_utils import load_weights, save_weights
 from lt_keras.layers import masked_layers, walk_layers
 from lt_keras.mask import Mask, mask_key
+from lt_keras.options import option
 from lt_keras.pruning import prune_global
 
 GRANULARITIES = ("channel", "weight")
+RETRAIN_FROM = ("eb", "scratch")
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyBirdConfig:
+    """The Early-Bird search (You et al. 2020), its retraining and its LT one-shot baseline."""
+
+    bn_l1: float = option(1e-4, "L1 penalty on BatchNorm scale factors (network slimming).", lower_bound=0)
+    prune_ratios: tuple = option((0.3, 0.5, 0.7), "Channel pruning ratios tracked at once.", item=float)
+    queue_length: int = option(5, "FIFO length of masks compared.", lower_bound=2)
+    epsilon: float = option(0.1, "Early-Bird threshold on the normalized Hamming distance.")
+    stop_at_eb: bool = option(True, "Stop the search once every ratio's ticket has emerged.")
+    granularity: str = option("channel", "BN channels (slimming) or weights (magnitude).", choices=GRANULARITIES)
+    retrain_from: str = option("eb", "Retrain from the EB weights or re-initialized.", choices=RETRAIN_FROM)
+    retrain_ratios: tuple = option(None, "Ratios whose tickets are retrained (default: every emerged ratio).",
+                                   item=float)
+    run_baseline: bool = option(False, "Also train the LT one-shot baseline for its accuracy.")
+    lr_decay_epochs: tuple = option((), "Epochs where the step schedule divides the rate (sets the step "
+                                    "schedule's iterations).", item=float)
+
+    def __post_init__(self):
+        if not self.prune_ratios or any(not 0 < r < 1 for r in self.prune_ratios):
+            raise LtKerasError(f"--prune_ratios: each ratio must be in (0, 1), got {list(self.prune_ratios)}.")
+        if self.retrain_ratios is None:
+            object.__setattr__(self, "retrain_ratios", tuple(self.prune_ratios))
+        if set(self.retrain_ratios) - set(self.prune_ratios):
+            raise LtKerasError(f"--retrain_ratios: {sorted(set(self.retrain_ratios) - set(self.prune_ratios))} are "
+                               "not in --prune_ratios.")
+        if not 0 <= self.epsilon < 1:
+            raise LtKerasError(f"--epsilon: must be in [0, 1), got {self.epsilon}.")
+        if self.granularity not in GRANULARITIES:
+            raise LtKerasError(f"--granularity: {self.granularity!r} is not one of {list(GRANULARITIES)}.")
 _PASS = (keras.layers.ReLU, keras.layers.Activation, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
          keras.layers.Dropout)
 _REDUCE = (keras.layers.Flatten, keras.layers.GlobalAveragePooling2D)

@@ -23,6 +23,7 @@ from lt_keras.errors import LtKerasError
 from lt_keras.io_utils import atomic_write_json, load_weights, read_json, save_weights
 from lt_keras.layers import MaskedConv2D, masked_layers
 from lt_keras.mask import Mask, mask_key
+from lt_keras.options import option
 from lt_keras.pruning import prune_count, prune_global, prune_layerwise, random_mask_like
 from lt_keras.seeds import rng_for, seed_globals
 from lt_keras.ticket import write_ticket
@@ -33,19 +34,22 @@ CONTROLS = ("random_reinit", "random_prune")
 
 @dataclasses.dataclass(frozen=True)
 class ImpConfig:
-    rounds: int = 3  # pruning rounds after the dense round 0
-    target_density: float = None  # one-shot: prune once to this density instead
-    allocation: str = "layerwise"
-    prune_rate_fc: float = 0.2
-    prune_rate_conv: float = 0.1
-    prune_rate_output: float = 0.1
-    prune_rate: float = 0.2  # global allocation
-    rewind: str = "init"  # init | step:K | none
-    criterion: str = "large_final"
-    mask1: str = "init"
-    mask1_rescaling: bool = False  # kept weights x numel / ones per layer (Zhou et al.'s *_rescaling)
-    mask0: str = "zero"  # zero | the freeze_init family (lt_keras.actions)
-    controls: tuple = ()
+    rounds: int = option(3, "Pruning rounds after the dense round 0.")
+    target_density: float = option(None, "One-shot: prune once to this fraction of weights (overrides --rounds).")
+    allocation: str = option("layerwise", "layerwise (rates by layer kind) or global (one pooled rate).")
+    prune_rate_fc: float = option(0.2, "Per-round pruning rate of hidden dense layers.")
+    prune_rate_conv: float = option(0.1, "Per-round pruning rate of convolutions.")
+    prune_rate_output: float = option(0.1, "Per-round pruning rate of the output layer.")
+    prune_rate: float = option(0.2, "Per-round pooled rate with --allocation=global.")
+    rewind: str = option("init", "init (theta_0), step:K (weights after K steps) or none.")
+    criterion: str = option("large_final", "Mask criterion (Zhou et al.; lt_keras.criteria).")
+    mask1: str = option("init", "Mask-1 action for the kept weights at rewind (lt_keras.actions).")
+    mask1_rescaling: bool = option(False, "Multiply the kept weights by numel / ones of each layer's mask "
+                                   "(Zhou et al.'s *_rescaling variants).")
+    mask0: str = option("zero", "Mask-0 action for pruned weights: zero, freeze_init (keep theta_0), "
+                        "freeze_init_zero_mask, freeze_init_zero_all, freeze_init_zero_reshuffle, freeze_init_zero_rev "
+                        "(see lt_keras.actions).")
+    controls: tuple = option((), "Baselines trained every round: random_reinit, random_prune.")
 
     def validate(self):
         if self.target_density is None and self.rounds < 1:

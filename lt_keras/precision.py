@@ -25,11 +25,14 @@ weights and masks, so a ticket found in 8 bits is retrained at fp32. The
 masked layers keep their variables (kernel, masks, scores) untouched: the
 quantized kernel is handed to ``call()`` through ``_kernel_override`` only.
 """
+import dataclasses
+
 import numpy as np
 
 from lt_keras._keras import keras, tf
 from lt_keras.errors import LtKerasError
 from lt_keras.layers import is_masked, masked_layers, walk_layers
+from lt_keras.options import option
 
 PRECISIONS = ("fp32", "int8")
 _FP32_CONFIG = "_lt_fp32_config"
@@ -261,16 +264,26 @@ def _copy_weights(source, target):
             variable.assign(values[name])
 
 
+@dataclasses.dataclass(frozen=True)
 class SearchPrecision:
     """The precision a search runs at; ``apply`` is the one call the search code makes."""
 
-    def __init__(self, precision="fp32", weight_bits=8, activation_bits=8, gradient_bits=8):
-        if precision not in PRECISIONS:
-            raise LtKerasError(f"--precision: {precision!r} is not one of {list(PRECISIONS)}.")
-        self.precision = precision
-        self.bits = {"weight_bits": check_bits("weight_bits", weight_bits),
-                     "activation_bits": check_bits("activation_bits", activation_bits),
-                     "gradient_bits": check_bits("gradient_bits", gradient_bits)}
+    precision: str = option("fp32", "Search precision: int8 fake-quantizes weights, activations and gradients "
+                            "(TFMOT); tickets are written and retrained at fp32.", choices=PRECISIONS)
+    weight_bits: int = option(8, "int8 search: weight bits of masked layers.")
+    activation_bits: int = option(8, "int8 search: activation bits of masked layers.")
+    gradient_bits: int = option(8, "int8 search: bits of backward errors and weight gradients.")
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise LtKerasError(f"--precision: {self.precision!r} is not one of {list(PRECISIONS)}.")
+        for name in ("weight_bits", "activation_bits", "gradient_bits"):
+            check_bits(name, getattr(self, name))
+
+    @property
+    def bits(self):
+        return {"weight_bits": self.weight_bits, "activation_bits": self.activation_bits,
+                "gradient_bits": self.gradient_bits}
 
     def apply(self, model):
         return to_search_precision(model, **self.bits) if self.precision == "int8" else model

@@ -7,19 +7,70 @@ module converts models, initializes the frozen weights, evaluates the
 stochastic masks as the paper reports them, turns a learned supermask into a
 ticket, and evaluates criterion masks on untrained weights.
 """
+import dataclasses
+
 import numpy as np
 
 from lt_keras._keras import keras, tf
-from lt_keras.actions import apply_mask1
+from lt_keras.actions import apply_mask1, mask1_action_names
 from lt_keras.convert import mask_model
-from lt_keras.criteria import score
+from lt_keras.criteria import criterion_names, score
 from lt_keras.errors import LtKerasError
 from lt_keras.layers import EVAL_MASKS, masked_layers
 from lt_keras.mask import Mask, mask_key
+from lt_keras.options import option
 from lt_keras.pruning import prune_layerwise
 
 ESTIMATORS = ("bernoulli", "topk")
 WEIGHT_INITS = ("glorot_normal", "kaiming_normal", "signed_constant", "signed_kaiming_constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnConfig:
+    """A learned supermask: estimator, frozen weights, and how it is evaluated."""
+
+    estimator: str = option("bernoulli", "Supermask estimator: bernoulli (Zhou et al.) or topk (edge-popup).",
+                            choices=ESTIMATORS)
+    keep_fraction: float = option(0.5, "topk: fraction of each layer's weights kept.")
+    score_init: float = option(0.0, "bernoulli: initial score (0 -> p = 0.5).")
+    eval_mask: str = option(None, "Inference mask during training: sampled or expected (bernoulli), topk (topk). "
+                            "Default: sampled / topk.")
+    eval_samples: int = option(10, "Sampled masks averaged for the final evaluation.", lower_bound=1)
+    weight_init: str = option("glorot_normal", "Frozen weights.", choices=WEIGHT_INITS)
+    dynamic_weight_rescaling: bool = option(False, "Scale each layer by numel / ones of its current mask.")
+
+    def __post_init__(self):
+        if self.estimator not in ESTIMATORS:
+            raise LtKerasError(f"--estimator: {self.estimator!r} is not one of {list(ESTIMATORS)}.")
+        if self.eval_mask is not None and self.eval_mask not in EVAL_MASKS[self.estimator]:
+            raise LtKerasError(f"--eval_mask: {self.eval_mask!r} does not go with --estimator={self.estimator}; "
+                               f"choose one of {list(EVAL_MASKS[self.estimator])}.")
+        if not 0 < self.keep_fraction <= 1:
+            raise LtKerasError(f"--keep_fraction: must be in (0, 1], got {self.keep_fraction}.")
+        if self.weight_init not in WEIGHT_INITS:
+            raise LtKerasError(f"--weight_init: {self.weight_init!r} is not one of {list(WEIGHT_INITS)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class UntrainedConfig:
+    """Masks scored on untrained weights: from a dense run by a criterion at each density, or an IMP round's."""
+
+    from_run: str = option(None, "Untrained-mask mode: an lt-train run (init_weights.npz + model.keras) or an "
+                           "lt-imp run (with --from_round).")
+    from_round: int = option(None, "lt-imp round whose mask is evaluated untrained.", lower_bound=0)
+    criterion: str = option("large_final_same_sign", "Untrained-mask mode: mask criterion.")
+    mask1: str = option("signed_constant", "Untrained-mask mode: mask-1 action for the kept weights.")
+    densities: tuple = option((0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+                              "Untrained-mask mode: fractions of weights kept, per layer.", item=float)
+
+    def __post_init__(self):
+        if self.criterion not in criterion_names():
+            raise LtKerasError(f"--criterion: {self.criterion!r} is not one of {criterion_names()}.")
+        if self.mask1 not in mask1_action_names():
+            raise LtKerasError(f"--mask1: {self.mask1!r} is not one of {mask1_action_names()}.")
+        for density in self.densities:
+            if not 0 < density <= 1:
+                raise LtKerasError(f"--densities: {density} is outside (0, 1].")
 
 
 def to_supermask(model, estimator="bernoulli", keep_fraction=0.5, score_init=0.0, eval_mask=None,
@@ -156,3 +207,105 @@ def untrained_accuracy(model, mask: Mask, mask1, dataset, seed=0):
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     model.test_function = None
     return float(model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"])
+
+
+def learn(output_dir, model_name, data, train, config: LearnConfig = LearnConfig(), precision=None) -> dict:
+    """Learn a supermask over frozen weights of ``model_name`` and write it as a ticket: the method as one call.
+
+    Writes into ``output_dir``: history.json, curves.png, model.keras and
+    ``ticket/`` (the frozen fp32 weights and the final hard mask); checkpoints
+    at every evaluation (``backup/``), so a killed call resumes bit-identically
+    when made again. ``precision`` (a ``SearchPrecision``) fake-quantizes the
+    search; the ticket is fp32. Returns the summary (evaluations, densities).
+    """
+    import os
+    import shutil
+
+    from lt_keras.io_utils import atomic_save_model, atomic_write_json
+    from lt_keras.models import build_model
+    from lt_keras.precision import SearchPrecision, from_search_precision
+    from lt_keras.report import plot_curves
+    from lt_keras.ticket import write_ticket
+    from lt_keras.training import fit
+
+    precision = precision or SearchPrecision()
+    keras.utils.set_random_seed(train.seed)
+    model = build_model(model_name, data.input_shape, data.num_classes)
+    init_weights(model, config.weight_init, seed=train.seed)
+    model = to_supermask(model, config.estimator, config.keep_fraction, config.score_init, config.eval_mask,
+                         config.dynamic_weight_rescaling, seed=train.seed)
+    model = precision.apply(model)
+    backup = os.path.join(output_dir, "backup")
+    result = fit(model, data, train, output_dir=output_dir, callbacks=[MaskDensityLogger()], backup_dir=backup)
+    atomic_write_json(os.path.join(output_dir, "history.json"), result.history)
+    plot_curves(result.history, os.path.join(output_dir, "curves.png"))
+    test = data.eval_dataset("test")
+    if config.estimator == "bernoulli":
+        evaluations = {"sampled": evaluate(model, test, "sampled", config.eval_samples),
+                       "expected": evaluate(model, test, "expected")}
+    else:
+        evaluations = {"topk": evaluate(model, test, "topk")}
+    model = from_search_precision(model)
+    atomic_save_model(model, os.path.join(output_dir, "model.keras"))
+    mask = hard_mask(model)
+    write_ticket(os.path.join(output_dir, "ticket"), to_ticket(model), mask, {
+        "method": "supermask", "estimator": config.estimator, "weight_init": config.weight_init,
+        "dynamic_weight_rescaling": config.dynamic_weight_rescaling, "source_run": os.path.abspath(output_dir),
+        "found_at_precision": precision.precision, "search_precision": precision.describe()})
+    shutil.rmtree(backup, ignore_errors=True)
+    return {"mode": "learn", "expected_density_at_end": expected_density(model), "ticket_density": mask.density(),
+            "evaluations": evaluations,
+            "test_accuracy": evaluations.get("sampled", evaluations.get("topk"))["accuracy"],
+            **{k: v for k, v in result.to_dict().items() if k != "history"}}
+
+
+def untrained(model_name, data, config: UntrainedConfig, seed=0) -> dict:
+    """Test accuracy of masks on untrained weights (Zhou et al.'s supermask finding), no training.
+
+    From an lt-train run (``config.from_run``): ``config.criterion`` of its
+    initial and final weights at each of ``config.densities``; from an lt-imp
+    run with ``config.from_round``: that round's mask. The kept weights start
+    per ``config.mask1``. Returns ``rows`` (density, source, accuracy).
+    """
+    import os
+
+    from lt_keras.io_utils import load_weights
+    from lt_keras.models import build_model
+
+    source = config.from_run
+    if source is None:
+        raise LtKerasError("--from_run: untrained masks need a run to take weights (and masks) from.")
+    init_path = os.path.join(source, "init_weights.npz")
+    if not os.path.exists(init_path):
+        raise LtKerasError(f"--from_run {source}: no init_weights.npz (expected an lt-train or lt-imp run).")
+    init = load_weights(init_path)
+    test = data.eval_dataset("test")
+
+    def fresh():
+        model = build_model(model_name, data.input_shape, data.num_classes)
+        try:
+            model.set_weights(init)
+        except ValueError as e:
+            raise LtKerasError(f"--from_run {source}: its weights do not fit --model={model_name}: {e}") from None
+        return model
+
+    rows = []
+    if config.from_round is not None:
+        mask_path = os.path.join(source, f"round_{config.from_round}", "mask.npz")
+        if not os.path.exists(mask_path):
+            raise LtKerasError(f"--from_round: {mask_path} does not exist (is the round complete?).")
+        mask = Mask.load(mask_path)
+        rows.append({"density": mask.density(), "source": f"round_{config.from_round}",
+                     "accuracy": untrained_accuracy(fresh(), mask, config.mask1, test, seed)})
+    else:
+        final_path = os.path.join(source, "model.keras")
+        if not os.path.exists(final_path):
+            raise LtKerasError(f"--from_run {source}: no model.keras (the trained weights); is the run finished?")
+        final = {mask_key(l): l.kernel.numpy() for l in masked_layers(keras.models.load_model(final_path))}
+        initial = {mask_key(l): l.kernel.numpy() for l in masked_layers(fresh())}
+        for density in config.densities:
+            mask = criterion_mask(initial, final, config.criterion, density, seed)
+            rows.append({"density": mask.density(), "keep_per_layer": density, "source": config.criterion,
+                         "accuracy": untrained_accuracy(fresh(), mask, config.mask1, test, seed)})
+    return {"mode": "untrained", "criterion": config.criterion,
+            "mask1": config.mask1, "rows": rows, "best_accuracy": max(r["accuracy"] for r in rows)}

@@ -19,6 +19,7 @@ from absl import logging
 from lt_keras._keras import keras, tf
 from lt_keras.errors import DivergedError, LtKerasError
 from lt_keras.io_utils import atomic_write_json, read_json
+from lt_keras.options import option
 
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
@@ -26,20 +27,24 @@ LR_SCHEDULES = ("constant", "step", "cosine")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    optimizer: str = "adam"
-    learning_rate: float = 1.2e-3
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 0.0  # decoupled (AdamW / SGDW)
-    lr_schedule: str = "constant"
-    lr_decay_steps: tuple = ()  # step schedule: iterations where the rate is multiplied by lr_decay_factor
-    lr_decay_factor: float = 0.1
-    warmup_steps: int = 0  # linear warmup from 0, before any schedule
-    batch_size: int = 60
-    train_steps: int = None  # exactly one of train_steps / epochs
-    epochs: float = None
-    eval_every: int = None  # None: once per pass over the training set
-    jit_compile: bool = None  # None: XLA where it is faster (see use_xla)
-    seed: int = 0
+    optimizer: str = option("adam", "Optimizer.", choices=OPTIMIZERS)
+    learning_rate: float = option(1.2e-3, "Peak learning rate.", lower_bound=0)
+    momentum: float = option(0.9, "SGD momentum.", lower_bound=0)
+    weight_decay: float = option(0.0, "Decoupled weight decay (AdamW / SGDW).", lower_bound=0)
+    lr_schedule: str = option("constant", "Learning-rate schedule after warmup.", choices=LR_SCHEDULES)
+    lr_decay_steps: tuple = option((), "Iterations at which the step schedule multiplies the rate by "
+                                   "--lr_decay_factor.", item=int)
+    lr_decay_factor: float = option(0.1, "Step-schedule factor.", lower_bound=0)
+    warmup_steps: int = option(0, "Linear learning-rate warmup iterations (before any schedule).", lower_bound=0)
+    batch_size: int = option(60, "Training batch size.", lower_bound=1)
+    train_steps: int = option(None, "Training iterations (exactly one of --train_steps and --epochs).",
+                              lower_bound=1)
+    epochs: float = option(None, "Training epochs (the binaries default to 10 when neither is given).",
+                           lower_bound=0)
+    eval_every: int = option(None, "Evaluate every N iterations (default: once per epoch).", lower_bound=1)
+    jit_compile: bool = option(None, "Compile training steps with XLA (unset: on a GPU, and on a CPU for nets "
+                               "without convolutions, whose XLA CPU kernels are slower).")
+    seed: int = option(0, "Seed for initialization, shuffling and masks.")
 
     def validate(self):
         def bad(flag, message):

@@ -1,29 +1,79 @@
-"""Every flagfile under flags/ parses with the binary it is written for."""
+"""Every flagfile under flags/ parses with the binary it is written for; every binary's flags are its configs'
+fields (plus its own few), defined once."""
+import dataclasses
 import glob
+import importlib
 import os
 
 import pytest
 from absl import flags
 
-import lt_keras.bin.early_bird  # noqa: F401
-import lt_keras.bin.imp  # noqa: F401  (defines the IMP and common flags)
-import lt_keras.bin.supermask  # noqa: F401
-import lt_keras.bin.train  # noqa: F401
+from lt_keras.bin import config_flags
+from lt_keras.data import DataConfig
+from lt_keras.early_bird import EarlyBirdConfig
+from lt_keras.imp import ImpConfig
+from lt_keras.precision import SearchPrecision
+from lt_keras.supermask import LearnConfig, UntrainedConfig
+from lt_keras.training import TrainConfig
 from tests.conftest import REPO
 
 FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.flags")))
+# Binary -> the config dataclasses its flags come from, and the flags it defines itself.
+BINARIES = {
+    "train": ((DataConfig, TrainConfig), {"model", "output_dir"}),
+    "imp": ((DataConfig, TrainConfig, SearchPrecision, ImpConfig), {"model", "output_dir"}),
+    "supermask": ((DataConfig, TrainConfig, SearchPrecision, LearnConfig, UntrainedConfig), {"model", "output_dir"}),
+    "early_bird": ((DataConfig, TrainConfig, SearchPrecision, EarlyBirdConfig), {"model", "output_dir"}),
+    "retrain": ((DataConfig, TrainConfig), {"model", "output_dir", "ticket_dir", "strategy", "cpu_devices"}),
+    "export": ((DataConfig, TrainConfig), {"model", "output_dir", "ticket_dir", "saved_model_dir", "tflite",
+                                           "tflite_quantization", "parity_examples", "representative_examples"}),
+}
+
+
+def binary_flags(name):
+    """A fresh FlagValues holding exactly what ``lt_keras.bin.<name>`` defines (importing it defines nothing)."""
+    values = flags.FlagValues()
+    importlib.import_module(f"lt_keras.bin.{name}").define_flags(values)
+    return values
+
+
+def binary_for(path):
+    name = os.path.basename(path)
+    if "supermask" in name or "edgepopup" in name:
+        return "supermask"
+    if "early_bird" in name or "_eb" in name:
+        return "early_bird"
+    return "train" if "dense" in name else "imp"
 
 
 @pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
-def test_flagfile_parses(path, monkeypatch):
+def test_flagfile_parses_with_its_binary(path, monkeypatch):
     monkeypatch.chdir(REPO)  # flagfiles include each other by repo-relative path
-    values = flags.FLAGS
-    try:
-        values(["prog", f"--flagfile={path}"])
-        assert values.model and values.dataset
-        assert (values.train_steps is None) or (values.epochs is None)
-    finally:
-        values.unparse_flags()
+    values = binary_flags(binary_for(path))
+    values(["prog", f"--flagfile={path}"])
+    assert values.model and values.dataset
+    assert (values.train_steps is None) or (values.epochs is None)
+
+
+@pytest.mark.parametrize("name", sorted(BINARIES))
+def test_a_binarys_flags_are_its_configs_fields(name):
+    configs, own = BINARIES[name]
+    values = binary_flags(name)
+    fields = {f.name for cls in configs for f in config_flags.flag_fields(cls)}
+    assert set(values) == fields | own
+    for cls in configs:  # and each flag's default is the field's default: written once, in the dataclass
+        for field in config_flags.flag_fields(cls):
+            default = values[field.name].default
+            if isinstance(field.default, tuple):
+                default = tuple(config_flags._item(field, v) for v in default) if default is not None else None
+            assert default == field.default, (name, field.name)
+    assert all(f.name not in values for cls in configs for f in dataclasses.fields(cls)
+               if f not in config_flags.flag_fields(cls))
+
+
+def test_two_binaries_in_one_process_keep_their_own_defaults():
+    assert binary_flags("imp")["criterion"].default == ImpConfig.criterion == "large_final"
+    assert binary_flags("supermask")["criterion"].default == UntrainedConfig.criterion == "large_final_same_sign"
 
 
 def test_there_are_paper_flagfiles():

@@ -1,7 +1,9 @@
 """Flags shared by every binary: the same name and meaning everywhere.
 
-Binaries call ``define_common_flags()`` at import (never the library itself),
-then turn the parsed values into frozen configs with the helpers below.
+Each binary defines its flags in ``define_flags()`` (called by its entry
+point, so importing a binary defines nothing), most of them generated from
+the config dataclasses (``config_flags``), then turns the parsed values into
+frozen configs with the helpers below.
 """
 import contextlib
 import dataclasses
@@ -12,113 +14,53 @@ import sys
 
 from absl import flags
 
-from lt_keras.data import DEFAULT_DATASET, DataConfig, dataset_names
+from lt_keras.bin import config_flags
+from lt_keras.data import DataConfig
 from lt_keras.errors import LtKerasError
 from lt_keras.models import model_names
-from lt_keras.training import LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from lt_keras.training import TrainConfig
 
 FLAGS = flags.FLAGS
 DEFAULT_EPOCHS = 10
 
 
-def define_common_flags(default_model="lenet_300_100"):
-    if "dataset" in FLAGS:  # Already defined in this process (e.g. two binaries imported by tests).
-        return
-    # Data.
-    flags.DEFINE_enum("dataset", DEFAULT_DATASET, dataset_names(),
-                      f"Dataset. {DEFAULT_DATASET} is embedded (offline); the others come from "
-                      "--data_dir or TFDS.")
-    flags.DEFINE_string("data_dir", None, "Folder with the dataset's official files (IDX for MNIST-style "
-                        "sets; the CIFAR python batch folder). Overrides TFDS.")
-    flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory (TFDS's default if unset).")
-    flags.DEFINE_integer("validation_size", None, "Validation examples, taken from the end of the training "
-                         "set (default: 5000 for full sets, 500 for mnist_5k).", lower_bound=1)
-    flags.DEFINE_integer("max_train_examples", None, "Use only the first N training examples (quick runs).",
-                         lower_bound=1)
-    # Model and run.
-    flags.DEFINE_enum("model", default_model, model_names(), "Registered model.")
-    flags.DEFINE_string("output_dir", None, "Run directory (created; re-running resumes or skips).")
-    flags.DEFINE_integer("seed", 0, "Seed for initialization, shuffling and masks.")
-    # Length and evaluation.
-    flags.DEFINE_integer("batch_size", 60, "Training batch size.", lower_bound=1)
-    flags.DEFINE_integer("train_steps", None, "Training iterations (or use --epochs).", lower_bound=1)
-    flags.DEFINE_float("epochs", None, f"Training epochs (or use --train_steps; default {DEFAULT_EPOCHS}).",
-                       lower_bound=0)
-    flags.DEFINE_integer("eval_every", None, "Evaluate every N iterations (default: once per epoch).",
-                         lower_bound=1)
-    flags.DEFINE_bool("jit_compile", None, "Compile training steps with XLA (unset: on a GPU, and on a CPU "
-                      "for nets without convolutions, whose XLA CPU kernels are slower).")
-    # Optimization.
-    flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS), "Optimizer.")
-    flags.DEFINE_float("learning_rate", 1.2e-3, "Peak learning rate.", lower_bound=0)
-    flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0)
-    flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay.", lower_bound=0)
-    flags.DEFINE_enum("lr_schedule", "constant", list(LR_SCHEDULES), "Learning-rate schedule after warmup.")
-    flags.DEFINE_list("lr_decay_steps", [], "Iterations at which the step schedule multiplies the rate by "
-                      "--lr_decay_factor.")
-    flags.DEFINE_float("lr_decay_factor", 0.1, "Step-schedule factor.", lower_bound=0)
-    flags.DEFINE_integer("warmup_steps", 0, "Linear learning-rate warmup iterations.", lower_bound=0)
+def define_common_flags(default_model="lenet_300_100", flag_values=FLAGS):
+    """--model, --output_dir, and the data and training flags (generated from DataConfig and TrainConfig)."""
+    flags.DEFINE_enum("model", default_model, model_names(), "Registered model.", flag_values=flag_values)
+    flags.DEFINE_string("output_dir", None, "Run directory (created; re-running resumes or skips).",
+                        flag_values=flag_values)
+    config_flags.define(DataConfig, flag_values)
+    config_flags.define(TrainConfig, flag_values)
     flags.register_multi_flags_validator(
         ["train_steps", "epochs"],
         lambda v: v["train_steps"] is None or v["epochs"] is None,
         "--train_steps and --epochs both set the training length; give only one.",
+        flag_values=flag_values,
     )
 
 
-def _int_list(name, values):
-    try:
-        return tuple(int(v) for v in values)
-    except ValueError:
-        raise LtKerasError(f"--{name}: expected a comma-separated list of integers, got {values}.") from None
+def define_precision_flags(flag_values=FLAGS):
+    """--precision and bit widths (from SearchPrecision): the search binaries."""
+    from lt_keras.precision import SearchPrecision
+
+    config_flags.define(SearchPrecision, flag_values)
 
 
 def data_config() -> DataConfig:
-    return DataConfig(
-        dataset=FLAGS.dataset,
-        data_dir=FLAGS.data_dir,
-        tfds_data_dir=FLAGS.tfds_data_dir,
-        validation_size=FLAGS.validation_size,
-        max_train_examples=FLAGS.max_train_examples,
-    )
-
-
-def define_precision_flags():
-    """--precision and bit widths: the search binaries (lt-imp, lt-supermask, lt-early-bird)."""
-    if "precision" in FLAGS:
-        return
-    flags.DEFINE_enum("precision", "fp32", ["fp32", "int8"], "Search precision: int8 fake-quantizes weights, "
-                      "activations and gradients (TFMOT); tickets are written and retrained at fp32.")
-    flags.DEFINE_integer("weight_bits", 8, "int8 search: weight bits of masked layers.")
-    flags.DEFINE_integer("activation_bits", 8, "int8 search: activation bits of masked layers.")
-    flags.DEFINE_integer("gradient_bits", 8, "int8 search: bits of backward errors and weight gradients.")
+    return config_flags.build(DataConfig)
 
 
 def search_precision():
     from lt_keras.precision import SearchPrecision
 
-    return SearchPrecision(FLAGS.precision, FLAGS.weight_bits, FLAGS.activation_bits, FLAGS.gradient_bits)
+    return config_flags.build(SearchPrecision)
 
 
 def train_config() -> TrainConfig:
     epochs = FLAGS.epochs
     if FLAGS.train_steps is None and epochs is None:
         epochs = DEFAULT_EPOCHS
-    return TrainConfig(
-        optimizer=FLAGS.optimizer,
-        learning_rate=FLAGS.learning_rate,
-        momentum=FLAGS.momentum,
-        weight_decay=FLAGS.weight_decay,
-        lr_schedule=FLAGS.lr_schedule,
-        lr_decay_steps=_int_list("lr_decay_steps", FLAGS.lr_decay_steps),
-        lr_decay_factor=FLAGS.lr_decay_factor,
-        warmup_steps=FLAGS.warmup_steps,
-        batch_size=FLAGS.batch_size,
-        train_steps=FLAGS.train_steps,
-        epochs=epochs,
-        eval_every=FLAGS.eval_every,
-        jit_compile=FLAGS.jit_compile,
-        seed=FLAGS.seed,
-    ).validate()
+    return config_flags.build(TrainConfig, epochs=epochs).validate()
 
 
 def config_dict(**parts) -> dict:

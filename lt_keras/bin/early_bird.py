@@ -21,51 +21,32 @@ import glob
 import json
 import os
 import shutil
-import sys
 
 from absl import app, flags, logging
 
-from lt_keras.bin import common_flags
+from lt_keras.bin import common_flags, config_flags
 from lt_keras.errors import LtKerasError
 
-common_flags.define_common_flags(default_model="vgg11_bn")
-common_flags.define_precision_flags()
-flags.DEFINE_float("bn_l1", 1e-4, "L1 penalty on BatchNorm scale factors (network slimming).", lower_bound=0)
-flags.DEFINE_list("prune_ratios", ["0.3", "0.5", "0.7"], "Channel pruning ratios tracked at once.")
-flags.DEFINE_integer("queue_length", 5, "FIFO length of masks compared.", lower_bound=2)
-flags.DEFINE_float("epsilon", 0.1, "Early-Bird threshold on the normalized Hamming distance.")
-flags.DEFINE_bool("stop_at_eb", True, "Stop the search once every ratio's ticket has emerged.")
-flags.DEFINE_enum("granularity", "channel", ["channel", "weight"], "BN channels (slimming) or weights (magnitude).")
-flags.DEFINE_enum("retrain_from", "eb", ["eb", "scratch"], "Retrain from the EB weights or re-initialized.")
-flags.DEFINE_list("retrain_ratios", None, "Ratios whose tickets are retrained (default: every emerged ratio).")
-flags.DEFINE_bool("run_baseline", False, "Also train the LT one-shot baseline for its accuracy.")
-flags.DEFINE_list("lr_decay_epochs", [], "Epochs where the step schedule divides the rate (sets --lr_decay_steps).")
 FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+    from lt_keras.early_bird import EarlyBirdConfig
+
+    common_flags.define_common_flags(default_model="vgg11_bn", flag_values=flag_values)
+    common_flags.define_precision_flags(flag_values)
+    config_flags.define(EarlyBirdConfig, flag_values)
+
+
 BACKUP = "backup_"  # checkpoints of the training phases, kept until the run completes
 
 
-def _floats(name, values):
-    try:
-        return tuple(float(v) for v in values)
-    except ValueError:
-        raise LtKerasError(f"--{name}: expected numbers, got {values}.") from None
-
-
 def eb_options():
-    ratios = _floats("prune_ratios", FLAGS.prune_ratios)
-    if not ratios or any(not 0 < r < 1 for r in ratios):
-        raise LtKerasError(f"--prune_ratios: each ratio must be in (0, 1), got {list(ratios)}.")
-    retrain = _floats("retrain_ratios", FLAGS.retrain_ratios) if FLAGS.retrain_ratios else ratios
-    if set(retrain) - set(ratios):
-        raise LtKerasError(f"--retrain_ratios: {sorted(set(retrain) - set(ratios))} are not in --prune_ratios.")
-    if not 0 <= FLAGS.epsilon < 1:
-        raise LtKerasError(f"--epsilon: must be in [0, 1), got {FLAGS.epsilon}.")
+    from lt_keras.early_bird import EarlyBirdConfig
+
     if FLAGS.epochs is None:
         raise LtKerasError("--epochs: Early-Bird works in epochs; give --epochs (not --train_steps).")
-    return {"bn_l1": FLAGS.bn_l1, "prune_ratios": ratios, "queue_length": FLAGS.queue_length,
-            "epsilon": FLAGS.epsilon, "stop_at_eb": FLAGS.stop_at_eb, "granularity": FLAGS.granularity,
-            "retrain_from": FLAGS.retrain_from, "retrain_ratios": retrain, "run_baseline": FLAGS.run_baseline,
-            "lr_decay_epochs": _floats("lr_decay_epochs", FLAGS.lr_decay_epochs)}
+    return dataclasses.asdict(config_flags.build(EarlyBirdConfig))
 
 
 def _schedule(train_cfg, options, num_train, epochs, start_epoch=0):
@@ -314,6 +295,7 @@ def baseline_retrain(data, train_cfg, options, ratio, build, dense, folder):
 
 
 def run():
+    define_flags()
     app.run(main)
 
 

@@ -20,14 +20,17 @@ from absl import app, flags
 from lt_keras.bin import common_flags
 from lt_keras.errors import LtKerasError
 
-common_flags.define_common_flags()
-flags.DEFINE_string("ticket_dir", None, "Ticket folder (model.keras, mask.npz, ticket.json) to export.")
-flags.DEFINE_string("saved_model_dir", None, "New (or empty) folder for the SavedModel.")
-flags.DEFINE_bool("tflite", False, "Also write <saved_model_dir>.tflite.")
-flags.DEFINE_enum("tflite_quantization", "none", ["none", "dynamic", "int8"], "TFLite weight/activation quantization.")
-flags.DEFINE_integer("parity_examples", 100, "Test examples for the parity checks.", lower_bound=1)
-flags.DEFINE_integer("representative_examples", 200, "Training examples that calibrate int8 TFLite.", lower_bound=1)
 FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+    common_flags.define_common_flags(flag_values=flag_values)
+    flags.DEFINE_string("ticket_dir", None, "Ticket folder (model.keras, mask.npz, ticket.json) to export.", flag_values=flag_values)
+    flags.DEFINE_string("saved_model_dir", None, "New (or empty) folder for the SavedModel.", flag_values=flag_values)
+    flags.DEFINE_bool("tflite", False, "Also write <saved_model_dir>.tflite.", flag_values=flag_values)
+    flags.DEFINE_enum("tflite_quantization", "none", ["none", "dynamic", "int8"], "TFLite weight/activation quantization.", flag_values=flag_values)
+    flags.DEFINE_integer("parity_examples", 100, "Test examples for the parity checks.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("representative_examples", 200, "Training examples that calibrate int8 TFLite.", lower_bound=1, flag_values=flag_values)
 SAVED_MODEL_TOLERANCE = 1e-5
 
 
@@ -73,6 +76,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     app.run(main)
 
 

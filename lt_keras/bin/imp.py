@@ -6,56 +6,31 @@ Writes round_<k>/ (mask, metrics, ticket) per round, summary.json and
 report.png into --output_dir. Re-running the same command resumes after the
 last complete round; on a finished run it trains nothing and prints the table.
 """
-import sys
-
 from absl import app, flags, logging
 
-from lt_keras.bin import common_flags
-from lt_keras.errors import LtKerasError
+from lt_keras.bin import common_flags, config_flags
 
-common_flags.define_common_flags()
-common_flags.define_precision_flags()
-flags.DEFINE_integer("rounds", 3, "Pruning rounds after the dense round 0.")
-flags.DEFINE_float("target_density", None, "One-shot: prune once to this fraction of weights (overrides --rounds).")
-flags.DEFINE_string("allocation", "layerwise", "layerwise (rates by layer kind) or global (one pooled rate).")
-flags.DEFINE_float("prune_rate_fc", 0.2, "Per-round pruning rate of hidden dense layers.")
-flags.DEFINE_float("prune_rate_conv", 0.1, "Per-round pruning rate of convolutions.")
-flags.DEFINE_float("prune_rate_output", 0.1, "Per-round pruning rate of the output layer.")
-flags.DEFINE_float("prune_rate", 0.2, "Per-round pooled rate with --allocation=global.")
-flags.DEFINE_string("rewind", "init", "init (theta_0), step:K (weights after K steps) or none.")
-if "criterion" not in flags.FLAGS:  # lt-supermask defines the same flags (tests import both)
-    flags.DEFINE_string("criterion", "large_final", "Mask criterion (Zhou et al.).")
-    flags.DEFINE_string("mask1", "init", "Mask-1 action for the kept weights at rewind.")
-flags.DEFINE_bool("mask1_rescaling", False, "Multiply the kept weights by numel / ones of each layer's mask "
-                  "(Zhou et al.'s *_rescaling variants).")
-flags.DEFINE_string("mask0", "zero", "Mask-0 action for pruned weights: zero, freeze_init (keep theta_0), "
-                    "freeze_init_zero_mask, freeze_init_zero_all, freeze_init_zero_reshuffle, freeze_init_zero_rev "
-                    "(see lt_keras.actions).")
-flags.DEFINE_list("controls", [], "Baselines trained every round: random_reinit, random_prune.")
 FLAGS = flags.FLAGS
 
 
-def imp_config():
+def define_flags(flag_values=FLAGS):
     from lt_keras.imp import ImpConfig
 
-    return ImpConfig(
-        rounds=FLAGS.rounds, target_density=FLAGS.target_density, allocation=FLAGS.allocation,
-        prune_rate_fc=FLAGS.prune_rate_fc, prune_rate_conv=FLAGS.prune_rate_conv,
-        prune_rate_output=FLAGS.prune_rate_output, prune_rate=FLAGS.prune_rate, rewind=FLAGS.rewind,
-        criterion=FLAGS.criterion, mask1=FLAGS.mask1, mask1_rescaling=FLAGS.mask1_rescaling, mask0=FLAGS.mask0,
-        controls=tuple(FLAGS.controls),
-    ).validate()
+    common_flags.define_common_flags(flag_values=flag_values)
+    common_flags.define_precision_flags(flag_values)
+    config_flags.define(ImpConfig, flag_values)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from lt_keras.imp import run_imp
+    from lt_keras.imp import ImpConfig, run_imp
     from lt_keras.models import build_model
     from lt_keras.report import plot_rounds, round_table
 
     with common_flags.user_errors("lt-imp"):
-        data_cfg, train_cfg, imp_cfg = common_flags.data_config(), common_flags.train_config(), imp_config()
+        data_cfg, train_cfg = common_flags.data_config(), common_flags.train_config()
+        imp_cfg = config_flags.build(ImpConfig).validate()
         precision = common_flags.search_precision()
         parts = {"precision": precision.describe()} if precision.precision != "fp32" else {}
         run, summary = common_flags.open_run(FLAGS.output_dir, __name__, model=FLAGS.model, data=data_cfg,
@@ -75,6 +50,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     app.run(main)
 
 

@@ -23,14 +23,17 @@ from absl import app, flags, logging
 from lt_keras.bin import common_flags
 from lt_keras.errors import LtKerasError
 
-common_flags.define_common_flags()
-flags.DEFINE_string("ticket_dir", None, "Ticket folder (model.keras, mask.npz, ticket.json) to retrain.")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
-                  "tf.distribute strategy: default (one device), mirrored (local GPUs or --cpu_devices), "
-                  "multi_worker (TF_CONFIG).")
-flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices (for mirrored runs without GPUs).",
-                     lower_bound=1)
 FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+    common_flags.define_common_flags(flag_values=flag_values)
+    flags.DEFINE_string("ticket_dir", None, "Ticket folder (model.keras, mask.npz, ticket.json) to retrain.", flag_values=flag_values)
+    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                      "tf.distribute strategy: default (one device), mirrored (local GPUs or --cpu_devices), "
+                      "multi_worker (TF_CONFIG).", flag_values=flag_values)
+    flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices (for mirrored runs without GPUs).",
+                         lower_bound=1, flag_values=flag_values)
 
 
 def retrain(run, ticket_dir, data, train_cfg, strategy):
@@ -117,6 +120,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     app.run(main)
 
 

@@ -8,15 +8,16 @@ TensorBoard summaries and summary.json. Re-running a finished run directory
 trains nothing and prints its summary.
 """
 import json
-import sys
 
 from absl import app, flags, logging
 
 from lt_keras.bin import common_flags
-from lt_keras.errors import LtKerasError
 
-common_flags.define_common_flags()
 FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+    common_flags.define_common_flags(flag_values=flag_values)
 
 
 def train(run, model_name, data_cfg, train_cfg):
@@ -67,6 +68,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     app.run(main)
 
 
