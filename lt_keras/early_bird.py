@@ -22,6 +22,7 @@ import os
 import re
 
 import numpy as np
+from absl import logging
 
 from lt_keras._keras import keras, tf
 from lt_keras.errors import LtKerasError
@@ -358,3 +359,224 @@ def slim(model, mask: Mask):
             values.append(value)
         new.set_weights(values)
     return slimmed
+
+
+# --- the whole method: search, tickets, retraining, baseline, FLOPs ------------------------------------------
+
+BACKUP = "backup_"  # checkpoints of the training phases, kept until the run completes
+
+
+def schedule(train_cfg, config, num_train, epochs, start_epoch=0):
+    """The training config for ``epochs`` epochs with the step schedule resumed at ``start_epoch``."""
+    spe = train_cfg.steps_per_epoch(num_train)
+    decay = tuple(int(round((e - start_epoch) * spe)) for e in config.lr_decay_epochs if e > start_epoch)
+    dropped = sum(1 for e in config.lr_decay_epochs if e <= start_epoch)
+    lr = train_cfg.learning_rate * train_cfg.lr_decay_factor ** dropped
+    kind = "step" if decay else ("constant" if config.lr_decay_epochs else train_cfg.lr_schedule)
+    return dataclasses.replace(train_cfg, epochs=float(epochs), train_steps=None, lr_decay_steps=decay,
+                               lr_schedule=kind, learning_rate=lr).validate()
+
+
+def _plot_distances(callback, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lt_keras.report import save_figure
+
+    ratios = callback.detector.ratios
+    fig, axes = plt.subplots(1, len(ratios), figsize=(4.2 * len(ratios), 3.8), squeeze=False)
+    for ax, ratio in zip(axes[0], ratios):
+        matrix = callback.distance_matrix(ratio)
+        image = ax.imshow(matrix, cmap="viridis_r", vmin=0, origin="lower",
+                          extent=(0.5, len(matrix) + 0.5, 0.5, len(matrix) + 0.5))
+        ax.set_title(f"p = {ratio}" + (f", EB at epoch {callback.emerged[ratio]}" if ratio in callback.emerged else ""))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("epoch")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    save_figure(fig, path)
+
+
+def _detect(output_dir, build, data, train_cfg, config):
+    from lt_keras.io_utils import atomic_write_json
+    from lt_keras.training import fit, saved_evaluations
+
+    keras.utils.set_random_seed(train_cfg.seed)
+    model = build()
+    if config.granularity == "channel":
+        add_bn_l1(model, config.bn_l1)
+    # Checkpoints at every epoch, the detector's masks and EB weights beside them: a killed search resumes at
+    # its last epoch with the same FIFOs, and a search that had stopped at its Early-Bird epoch stays stopped.
+    backup = os.path.join(output_dir, BACKUP + "search")
+    callback = EarlyBirdCallback(config.prune_ratios, config.queue_length, config.epsilon,
+                                            config.granularity, config.stop_at_eb,
+                                            state_dir=os.path.join(backup, "early_bird"))
+    callback.restore(saved_evaluations(backup))
+    phase = schedule(train_cfg, config, len(data.y_train), train_cfg.epochs)
+    result = fit(model, data, phase, output_dir=os.path.join(output_dir, "search"), callbacks=[callback],
+                 backup_dir=backup)
+    atomic_write_json(os.path.join(output_dir, "search_history.json"), result.history)
+    _plot_distances(callback, os.path.join(output_dir, "eb_distances.png"))
+    matrices = {str(r): callback.distance_matrix(r).round(5).tolist() for r in config.prune_ratios}
+    atomic_write_json(os.path.join(output_dir, "eb_distances.json"), matrices)
+    return model, callback, result
+
+
+def _ticket_for(searched, callback, ratio, config):
+    """The EB ticket at ``ratio``: slimmed model (channel) or masked model (weight) at the EB-epoch weights, fp32.
+
+    ``searched`` is the search's own model (its twin at --precision=int8): it
+    is set to the EB-epoch weights, then copied to fp32.
+    """
+    from lt_keras.precision import from_search_precision
+
+    searched.set_weights(callback.eb_weights[ratio])
+    eb_model = from_search_precision(searched)
+    if eb_model is searched:
+        eb_model = keras.models.clone_model(searched)
+        eb_model.set_weights(searched.get_weights())
+    mask = callback.history[ratio][callback.emerged[ratio] - 1]
+    if config.granularity == "channel":
+        slimmed = slim(eb_model, mask)
+        return slimmed, Mask.from_model(slimmed), mask
+    mask.apply_to(eb_model)
+    return eb_model, mask, mask
+
+
+def search(output_dir, model_name, data, train_cfg, config: EarlyBirdConfig = EarlyBirdConfig(),
+           precision=None) -> dict:
+    """Find Early-Bird tickets of ``model_name`` and retrain them: lt-early-bird as one call.
+
+    Trains with the BN L1 penalty (``train_cfg.epochs`` is the schedule),
+    detects each ratio's ticket, writes it (slimmed, fp32) to
+    ``eb_p<ratio>/ticket``, retrains it, optionally trains the LT one-shot
+    baseline, and counts FLOPs. Every phase checkpoints into ``backup_*``
+    folders of ``output_dir`` and resumes when called again; they are removed
+    once ``summary.json`` is written. Returns the summary.
+    """
+    import glob
+    import shutil
+    import time
+
+    from lt_keras.flops import training_flops_per_step
+    from lt_keras.io_utils import atomic_write_json
+    from lt_keras.models import build_model
+    from lt_keras.ticket import write_ticket
+    from lt_keras.precision import SearchPrecision
+    from lt_keras.training import fit
+
+    if train_cfg.epochs is None:
+        raise LtKerasError("--epochs: Early-Bird works in epochs; give --epochs (not --train_steps).")
+    precision = precision or SearchPrecision()
+    num_train, epochs = len(data.y_train), train_cfg.epochs
+    spe = train_cfg.steps_per_epoch(num_train)
+
+    def build():
+        return build_model(model_name, data.input_shape, data.num_classes)
+
+    def search_build():  # the search runs at --precision; tickets, retraining and baselines are fp32
+        return precision.apply(build())
+
+    start = time.perf_counter()
+    model, callback, search_result = _detect(output_dir, search_build, data, train_cfg, config)
+    search_time = time.perf_counter() - start
+    searched_epochs = len(search_result.history)
+    dense_step = training_flops_per_step(build(), train_cfg.batch_size)
+    summary = {"model": model_name, "dataset": data.spec.name, "data_source": data.source,
+               "schedule_epochs": epochs, "search_epochs": searched_epochs, "search_wall_time_s": search_time,
+               "dense_flops_per_step": dense_step, "steps_per_epoch": spe, "retrain_from": config.retrain_from,
+               "granularity": config.granularity, "search_final_test_accuracy": search_result.final_test_accuracy,
+               "search_precision": precision.describe(),
+               "ratios": {}}
+    dense_baseline = None
+    for ratio in config.prune_ratios:
+        entry = {"emerged": ratio in callback.emerged}
+        summary["ratios"][str(ratio)] = entry
+        if ratio not in callback.emerged:
+            logging.warning("no Early-Bird ticket at ratio %s within %d epochs.", ratio, searched_epochs)
+            continue
+        eb_epoch = callback.emerged[ratio]
+        ticket_model, ticket_mask, eb_mask = _ticket_for(model, callback, ratio, config)
+        folder = os.path.join(output_dir, f"eb_p{ratio}")
+        write_ticket(os.path.join(folder, "ticket"), ticket_model, ticket_mask, {
+            "method": "early_bird", "prune_ratio": ratio, "eb_epoch": eb_epoch, "granularity": config.granularity,
+            "slimmed": config.granularity == "channel", "parameters": int(ticket_model.count_params()),
+            "precision": "fp32", "found_at_precision": precision.precision, "search_precision": precision.describe()})
+        eb_mask.save(os.path.join(folder, "eb_mask.npz"))
+        slim_step = training_flops_per_step(ticket_model, train_cfg.batch_size)
+        if config.granularity == "weight":
+            slim_step = dense_step  # unstructured masks run dense kernels
+        retrain_epochs = epochs - eb_epoch if config.retrain_from == "eb" else epochs
+        entry.update(eb_epoch=eb_epoch, eb_fraction_of_schedule=eb_epoch / epochs,
+                     ticket_parameters=int(ticket_model.count_params()), ticket_flops_per_step=slim_step,
+                     retrain_epochs=retrain_epochs)
+        entry["eb_total_flops"] = (eb_epoch * dense_step + retrain_epochs * slim_step) * spe
+        entry["lt_total_flops"] = (epochs * dense_step + epochs * slim_step) * spe
+        entry["flops_ratio"] = entry["lt_total_flops"] / entry["eb_total_flops"]
+        if ratio in config.retrain_ratios and retrain_epochs > 0:
+            keras.backend.clear_session()
+            keras.utils.set_random_seed(train_cfg.seed)
+            retrain_model = ticket_model
+            if config.retrain_from == "scratch":
+                retrain_model = keras.models.clone_model(ticket_model)  # same shapes, fresh initializers
+                ticket_mask.apply_to(retrain_model)
+            phase = schedule(train_cfg, config, num_train, retrain_epochs,
+                             start_epoch=eb_epoch if config.retrain_from == "eb" else 0)
+            start = time.perf_counter()
+            result = fit(retrain_model, data, phase, output_dir=os.path.join(folder, "retrain"),
+                         backup_dir=os.path.join(folder, BACKUP + "retrain"))
+            entry.update(retrain_test_accuracy=result.final_test_accuracy,
+                         retrain_wall_time_s=time.perf_counter() - start)
+            atomic_write_json(os.path.join(folder, "retrain_history.json"), result.history)
+        if config.run_baseline and ratio in config.retrain_ratios:
+            if dense_baseline is None:
+                dense_baseline = _train_dense_baseline(output_dir, data, train_cfg, config, build)
+            entry.update(_baseline_retrain(data, train_cfg, config, ratio, build, dense_baseline, folder))
+    atomic_write_json(os.path.join(output_dir, "summary.json"), summary)
+    for folder in glob.glob(os.path.join(output_dir, "**", BACKUP + "*"), recursive=True):
+        shutil.rmtree(folder, ignore_errors=True)  # complete: no phase resumes any more
+    return summary
+
+
+def _train_dense_baseline(output_dir, data, train_cfg, config, build):
+    """LT one-shot, part 1: the full dense training (with the same BN L1), once for every ratio."""
+    import time
+
+    from lt_keras.training import fit
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(train_cfg.seed)
+    model = build()
+    if config.granularity == "channel":
+        add_bn_l1(model, config.bn_l1)
+    start = time.perf_counter()
+    phase = schedule(train_cfg, config, len(data.y_train), train_cfg.epochs)
+    result = fit(model, data, phase, output_dir=os.path.join(output_dir, "baseline_dense"),
+                 backup_dir=os.path.join(output_dir, BACKUP + "dense"))
+    return {"weights": model.get_weights(), "test_accuracy": result.final_test_accuracy,
+            "wall_time_s": time.perf_counter() - start}
+
+
+def _baseline_retrain(data, train_cfg, config, ratio, build, dense, folder):
+    """LT one-shot, part 2: prune the trained dense net at ``ratio`` (slimmed) and retrain the full schedule."""
+    import time
+
+    from lt_keras.training import fit
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(train_cfg.seed)
+    model = build()
+    model.set_weights(dense["weights"])
+    mask = compute_mask(model, ratio, config.granularity)
+    if config.granularity == "channel":
+        model = slim(model, mask)
+    else:
+        mask.apply_to(model)
+    start = time.perf_counter()
+    phase = schedule(train_cfg, config, len(data.y_train), train_cfg.epochs)
+    retrained = fit(model, data, phase, output_dir=os.path.join(folder, "baseline_retrain"),
+                    backup_dir=os.path.join(folder, BACKUP + "baseline_retrain"))
+    return {"baseline_dense_test_accuracy": dense["test_accuracy"],
+            "baseline_test_accuracy": retrained.final_test_accuracy,
+            "baseline_wall_time_s": dense["wall_time_s"] + time.perf_counter() - start}

@@ -232,3 +232,22 @@ def test_killed_search_resumes_with_its_fifo_and_a_stopped_search_stays_stopped(
     assert batches == [] and again.emerged == whole.emerged and again_result.history == result.history
     for a, b in zip(again_model.get_weights(), whole_model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_search_is_one_library_call(tmp_path):
+    """lt-early-bird's pipeline from Python with typed configs, no flags."""
+    from lt_keras.data import DataConfig
+    from lt_keras.training import TrainConfig
+
+    data = DataConfig(max_train_examples=200, validation_size=100).load()
+    config = eb.EarlyBirdConfig(prune_ratios=(0.5,), queue_length=2, epsilon=0.5, retrain_ratios=())
+    train = TrainConfig(epochs=2, batch_size=50, optimizer="sgd", learning_rate=0.05, jit_compile=False)
+    summary = eb.search(str(tmp_path), "resnet20", data, train, config)
+    assert summary["ratios"]["0.5"]["eb_epoch"] == 2 and "retrain_test_accuracy" not in summary["ratios"]["0.5"]
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert load_ticket(tmp_path / "eb_p0.5" / "ticket").info["found_at_precision"] == "fp32"
+    assert not list(tmp_path.rglob("backup_*"))
+    with pytest.raises(LtKerasError, match="--epochs"):
+        eb.search(str(tmp_path / "steps"), "resnet20", data, TrainConfig(train_steps=4), config)
+    with pytest.raises(LtKerasError, match="--retrain_ratios"):
+        eb.EarlyBirdConfig(prune_ratios=(0.5,), retrain_ratios=(0.3,))
