@@ -145,3 +145,43 @@ def export_ticket(model, saved_model_dir, x_check):
         "zipped_bytes_exported": sparse_zip,
         "zip_ratio": sparse_zip / dense_zip,
     }
+
+
+SAVED_MODEL_TOLERANCE = 1e-5
+
+
+def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tflite_quantization=None,
+                      representative_examples=200) -> dict:
+    """lt-export as one call: the ticket in ``ticket_dir`` as a SavedModel (and TFLite), checked and reported.
+
+    Fails (``LtKerasError``) when the SavedModel differs from the masked model
+    by more than ``SAVED_MODEL_TOLERANCE`` on ``parity_examples`` test inputs.
+    ``tflite_quantization`` (none, dynamic, int8; None: no TFLite) adds
+    ``<saved_model_dir>.tflite``, int8 calibrated on training examples. The
+    report is also written to ``<saved_model_dir>.report.json``.
+    """
+    from lt_keras.io_utils import atomic_write_bytes, atomic_write_json
+    from lt_keras.ticket import load_ticket
+
+    ticket = load_ticket(ticket_dir)
+    if tuple(ticket.model.input_shape[1:]) != tuple(data.input_shape):
+        raise LtKerasError(f"ticket takes inputs of shape {tuple(ticket.model.input_shape[1:])}, but --dataset="
+                           f"{data.spec.name} has {tuple(data.input_shape)}; pass the ticket's dataset.")
+    target = os.path.abspath(saved_model_dir)
+    x = data.x_test[:parity_examples]
+    report = export_ticket(ticket.model, target, x)
+    report.update(ticket=os.path.abspath(ticket_dir), method=ticket.info.get("method"),
+                  saved_model_tolerance=SAVED_MODEL_TOLERANCE)
+    if report["max_abs_diff_saved_model"] > SAVED_MODEL_TOLERANCE:
+        raise LtKerasError(f"the SavedModel differs from the masked model by {report['max_abs_diff_saved_model']:.3g} "
+                           f"(> {SAVED_MODEL_TOLERANCE}); see {target}.")
+    if tflite_quantization is not None:
+        tflite = to_tflite(target, tflite_quantization, data.x_train[:representative_examples][:, None])
+        atomic_write_bytes(target + ".tflite", tflite)
+        reference = ticket.model(x, training=False).numpy()
+        outputs = tflite_outputs(tflite, x)
+        report.update(tflite_path=target + ".tflite", tflite_quantization=tflite_quantization,
+                      tflite_bytes=len(tflite), tflite_max_abs_diff=max_abs_diff(outputs, reference),
+                      tflite_top1_agreement=float(np.mean(outputs.argmax(1) == reference.argmax(1))))
+    atomic_write_json(target + ".report.json", report)
+    return report

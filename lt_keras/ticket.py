@@ -100,3 +100,63 @@ def _check_finite(model, what):
     bad = [w.name for w in model.weights if not np.isfinite(w.numpy()).all()]
     if bad:
         raise LtKerasError(f"{what} has non-finite weights in {bad[:5]}; it comes from a diverged run.")
+
+
+def retrain(output_dir, ticket_dir, data, train, strategy=None, strategy_name="default") -> dict:
+    """Retrain the ticket in ``ticket_dir`` at fp32 (XLA where faster) into ``output_dir``: lt-retrain as one call.
+
+    Writes the retrained ``ticket/``, history.json and curves.png; a killed
+    call resumes from its last evaluation (``backup/``) when made again.
+    ``strategy`` is a ``tf.distribute`` strategy (``--batch_size`` is then
+    the global batch). The summary reports ``pruned_weights_nonzero``
+    (masked weights must stay exactly zero) and what the step really ran.
+    """
+    import numpy as np
+    from absl import logging
+
+    from lt_keras._keras import keras, tf
+    from lt_keras.layers import masked_layers
+    from lt_keras.mask import mask_key
+    from lt_keras.report import plot_curves
+    from lt_keras.training import fit
+
+    strategy = strategy or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(train.seed)
+    on_cpus = strategy.num_replicas_in_sync > 1 and not tf.config.list_logical_devices("GPU")
+    if on_cpus and train.jit_compile is not False:
+        # XLA cannot compile a step whose replicas' variables live on other logical CPU devices.
+        logging.warning("XLA is off: %d replicas on logical CPU devices cannot share one XLA program.",
+                        strategy.num_replicas_in_sync)
+        train = dataclasses.replace(train, jit_compile=False)
+    with strategy.scope():
+        ticket = load_ticket(ticket_dir)
+        model = ticket.model
+        expected = tuple(model.input_shape[1:])
+        if expected != tuple(data.input_shape):
+            raise LtKerasError(f"ticket {ticket_dir!r} takes inputs of shape {expected}, but --dataset="
+                               f"{data.spec.name} has {tuple(data.input_shape)}.")
+        backup = os.path.join(output_dir, "backup")
+        result = fit(model, data, train, output_dir=output_dir, backup_dir=backup)
+    pruned_nonzero = 0
+    for layer in masked_layers(model):
+        if layer.mask0 == "zero":
+            kernel = layer.masked_kernel(training=False).numpy()
+            pruned_nonzero += int(np.count_nonzero(kernel[ticket.mask[mask_key(layer)] == 0]))
+    atomic_write_json(os.path.join(output_dir, "history.json"), result.history)
+    plot_curves(result.history, os.path.join(output_dir, "curves.png"))
+    info = {k: v for k, v in ticket.info.items() if k not in ("density", "layer_density", "versions")}
+    write_ticket(os.path.join(output_dir, "ticket"), model, ticket.mask,
+                 {**info, "retrained_from": os.path.abspath(ticket_dir), "precision": "fp32"})
+    shutil.rmtree(backup, ignore_errors=True)
+    return {
+        "ticket": os.path.abspath(ticket_dir),
+        "method": ticket.info.get("method"),
+        "found_at_precision": ticket.info.get("found_at_precision", ticket.info.get("precision", "fp32")),
+        "density": ticket.mask.density(),
+        "pruned_weights_nonzero": pruned_nonzero,
+        "strategy": strategy_name,
+        "replicas": strategy.num_replicas_in_sync,
+        "devices": sorted({d.device_type for d in tf.config.list_logical_devices()}),
+        "jit_compile": bool(model.jit_compile),  # what the compiled step ran, not what was asked
+        **{k: v for k, v in result.to_dict().items() if k != "history"},
+    }

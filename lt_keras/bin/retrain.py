@@ -6,18 +6,14 @@
 The ticket's model (its masks included) trains with the common training
 flags; TensorFlow places it on a GPU when one is visible. ``--strategy``
 picks a ``tf.distribute`` strategy (``--batch_size`` is the global batch).
-Writes the retrained ticket (``ticket/``), history.json, curves.png and
-summary.json. A killed run continues from its last evaluation (Keras
-BackupAndRestore); a finished one trains nothing and prints its summary.
+Writes the retrained ticket, history.json, curves.png and summary.json
+(``lt_keras.ticket.retrain``); a killed run resumes, a finished one prints.
 """
-import dataclasses
 import json
 import os
 import shutil
-import sys
 import tempfile
 
-import numpy as np
 from absl import app, flags, logging
 
 from lt_keras.bin import common_flags
@@ -28,7 +24,8 @@ FLAGS = flags.FLAGS
 
 def define_flags(flag_values=FLAGS):
     common_flags.define_common_flags(flag_values=flag_values)
-    flags.DEFINE_string("ticket_dir", None, "Ticket folder (model.keras, mask.npz, ticket.json) to retrain.", flag_values=flag_values)
+    flags.DEFINE_string("ticket_dir", None, "Ticket folder (model.keras, mask.npz, ticket.json) to retrain.",
+                        flag_values=flag_values)
     flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                       "tf.distribute strategy: default (one device), mirrored (local GPUs or --cpu_devices), "
                       "multi_worker (TF_CONFIG).", flag_values=flag_values)
@@ -36,59 +33,11 @@ def define_flags(flag_values=FLAGS):
                          lower_bound=1, flag_values=flag_values)
 
 
-def retrain(run, ticket_dir, data, train_cfg, strategy):
-    from lt_keras._keras import keras, tf
-    from lt_keras.layers import masked_layers
-    from lt_keras.mask import mask_key
-    from lt_keras.io_utils import atomic_write_json
-    from lt_keras.report import plot_curves
-    from lt_keras.ticket import load_ticket, write_ticket
-    from lt_keras.training import fit
-
-    keras.utils.set_random_seed(train_cfg.seed)
-    on_cpus = strategy.num_replicas_in_sync > 1 and not tf.config.list_logical_devices("GPU")
-    if on_cpus and train_cfg.jit_compile is not False:
-        # XLA cannot compile a step whose replicas' variables live on other logical CPU devices.
-        logging.warning("XLA is off: %d replicas on logical CPU devices cannot share one XLA program.",
-                        strategy.num_replicas_in_sync)
-        train_cfg = dataclasses.replace(train_cfg, jit_compile=False)
-    with strategy.scope():
-        ticket = load_ticket(ticket_dir)
-        model = ticket.model
-        expected = tuple(model.input_shape[1:])
-        if expected != tuple(data.input_shape):
-            raise LtKerasError(f"ticket {ticket_dir!r} takes inputs of shape {expected}, but --dataset="
-                               f"{data.spec.name} has {tuple(data.input_shape)}.")
-        result = fit(model, data, train_cfg, output_dir=run.path, backup_dir=run.file("backup"))
-    pruned_nonzero = 0  # masked weights must stay exactly zero through training
-    for layer in masked_layers(model):
-        if layer.mask0 == "zero":
-            kernel = layer.masked_kernel(training=False).numpy()
-            pruned_nonzero += int(np.count_nonzero(kernel[ticket.mask[mask_key(layer)] == 0]))
-    atomic_write_json(run.file("history.json"), result.history)
-    plot_curves(result.history, run.file("curves.png"))
-    info = {k: v for k, v in ticket.info.items() if k not in ("density", "layer_density", "versions")}
-    write_ticket(run.file("ticket"), model, ticket.mask,
-                 {**info, "retrained_from": os.path.abspath(ticket_dir), "precision": "fp32"})
-    shutil.rmtree(run.file("backup"), ignore_errors=True)
-    return {
-        "ticket": os.path.abspath(ticket_dir),
-        "method": ticket.info.get("method"),
-        "found_at_precision": ticket.info.get("found_at_precision", ticket.info.get("precision", "fp32")),
-        "density": ticket.mask.density(),
-        "pruned_weights_nonzero": pruned_nonzero,
-        "strategy": FLAGS.strategy,
-        "replicas": strategy.num_replicas_in_sync,
-        "devices": sorted({d.device_type for d in tf.config.list_logical_devices()}),
-        "jit_compile": bool(model.jit_compile),  # what the compiled step ran, not what was asked
-        **{k: v for k, v in result.to_dict().items() if k != "history"},
-    }
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from lt_keras.distribute import is_chief, make_strategy, split_cpu
+    from lt_keras.ticket import retrain
 
     scratch = None
     try:
@@ -107,7 +56,7 @@ def main(argv):
             if summary is None:
                 data = data_cfg.load()
                 logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
-                summary = retrain(run, FLAGS.ticket_dir, data, train_cfg, strategy)
+                summary = retrain(run.path, FLAGS.ticket_dir, data, train_cfg, strategy, FLAGS.strategy)
                 summary.update(dataset=data.spec.name, data_source=data.source)
                 run.write_summary(summary)
     finally:
