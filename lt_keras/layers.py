@@ -38,7 +38,7 @@ from lt_keras.bernoulli import sampled_mask
 from lt_keras.errors import LtKerasError
 from lt_keras.seeds import derive_seed
 from lt_keras.straight_through import product, straight_through
-from lt_keras.topk import TopKMasks
+from lt_keras.topk import top_k_masks
 
 _PACKAGE = "lt_keras"
 
@@ -111,7 +111,6 @@ class MaskedKernelMixin:
                 initializer="zeros", trainable=False)
             self.kernel_frozen.assign(self.kernel)
         self.kernel_scores = None
-        self._top_k_masks = TopKMasks() if self.mask_mode == "topk" else None
         if self.is_supermask:
             initializer = (keras.initializers.Constant(self.score_init) if self.mask_mode == "bernoulli"
                            else keras.initializers.HeUniform())
@@ -138,7 +137,7 @@ class MaskedKernelMixin:
             return sampled_mask(scores, self._next_sample_key(), *factors)
         if self.mask_mode == "topk":  # exactly round(keep_fraction * n) ones at the largest |scores|
             k = max(1, int(round(self.keep_fraction * int(np.prod(scores.shape)))))
-            mask, slope = self._top_k_masks(scores, k, *factors)
+            mask, slope = top_k_masks(scores, k, *factors)
         else:  # expected mask: sigmoid(scores) > 0.5, with the slope of sigmoid(scores)
             prob = tf.sigmoid(scores)
             scale = product(factors, scores)

@@ -84,7 +84,7 @@ def test_topk_keeps_exactly_the_requested_count():
 
 
 def test_topk_training_keeps_exact_masks_and_no_extra_weights():
-    """The remembered k-th value speeds up the select, is never a weight, and never changes a mask."""
+    """The per-step select adds no weight and keeps exactly k entries, the largest |scores|."""
     model = small("topk", keep_fraction=0.3)
     names = {w.name.split("/")[-1] for w in model.weights}
     assert names == {"kernel:0", "bias:0", "kernel_mask:0", "kernel_scores:0"}

@@ -27,7 +27,7 @@ def test_bench_quick_measures_every_figure(tmp_path):
                 ("int8 search lenet_300_100", "int8/masked"), ("supermask lenet_300_100", "supermask/plain"),
                 ("supermask lenet_300_100", "topk/plain"),
                 ("bernoulli mask draw lenet_300_100", "fused/philox"),
-                ("topk select lenet_300_100", "near/fresh"), ("topk select lenet_300_100", "fresh/top_k"),
+                ("topk select lenet_300_100", "radix/top_k"),
                 ("eb inference vgg11_bn p=0.5", "slimmed/dense")}
     assert expected <= ratios
     assert all(r["value"] > 0 and (r["target"] is None or r["met"] in (True, False)) for r in report["rows"])

@@ -125,18 +125,17 @@ def mask_draw(quick):
 
 
 def topk_select(quick):
-    """One LeNet-300-100 top-k (50%) selection by ``lt_keras.topk``: near the last k-th / from scratch / top_k.
+    """One LeNet-300-100 top-k (50%) selection: ``lt_keras.topk`` (with the slope, as a step uses it) / top_k.
 
     The scores move a little before every call, as a training step moves them.
     """
     import numpy as np
 
     from lt_keras._keras import tf
-    from lt_keras.topk import TopKMasks, top_k_mask
+    from lt_keras.topk import top_k_masks
 
     shapes = [(784, 300), (300, 100), (100, 10)]
     scores = [tf.Variable(tf.random.normal(s, seed=i)) for i, s in enumerate(shapes)]
-    remembering = [TopKMasks() for _ in shapes]
     moves = [tf.constant(np.where(np.random.RandomState(i).rand(*s) < 0.5, -1e-3, 1e-3), tf.float32)
              for i, s in enumerate(shapes)]
     sign = tf.Variable(1.0)
@@ -145,27 +144,25 @@ def topk_select(quick):
         indices = tf.math.top_k(tf.reshape(tf.abs(s), [-1]), k, sorted=False).indices
         return tf.scatter_nd(indices[:, None], tf.ones([k]), [tf.size(s)])
 
-    selects = {"near": lambda i, s, k: remembering[i](s, k)[0], "fresh": lambda i, s, k: top_k_mask(s, k),
-               "top_k": lambda i, s, k: sorting(s, k)}
+    selects = {"radix": lambda s, k: top_k_masks(s, k)[0], "top_k": sorting}
 
     def compiled(select, jit):  # each mask summed so that XLA cannot skip any of it
         def call():
             sign.assign(-sign)
             for s, move in zip(scores, moves):  # every score moves by +-1e-3 (back and forth), as under Adam
                 s.assign_add(sign * move)
-            return tf.add_n([tf.reduce_sum(select(i, s, int(s.shape[0]) * int(s.shape[1]) // 2))
-                             for i, s in enumerate(scores)])
+            return tf.add_n([tf.reduce_sum(select(s, int(s.shape[0]) * int(s.shape[1]) // 2)) for s in scores])
         return tf.function(call, jit_compile=jit)
 
     medians, ratios = {}, {}
     rounds = 3 if quick else 7
     for jit in (False, True):
         # the ~20-40 ms sort slows the calls timed right after it: it is timed on its own
-        ms = _interleaved_ms({name: compiled(selects[name], jit) for name in ("near", "fresh")}, rounds, 5)
+        ms = _interleaved_ms({"radix": compiled(selects["radix"], jit)}, rounds, 5)
         ms.update(_interleaved_ms({"top_k": compiled(selects["top_k"], jit)}, rounds, 2))
         xla = "on" if jit else "off"
         medians.update({f"{name} xla={xla}": v for name, v in ms.items()})
-        ratios[xla] = {"near/fresh": ms["near"] / ms["fresh"], "fresh/top_k": ms["fresh"] / ms["top_k"]}
+        ratios[xla] = {"radix/top_k": ms["radix"] / ms["top_k"]}
     return {"figure": "topk select lenet_300_100", "ms_per_call": medians, "ratios": ratios}
 
 
