@@ -24,7 +24,7 @@ Mask-0 (pruned weights; values of a frozen, non-trainable tensor):
 """
 import numpy as np
 
-from lt_keras.errors import LtKerasError
+from lt_keras.errors import ConfigError, LtKerasError
 
 
 def _init(w_init, mask, rng, fresh):
@@ -91,7 +91,7 @@ def apply_mask1(action, w_init, mask, rng=None, fresh=None, rescaling=False):
     layer's initializer (``reinit``, ``signed_reinit``).
     """
     if action not in MASK1_ACTIONS:
-        raise LtKerasError(f"--mask1: unknown action {action!r}; choose one of {mask1_action_names()}.")
+        raise ConfigError("mask1", f"unknown action {action!r}; choose one of {mask1_action_names()}.")
     w_init = np.asarray(w_init, np.float32)
     mask = np.asarray(mask, np.float32)
     _check_shapes(mask, w_init)
@@ -149,7 +149,7 @@ def apply_mask0(action, w_init, w_final, mask, rng=None):
     """
     if action not in MASK0_ACTIONS or action == "zero":
         frozen = [name for name in MASK0_ACTIONS if name != "zero"]
-        raise LtKerasError(f"--mask0: {action!r} has no frozen values; choose one of {frozen}.")
+        raise ConfigError("mask0", f"{action!r} has no frozen values; choose one of {frozen}.")
     w_init, w_final = np.asarray(w_init, np.float32), np.asarray(w_final, np.float32)
     mask = np.asarray(mask, np.float32)
     _check_shapes(mask, w_init, w_final)

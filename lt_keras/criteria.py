@@ -7,7 +7,7 @@ Names and definitions follow Zhou et al. (2019), figure 2: regions of the
 """
 import numpy as np
 
-from lt_keras.errors import LtKerasError
+from lt_keras.errors import ConfigError, LtKerasError
 
 
 def _large_final(wi, wf, rng):
@@ -93,7 +93,7 @@ def criterion_names():
 def score(criterion, w_init, w_final, rng=None):
     """Keep-scores of one tensor under ``criterion`` (float64, same shape)."""
     if criterion not in CRITERIA:
-        raise LtKerasError(f"--criterion: unknown criterion {criterion!r}; choose one of {criterion_names()}.")
+        raise ConfigError("criterion", f"unknown criterion {criterion!r}; choose one of {criterion_names()}.")
     w_init, w_final = np.asarray(w_init, np.float64), np.asarray(w_final, np.float64)
     if w_init.shape != w_final.shape:
         raise LtKerasError(f"initial and final weights differ in shape: {w_init.shape} vs {w_final.shape}.")

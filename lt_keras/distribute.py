@@ -11,7 +11,7 @@ import json
 import os
 
 from lt_keras._keras import tf
-from lt_keras.errors import LtKerasError
+from lt_keras.errors import ConfigError, LtKerasError
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -24,12 +24,12 @@ def split_cpu(count):
     try:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
     except RuntimeError as e:
-        raise LtKerasError(f"--cpu_devices: TensorFlow's devices are already initialized ({e}).") from None
+        raise ConfigError("cpu_devices", f"TensorFlow's devices are already initialized ({e}).") from None
 
 
 def make_strategy(name):
     if name not in STRATEGIES:
-        raise LtKerasError(f"--strategy: {name!r} is not one of {list(STRATEGIES)}.")
+        raise ConfigError("strategy", f"{name!r} is not one of {list(STRATEGIES)}.")
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":

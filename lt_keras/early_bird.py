@@ -25,7 +25,7 @@ import numpy as np
 from absl import logging
 
 from lt_keras._keras import keras, tf
-from lt_keras.errors import LtKerasError
+from lt_keras.errors import ConfigError, LtKerasError
 from lt_keras.io_utils import load_weights, save_weights
 from lt_keras.layers import masked_layers, walk_layers
 from lt_keras.mask import Mask, mask_key
@@ -55,16 +55,18 @@ class EarlyBirdConfig:
 
     def __post_init__(self):
         if not self.prune_ratios or any(not 0 < r < 1 for r in self.prune_ratios):
-            raise LtKerasError(f"--prune_ratios: each ratio must be in (0, 1), got {list(self.prune_ratios)}.")
+            raise ConfigError("prune_ratios", f"each ratio must be in (0, 1), got {list(self.prune_ratios)}.")
         if self.retrain_ratios is None:
             object.__setattr__(self, "retrain_ratios", tuple(self.prune_ratios))
         if set(self.retrain_ratios) - set(self.prune_ratios):
-            raise LtKerasError(f"--retrain_ratios: {sorted(set(self.retrain_ratios) - set(self.prune_ratios))} are "
-                               "not in --prune_ratios.")
+            raise ConfigError("retrain_ratios", f"{sorted(set(self.retrain_ratios) - set(self.prune_ratios))} are "
+                              "not in --prune_ratios.")
         if not 0 <= self.epsilon < 1:
-            raise LtKerasError(f"--epsilon: must be in [0, 1), got {self.epsilon}.")
+            raise ConfigError("epsilon", f"must be in [0, 1), got {self.epsilon}.")
         if self.granularity not in GRANULARITIES:
-            raise LtKerasError(f"--granularity: {self.granularity!r} is not one of {list(GRANULARITIES)}.")
+            raise ConfigError("granularity", f"{self.granularity!r} is not one of {list(GRANULARITIES)}.")
+
+
 _PASS = (keras.layers.ReLU, keras.layers.Activation, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
          keras.layers.Dropout)
 _REDUCE = (keras.layers.Flatten, keras.layers.GlobalAveragePooling2D)
@@ -130,7 +132,7 @@ def bn_key(layer):
 def add_bn_l1(model, l1):
     """Add ``l1 * sum |gamma|`` over the prunable BatchNorm layers to the model's loss (network slimming)."""
     if l1 < 0:
-        raise LtKerasError(f"--bn_l1: must be >= 0, got {l1}.")
+        raise ConfigError("bn_l1", f"must be >= 0, got {l1}.")
     gammas = [bn.gamma for bn in prunable_bns(model)]
     if not gammas:
         raise LtKerasError(f"model {model.name!r} has no prunable BatchNorm channels; use --granularity=weight.")
@@ -168,7 +170,7 @@ def weight_mask(model, ratio) -> Mask:
 
 def compute_mask(model, ratio, granularity):
     if granularity not in GRANULARITIES:
-        raise LtKerasError(f"--granularity: {granularity!r} is not one of {list(GRANULARITIES)}.")
+        raise ConfigError("granularity", f"{granularity!r} is not one of {list(GRANULARITIES)}.")
     return channel_mask(model, ratio) if granularity == "channel" else weight_mask(model, ratio)
 
 
@@ -177,11 +179,11 @@ class EarlyBirdDetector:
 
     def __init__(self, ratios, queue_length=5, epsilon=0.1):
         if not ratios or any(not 0 < r < 1 for r in ratios):
-            raise LtKerasError(f"--prune_ratios: each ratio must be in (0, 1), got {list(ratios)}.")
+            raise ConfigError("prune_ratios", f"each ratio must be in (0, 1), got {list(ratios)}.")
         if queue_length < 2:
-            raise LtKerasError(f"--queue_length: must be >= 2, got {queue_length}.")
+            raise ConfigError("queue_length", f"must be >= 2, got {queue_length}.")
         if not 0 <= epsilon < 1:
-            raise LtKerasError(f"--epsilon: must be in [0, 1), got {epsilon}.")
+            raise ConfigError("epsilon", f"must be in [0, 1), got {epsilon}.")
         self.ratios, self.queue_length, self.epsilon = tuple(ratios), queue_length, epsilon
         self.queues = {r: collections.deque(maxlen=queue_length) for r in self.ratios}
         self.emerged = {}  # ratio -> epoch (1-based)
@@ -228,7 +230,7 @@ class EarlyBirdCallback(keras.callbacks.Callback):
         self.state_dir = state_dir
         self.detector = EarlyBirdDetector(ratios, queue_length, epsilon)
         if granularity not in GRANULARITIES:
-            raise LtKerasError(f"--granularity: {granularity!r} is not one of {list(GRANULARITIES)}.")
+            raise ConfigError("granularity", f"{granularity!r} is not one of {list(GRANULARITIES)}.")
         self.granularity, self.stop_at_eb, self.verbose = granularity, stop_at_eb, verbose
         self.history = {r: [] for r in self.detector.ratios}  # masks per epoch
         self.eb_weights = {}
@@ -467,7 +469,7 @@ def search(output_dir, model_name, data, train_cfg, config: EarlyBirdConfig = Ea
     from lt_keras.training import fit
 
     if train_cfg.epochs is None:
-        raise LtKerasError("--epochs: Early-Bird works in epochs; give --epochs (not --train_steps).")
+        raise ConfigError("epochs", "Early-Bird works in epochs; give --epochs (not --train_steps).")
     precision = precision or SearchPrecision()
     num_train, epochs = len(data.y_train), train_cfg.epochs
     spe = train_cfg.steps_per_epoch(num_train)

@@ -19,3 +19,11 @@ class RunDirError(LtKerasError):
 
 class DivergedError(LtKerasError):
     """Training produced a non-finite or exploding loss, or non-finite weights: nothing is kept as a result."""
+
+
+class ConfigError(LtKerasError, ValueError):
+    """A setting out of range, named by its config field; the binaries print it as the flag ``--<field>``."""
+
+    def __init__(self, field, message):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message

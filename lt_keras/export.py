@@ -15,7 +15,7 @@ import numpy as np
 
 from lt_keras._keras import keras, tf
 from lt_keras.convert import strip_masks
-from lt_keras.errors import LtKerasError
+from lt_keras.errors import ConfigError, LtKerasError
 from lt_keras.layers import masked_layers
 
 TFLITE_QUANTIZATION = ("none", "dynamic", "int8")
@@ -68,7 +68,7 @@ def layer_sparsity(model) -> dict:
 def to_tflite(saved_model_dir, quantization="none", representative=None) -> bytes:
     """Convert a SavedModel to TFLite; ``int8`` needs ``representative`` (an iterable of input batches)."""
     if quantization not in TFLITE_QUANTIZATION:
-        raise LtKerasError(f"--tflite_quantization: {quantization!r} is not one of {list(TFLITE_QUANTIZATION)}.")
+        raise ConfigError("tflite_quantization", f"{quantization!r} is not one of {list(TFLITE_QUANTIZATION)}.")
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     if quantization != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -113,7 +113,7 @@ def max_abs_diff(a, b) -> float:
 def export_ticket(model, saved_model_dir, x_check):
     """Export ``model`` and measure it against the masked model on ``x_check``; returns the report."""
     if os.path.exists(saved_model_dir) and os.listdir(saved_model_dir):
-        raise LtKerasError(f"--saved_model_dir: {saved_model_dir} exists and is not empty; choose a new folder.")
+        raise ConfigError("saved_model_dir", f"{saved_model_dir} exists and is not empty; choose a new folder.")
     plain = plain_model(model)
     tmp = saved_model_dir.rstrip("/") + ".partial"
     tf.io.gfile.rmtree(tmp) if os.path.exists(tmp) else None

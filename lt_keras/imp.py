@@ -19,7 +19,7 @@ from lt_keras.actions import (MASK0_ACTIONS, NEEDS_FINAL_WEIGHTS, NEEDS_FRESH_DR
                               kept_start, mask1_action_names)
 from lt_keras.convert import mask_model
 from lt_keras.criteria import criterion_names, score
-from lt_keras.errors import LtKerasError
+from lt_keras.errors import ConfigError, LtKerasError
 from lt_keras.io_utils import atomic_write_json, load_weights, read_json, save_weights
 from lt_keras.layers import MaskedConv2D, masked_layers
 from lt_keras.mask import Mask, mask_key
@@ -53,24 +53,24 @@ class ImpConfig:
 
     def validate(self):
         if self.target_density is None and self.rounds < 1:
-            raise LtKerasError(f"--rounds: must be >= 1, got {self.rounds}.")
+            raise ConfigError("rounds", f"must be >= 1, got {self.rounds}.")
         if self.target_density is not None and not 0 < self.target_density < 1:
-            raise LtKerasError(f"--target_density: must be in (0, 1), got {self.target_density}.")
+            raise ConfigError("target_density", f"must be in (0, 1), got {self.target_density}.")
         if self.allocation not in ("layerwise", "global"):
-            raise LtKerasError(f"--allocation: {self.allocation!r} is not one of ['layerwise', 'global'].")
+            raise ConfigError("allocation", f"{self.allocation!r} is not one of ['layerwise', 'global'].")
         for name in ("prune_rate_fc", "prune_rate_conv", "prune_rate_output", "prune_rate"):
             value = getattr(self, name)
             if not 0 < value < 1:
-                raise LtKerasError(f"--{name}: pruning rate must be in (0, 1), got {value}.")
+                raise ConfigError(name, f"pruning rate must be in (0, 1), got {value}.")
         if self.criterion not in criterion_names():
-            raise LtKerasError(f"--criterion: {self.criterion!r} is not one of {criterion_names()}.")
+            raise ConfigError("criterion", f"{self.criterion!r} is not one of {criterion_names()}.")
         if self.mask1 not in mask1_action_names():
-            raise LtKerasError(f"--mask1: {self.mask1!r} is not one of {mask1_action_names()}.")
+            raise ConfigError("mask1", f"{self.mask1!r} is not one of {mask1_action_names()}.")
         if self.mask0 not in MASK0_ACTIONS:
-            raise LtKerasError(f"--mask0: {self.mask0!r} is not one of {list(MASK0_ACTIONS)}.")
+            raise ConfigError("mask0", f"{self.mask0!r} is not one of {list(MASK0_ACTIONS)}.")
         unknown = sorted(set(self.controls) - set(CONTROLS))
         if unknown:
-            raise LtKerasError(f"--controls: unknown {unknown}; choose from {list(CONTROLS)}.")
+            raise ConfigError("controls", f"unknown {unknown}; choose from {list(CONTROLS)}.")
         self.rewind_step()
         return self
 
@@ -82,7 +82,7 @@ class ImpConfig:
             return None
         if self.rewind.startswith("step:") and self.rewind[5:].isdigit() and int(self.rewind[5:]) > 0:
             return int(self.rewind[5:])
-        raise LtKerasError(f"--rewind: expected init, none or step:K with K > 0, got {self.rewind!r}.")
+        raise ConfigError("rewind", f"expected init, none or step:K with K > 0, got {self.rewind!r}.")
 
     @property
     def total_rounds(self):
@@ -294,7 +294,7 @@ def _train_round(k, round_dir, build, model, data, imp, train, start, rates, ver
     rewind_weights = start.rewind_weights
     if k == 0 and step:
         if snapshot.weights is None:
-            raise LtKerasError(f"--rewind=step:{step} is past the {result.total_steps} training steps.")
+            raise ConfigError("rewind", f"step:{step} is past the {result.total_steps} training steps.")
         rewind_weights = snapshot.weights
     elif step is None:  # no rewinding: the next round continues from the trained weights
         rewind_weights = model.get_weights()

@@ -30,7 +30,7 @@ import dataclasses
 import numpy as np
 
 from lt_keras._keras import keras, tf
-from lt_keras.errors import LtKerasError
+from lt_keras.errors import ConfigError, LtKerasError
 from lt_keras.layers import is_masked, masked_layers, walk_layers
 from lt_keras.options import option
 
@@ -46,7 +46,7 @@ def _tfmot():
 
 def check_bits(name, bits):
     if not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 16:
-        raise LtKerasError(f"--{name}: bit width must be an integer in [2, 16], got {bits!r}.")
+        raise ConfigError(name, f"bit width must be an integer in [2, 16], got {bits!r}.")
     return int(bits)
 
 
@@ -276,7 +276,7 @@ class SearchPrecision:
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
-            raise LtKerasError(f"--precision: {self.precision!r} is not one of {list(PRECISIONS)}.")
+            raise ConfigError("precision", f"{self.precision!r} is not one of {list(PRECISIONS)}.")
         for name in ("weight_bits", "activation_bits", "gradient_bits"):
             check_bits(name, getattr(self, name))
 

@@ -15,7 +15,7 @@ from lt_keras._keras import keras, tf
 from lt_keras.actions import apply_mask1, mask1_action_names
 from lt_keras.convert import mask_model
 from lt_keras.criteria import criterion_names, score
-from lt_keras.errors import LtKerasError
+from lt_keras.errors import ConfigError, LtKerasError
 from lt_keras.layers import EVAL_MASKS, masked_layers
 from lt_keras.mask import Mask, mask_key
 from lt_keras.options import option
@@ -41,14 +41,14 @@ class LearnConfig:
 
     def __post_init__(self):
         if self.estimator not in ESTIMATORS:
-            raise LtKerasError(f"--estimator: {self.estimator!r} is not one of {list(ESTIMATORS)}.")
+            raise ConfigError("estimator", f"{self.estimator!r} is not one of {list(ESTIMATORS)}.")
         if self.eval_mask is not None and self.eval_mask not in EVAL_MASKS[self.estimator]:
-            raise LtKerasError(f"--eval_mask: {self.eval_mask!r} does not go with --estimator={self.estimator}; "
-                               f"choose one of {list(EVAL_MASKS[self.estimator])}.")
+            raise ConfigError("eval_mask", f"{self.eval_mask!r} does not go with estimator={self.estimator!r}; "
+                              f"choose one of {list(EVAL_MASKS[self.estimator])}.")
         if not 0 < self.keep_fraction <= 1:
-            raise LtKerasError(f"--keep_fraction: must be in (0, 1], got {self.keep_fraction}.")
+            raise ConfigError("keep_fraction", f"must be in (0, 1], got {self.keep_fraction}.")
         if self.weight_init not in WEIGHT_INITS:
-            raise LtKerasError(f"--weight_init: {self.weight_init!r} is not one of {list(WEIGHT_INITS)}.")
+            raise ConfigError("weight_init", f"{self.weight_init!r} is not one of {list(WEIGHT_INITS)}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,12 +65,12 @@ class UntrainedConfig:
 
     def __post_init__(self):
         if self.criterion not in criterion_names():
-            raise LtKerasError(f"--criterion: {self.criterion!r} is not one of {criterion_names()}.")
+            raise ConfigError("criterion", f"{self.criterion!r} is not one of {criterion_names()}.")
         if self.mask1 not in mask1_action_names():
-            raise LtKerasError(f"--mask1: {self.mask1!r} is not one of {mask1_action_names()}.")
+            raise ConfigError("mask1", f"{self.mask1!r} is not one of {mask1_action_names()}.")
         for density in self.densities:
             if not 0 < density <= 1:
-                raise LtKerasError(f"--densities: {density} is outside (0, 1].")
+                raise ConfigError("densities", f"{density} is outside (0, 1].")
 
 
 def to_supermask(model, estimator="bernoulli", keep_fraction=0.5, score_init=0.0, eval_mask=None,
@@ -79,12 +79,12 @@ def to_supermask(model, estimator="bernoulli", keep_fraction=0.5, score_init=0.0
 
     ``seed`` keys the Bernoulli draws (with each layer's name and draw count)."""
     if estimator not in ESTIMATORS:
-        raise LtKerasError(f"--estimator: {estimator!r} is not one of {list(ESTIMATORS)}.")
+        raise ConfigError("estimator", f"{estimator!r} is not one of {list(ESTIMATORS)}.")
     if eval_mask is not None and eval_mask not in EVAL_MASKS[estimator]:
-        raise LtKerasError(f"--eval_mask: {eval_mask!r} does not go with --estimator={estimator}; "
-                           f"choose one of {list(EVAL_MASKS[estimator])}.")
+        raise ConfigError("eval_mask", f"{eval_mask!r} does not go with estimator={estimator!r}; "
+                          f"choose one of {list(EVAL_MASKS[estimator])}.")
     if not 0 < keep_fraction <= 1:
-        raise LtKerasError(f"--keep_fraction: must be in (0, 1], got {keep_fraction}.")
+        raise ConfigError("keep_fraction", f"must be in (0, 1], got {keep_fraction}.")
     return mask_model(model, mask_mode=estimator, keep_fraction=keep_fraction, score_init=score_init,
                       eval_mask=eval_mask, dynamic_weight_rescaling=dynamic_weight_rescaling, sample_seed=seed)
 
@@ -100,7 +100,7 @@ def init_weights(model, scheme="glorot_normal", seed=0):
     al.); ``signed_kaiming_constant`` is sign(w) x sqrt(2 / fan_in).
     """
     if scheme not in WEIGHT_INITS:
-        raise LtKerasError(f"--weight_init: {scheme!r} is not one of {list(WEIGHT_INITS)}.")
+        raise ConfigError("weight_init", f"{scheme!r} is not one of {list(WEIGHT_INITS)}.")
     for i, layer in enumerate(masked_layers(model)):
         shape = tuple(layer.kernel.shape)
         base = keras.initializers.HeNormal(seed + i) if scheme == "kaiming_normal" else \
@@ -185,7 +185,7 @@ class MaskDensityLogger(keras.callbacks.Callback):
 def criterion_mask(init_kernels, final_kernels, criterion, density, seed=0) -> Mask:
     """Mask keeping ``density`` of each tensor by a Zhou et al. criterion of (init, final) weights."""
     if not 0 < density <= 1:
-        raise LtKerasError(f"--density: must be in (0, 1], got {density}.")
+        raise ConfigError("density", f"must be in (0, 1], got {density}.")
     rng = np.random.RandomState(seed)
     scores = {key: score(criterion, init_kernels[key], final_kernels[key], rng) for key in init_kernels}
     ones = Mask({key: np.ones(np.shape(v), np.float32) for key, v in init_kernels.items()})
@@ -274,10 +274,10 @@ def untrained(model_name, data, config: UntrainedConfig, seed=0) -> dict:
 
     source = config.from_run
     if source is None:
-        raise LtKerasError("--from_run: untrained masks need a run to take weights (and masks) from.")
+        raise ConfigError("from_run", "untrained masks need a run to take weights (and masks) from.")
     init_path = os.path.join(source, "init_weights.npz")
     if not os.path.exists(init_path):
-        raise LtKerasError(f"--from_run {source}: no init_weights.npz (expected an lt-train or lt-imp run).")
+        raise ConfigError("from_run", f"{source}: no init_weights.npz (expected an lt-train or lt-imp run).")
     init = load_weights(init_path)
     test = data.eval_dataset("test")
 
@@ -286,21 +286,21 @@ def untrained(model_name, data, config: UntrainedConfig, seed=0) -> dict:
         try:
             model.set_weights(init)
         except ValueError as e:
-            raise LtKerasError(f"--from_run {source}: its weights do not fit --model={model_name}: {e}") from None
+            raise ConfigError("from_run", f"{source}: its weights do not fit --model={model_name}: {e}") from None
         return model
 
     rows = []
     if config.from_round is not None:
         mask_path = os.path.join(source, f"round_{config.from_round}", "mask.npz")
         if not os.path.exists(mask_path):
-            raise LtKerasError(f"--from_round: {mask_path} does not exist (is the round complete?).")
+            raise ConfigError("from_round", f"{mask_path} does not exist (is the round complete?).")
         mask = Mask.load(mask_path)
         rows.append({"density": mask.density(), "source": f"round_{config.from_round}",
                      "accuracy": untrained_accuracy(fresh(), mask, config.mask1, test, seed)})
     else:
         final_path = os.path.join(source, "model.keras")
         if not os.path.exists(final_path):
-            raise LtKerasError(f"--from_run {source}: no model.keras (the trained weights); is the run finished?")
+            raise ConfigError("from_run", f"{source}: no model.keras (the trained weights); is the run finished?")
         final = {mask_key(l): l.kernel.numpy() for l in masked_layers(keras.models.load_model(final_path))}
         initial = {mask_key(l): l.kernel.numpy() for l in masked_layers(fresh())}
         for density in config.densities:

@@ -17,7 +17,7 @@ import numpy as np
 from absl import logging
 
 from lt_keras._keras import keras, tf
-from lt_keras.errors import DivergedError, LtKerasError
+from lt_keras.errors import ConfigError, DivergedError, LtKerasError
 from lt_keras.io_utils import atomic_write_json, read_json
 from lt_keras.options import option
 
@@ -48,7 +48,7 @@ class TrainConfig:
 
     def validate(self):
         def bad(flag, message):
-            raise LtKerasError(f"--{flag}: {message}")
+            raise ConfigError(flag, f"{message}")
 
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", f"{self.optimizer!r} is not one of {list(OPTIMIZERS)}")

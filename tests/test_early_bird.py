@@ -247,7 +247,7 @@ def test_search_is_one_library_call(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
     assert load_ticket(tmp_path / "eb_p0.5" / "ticket").info["found_at_precision"] == "fp32"
     assert not list(tmp_path.rglob("backup_*"))
-    with pytest.raises(LtKerasError, match="--epochs"):
+    with pytest.raises(LtKerasError, match="epochs: "):
         eb.search(str(tmp_path / "steps"), "resnet20", data, TrainConfig(train_steps=4), config)
-    with pytest.raises(LtKerasError, match="--retrain_ratios"):
+    with pytest.raises(LtKerasError, match="retrain_ratios: "):
         eb.EarlyBirdConfig(prune_ratios=(0.5,), retrain_ratios=(0.3,))

@@ -84,3 +84,16 @@ def test_there_are_paper_flagfiles():
             "conv6_cifar10_edgepopup.flags", "vgg16_cifar100_early_bird.flags",
             "resnet20_cifar10_early_bird_cpu.flags", "vgg16_cifar10_eb.flags",
             "vgg11_cifar10_eb_quick.flags", "vgg11_cifar10_eb_quick_int8.flags"} <= names
+
+
+def test_library_errors_name_the_field_and_binaries_the_flag():
+    from lt_keras import ConfigError
+    from lt_keras.bin import common_flags
+
+    with pytest.raises(ConfigError) as raised:
+        ImpConfig(rounds=0).validate()
+    assert str(raised.value) == "rounds: must be >= 1, got 0." and raised.value.field == "rounds"
+    with pytest.raises(SystemExit) as stopped:
+        with common_flags.user_errors("lt-imp"):
+            ImpConfig(rounds=0).validate()
+    assert stopped.value.code == "lt-imp: error: --rounds: must be >= 1, got 0."

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import lt_keras.imp as imp_module
-from lt_keras import LtKerasError, Mask
+from lt_keras import ConfigError, LtKerasError, Mask
 from lt_keras._keras import keras
 from lt_keras.imp import ImpConfig, run_imp
 from tests.conftest import IMP_TRAIN as TRAIN
@@ -218,19 +218,20 @@ def test_one_shot_and_global(tmp_path, data):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"rounds": 0}, "--rounds"),
-        ({"prune_rate_fc": 1.0}, "--prune_rate_fc"),
-        ({"criterion": "biggest"}, "--criterion"),
-        ({"mask1": "nope"}, "--mask1"),
-        ({"rewind": "step:x"}, "--rewind"),
-        ({"controls": ("other",)}, "--controls"),
-        ({"target_density": 1.2}, "--target_density"),
-        ({"mask0": "keep"}, "--mask0"),
+        ({"rounds": 0}, "rounds"),
+        ({"prune_rate_fc": 1.0}, "prune_rate_fc"),
+        ({"criterion": "biggest"}, "criterion"),
+        ({"mask1": "nope"}, "mask1"),
+        ({"rewind": "step:x"}, "rewind"),
+        ({"controls": ("other",)}, "controls"),
+        ({"target_density": 1.2}, "target_density"),
+        ({"mask0": "keep"}, "mask0"),
     ],
 )
 def test_config_errors(kwargs, message):
-    with pytest.raises(LtKerasError, match=message):
+    with pytest.raises(ConfigError, match=f"^{message}: ") as raised:
         ImpConfig(**kwargs).validate()
+    assert raised.value.field == message
 
 
 def test_mask0_freeze_init_keeps_pruned_weights_at_theta0(tmp_path, data):

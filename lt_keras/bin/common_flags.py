@@ -16,7 +16,7 @@ from absl import flags
 
 from lt_keras.bin import config_flags
 from lt_keras.data import DataConfig
-from lt_keras.errors import LtKerasError
+from lt_keras.errors import ConfigError, LtKerasError
 from lt_keras.models import model_names
 from lt_keras.training import TrainConfig
 
@@ -115,7 +115,8 @@ def user_errors(binary):
         yield
     except LtKerasError as e:
         _abandon_fresh_runs()
-        sys.exit(f"{binary}: error: {e}")
+        # A config field's error names its flag.
+        sys.exit(f"{binary}: error: " + (f"--{e.field}: {e.message}" if isinstance(e, ConfigError) else str(e)))
     except KeyboardInterrupt:
         _abandon_fresh_runs()
         sys.stderr.write(f"{binary}: interrupted; re-run the same command to resume from the last saved point.\n")
