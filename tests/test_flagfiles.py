@@ -97,3 +97,45 @@ def test_library_errors_name_the_field_and_binaries_the_flag():
         with common_flags.user_errors("lt-imp"):
             ImpConfig(rounds=0).validate()
     assert stopped.value.code == "lt-imp: error: --rounds: must be >= 1, got 0."
+
+
+@pytest.mark.parametrize("name, argv, message", [
+    ("train", ["--dataset=imagenet"], "value should be one of"),
+    ("train", ["--train_steps=2", "--epochs=1"], "give only one"),
+    ("train", ["--batch_size=0"], "batch_size"),
+    ("imp", ["--prune_rate_fc=abc"], "prune_rate_fc"),
+    ("supermask", ["--estimator=both"], "value should be one of"),
+    ("early_bird", ["--queue_length=1"], "queue_length"),
+])
+def test_flags_absl_refuses_while_parsing(name, argv, message):
+    with pytest.raises(flags.Error, match=message):
+        binary_flags(name)(["prog", *argv])
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: ImpConfig(criterion="biggest").validate(), "criterion: "),
+    (lambda: ImpConfig(prune_rate_fc=1.5).validate(), "prune_rate_fc: "),
+    (lambda: LearnConfig(keep_fraction=0), "keep_fraction: "),
+    (lambda: UntrainedConfig(criterion="best"), "criterion: "),
+    (lambda: UntrainedConfig(densities=(0.5, 0.0)), "densities: "),
+    (lambda: EarlyBirdConfig(prune_ratios=(0.5, 1.5)), "prune_ratios: "),
+    (lambda: SearchPrecision("int8", weight_bits=1), "weight_bits: "),
+])
+def test_configs_refuse_bad_values_naming_the_field(build, message):
+    from lt_keras import ConfigError
+
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        build()
+
+
+def test_a_list_flag_with_a_bad_item_is_refused():
+    from lt_keras import LtKerasError
+
+    values = binary_flags("supermask")
+    values(["prog", "--densities=0.5,abc"])
+    with pytest.raises(LtKerasError, match="--densities: 'abc' is not a valid float"):
+        config_flags.build(UntrainedConfig, values)
+    values = binary_flags("imp")
+    values(["prog", "--lr_decay_steps=100,200", "--controls=random_prune"])
+    assert config_flags.build(TrainConfig, values, train_steps=300).lr_decay_steps == (100, 200)
+    assert config_flags.build(ImpConfig, values).controls == ("random_prune",)

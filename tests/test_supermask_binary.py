@@ -97,11 +97,9 @@ def test_untrained_masks_from_a_dense_run(tmp_path):
 
 
 def test_bad_flags_exit_with_a_clear_message(tmp_path):
+    # One config error and one missing file; the configs' other checks are tested in-process.
     cases = [(["--estimator=topk", "--eval_mask=expected"], "--eval_mask"),
-             (["--keep_fraction=0"], "--keep_fraction"),
-             ([f"--from_run={tmp_path}"], "init_weights.npz"),
-             ([f"--from_run={tmp_path}", "--criterion=best"], "--criterion"),
-             (["--densities=0.5,abc"], "--densities")]
+             ([f"--from_run={tmp_path}"], "init_weights.npz")]
     for extra, message in cases:
         result = run("lt_keras.bin.supermask", f"--output_dir={tmp_path / 'x'}", *QUICK, *extra)
         assert result.returncode != 0, extra

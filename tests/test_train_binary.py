@@ -42,11 +42,8 @@ def test_mismatched_run_dir_is_refused_and_left_alone(tmp_path):
 
 
 def test_bad_flags_exit_nonzero_without_traceback(tmp_path):
-    cases = [
+    cases = [  # a flag absl refuses, a data folder, a missing --output_dir; the rest are parsed in-process
         (["--model=nope"], "value should be one of"),
-        (["--dataset=imagenet"], "value should be one of"),
-        (["--train_steps=2", "--epochs=1"], "give only one"),
-        (["--batch_size=0"], "batch_size"),
         (["--output_dir", str(tmp_path / "x"), "--dataset=mnist", f"--data_dir={tmp_path}"], "lacks the MNIST-style"),
         (["--train_steps=2"], "--output_dir"),
     ]
