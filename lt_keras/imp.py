@@ -329,7 +329,8 @@ def _train_round(k, round_dir, build, model, data, imp, train, start, rates, ver
 
 def _next_mask(imp, start_kernels, final_kernels, mask, rates, rng):
     """Prune ``mask`` by the criterion's scores of this round's starting vs trained kernels."""
-    scores = {key: score(imp.criterion, start_kernels[key], final_kernels[key], rng) for key in final_kernels}
+    scores = {key: score(imp.criterion, start_kernels[key], final_kernels[key], rng, mask[key])
+              for key in final_kernels}
     if imp.allocation == "global":
         return prune_global(scores, mask, imp.prune_rate)
     return prune_layerwise(scores, mask, rates)

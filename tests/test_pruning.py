@@ -16,8 +16,9 @@ EXPECTED_KEEP = {
     "small_final": [0, 0, 1, 1, 1, 0],
     "large_init": [1, 0, 0, 1, 1, 0],  # |wi| = .5 .2 .1 .9 .3 .05
     "small_init": [0, 1, 1, 0, 0, 1],
-    "large_init_large_final": [1, 1, 0, 0, 1, 0],  # min = .5 .2 .05 .1 .2 .05: ties at .05 fall by index
-    "small_init_small_final": [0, 1, 1, 0, 1, 0],  # -max = -.6 -.4 -.1 -.9 -.3 -.7
+    # Both ranks at least the same percentile: ranks of |wi| 4 2 1 5 3 0, of |wf| 4 3 0 1 2 5; min 4 2 0 1 2 0.
+    "large_init_large_final": [1, 1, 0, 0, 1, 0],
+    "small_init_small_final": [0, 1, 1, 0, 1, 0],  # ranks of -|wi| 1 3 4 0 2 5, of -|wf| 1 2 5 4 3 0
     "magnitude_increase": [1, 1, 0, 0, 0, 1],  # .1 .2 -.05 -.8 -.1 .65
     "movement": [0, 1, 0, 1, 0, 1],  # .1 .6 .15 .8 .1 .65
     "large_final_same_sign": [1, 0, 0, 0, 1, 1],  # same sign at idx 0, 3, 4, 5; |wf| .6 .1 .2 .7
@@ -35,6 +36,20 @@ def test_criteria_exact_masks(criterion):
     full = Mask({"w": np.ones(6)})
     mask = prune_layerwise({"w": score(criterion, W_INIT, W_FINAL)}, full, {"w": 0.5})
     np.testing.assert_array_equal(mask["w"], EXPECTED_KEEP[criterion])
+
+
+def test_quadrant_criteria_rank_each_distribution_as_the_authors_code():
+    """large_init_large_final keeps the weights whose |w_init| and |w_final| both clear the same percentile of
+    their own distribution (authors' get_weight_init.py): rescaling one changes nothing, where one absolute
+    threshold on min(|w_init|, |w_final|) would select by the smaller scale alone, i.e. as large_init."""
+    full = Mask({"w": np.ones(6)})
+    for criterion in ("large_init_large_final", "small_init_small_final"):
+        scaled = prune_layerwise({"w": score(criterion, 0.01 * W_INIT, W_FINAL)}, full, {"w": 0.5})
+        np.testing.assert_array_equal(scaled["w"], EXPECTED_KEEP[criterion])
+    # Only the kept weights are ranked (ranks / 4 among idx 0, 1, 2, 4); pruned ones score below them all.
+    kept = np.array([1, 1, 1, 0, 1, 0])
+    np.testing.assert_array_equal(score("large_init_large_final", W_INIT, W_FINAL, kept=kept),
+                                  [0.75, 0.25, 0.0, -1.0, 0.25, -1.0])
 
 
 def test_every_criterion_is_covered_and_random_is_seeded():
