@@ -78,13 +78,8 @@ def to_supermask(model, estimator="bernoulli", keep_fraction=0.5, score_init=0.0
     """A copy of ``model`` whose masked layers learn supermasks over their (frozen) weights.
 
     ``seed`` keys the Bernoulli draws (with each layer's name and draw count)."""
-    if estimator not in ESTIMATORS:
-        raise ConfigError("estimator", f"{estimator!r} is not one of {list(ESTIMATORS)}.")
-    if eval_mask is not None and eval_mask not in EVAL_MASKS[estimator]:
-        raise ConfigError("eval_mask", f"{eval_mask!r} does not go with estimator={estimator!r}; "
-                          f"choose one of {list(EVAL_MASKS[estimator])}.")
-    if not 0 < keep_fraction <= 1:
-        raise ConfigError("keep_fraction", f"must be in (0, 1], got {keep_fraction}.")
+    LearnConfig(estimator=estimator, keep_fraction=keep_fraction, score_init=score_init,  # checks the values
+                eval_mask=eval_mask, dynamic_weight_rescaling=dynamic_weight_rescaling)
     return mask_model(model, mask_mode=estimator, keep_fraction=keep_fraction, score_init=score_init,
                       eval_mask=eval_mask, dynamic_weight_rescaling=dynamic_weight_rescaling, sample_seed=seed)
 
