@@ -27,7 +27,7 @@ from absl import logging
 from lt_keras._keras import keras, tf
 from lt_keras.errors import ConfigError, LtKerasError
 from lt_keras.io_utils import load_weights, save_weights
-from lt_keras.layers import masked_layers, walk_layers
+from lt_keras.layers import masked_layers, unwrapped
 from lt_keras.mask import Mask, mask_key
 from lt_keras.options import option
 from lt_keras.pruning import prune_global
@@ -61,6 +61,8 @@ class EarlyBirdConfig:
         if set(self.retrain_ratios) - set(self.prune_ratios):
             raise ConfigError("retrain_ratios", f"{sorted(set(self.retrain_ratios) - set(self.prune_ratios))} are "
                               "not in --prune_ratios.")
+        if self.queue_length < 2:
+            raise ConfigError("queue_length", f"must be >= 2, got {self.queue_length}.")
         if not 0 <= self.epsilon < 1:
             raise ConfigError("epsilon", f"must be in [0, 1), got {self.epsilon}.")
         if self.granularity not in GRANULARITIES:
@@ -86,15 +88,16 @@ def _producers(layer):
 
 def _reaches_only_weights(layer, model_layers, after_reduce=False):
     for consumer in _consumers(layer, model_layers):
-        if isinstance(consumer, keras.layers.Dense):
+        kind = unwrapped(consumer)
+        if isinstance(kind, keras.layers.Dense):
             continue
-        if isinstance(consumer, keras.layers.Conv2D) and not after_reduce:
+        if isinstance(kind, keras.layers.Conv2D) and not after_reduce:
             continue
-        if isinstance(consumer, _PASS) and not after_reduce:
+        if isinstance(kind, _PASS) and not after_reduce:
             if not _reaches_only_weights(consumer, model_layers):
                 return False
             continue
-        if isinstance(consumer, _REDUCE):  # a Flatten after a global pool keeps the channel axis
+        if isinstance(kind, _REDUCE):  # a Flatten after a global pool keeps the channel axis
             if not _reaches_only_weights(consumer, model_layers, after_reduce=True):
                 return False
             continue
@@ -105,23 +108,18 @@ def _reaches_only_weights(layer, model_layers, after_reduce=False):
 def prunable_bns(model):
     """BatchNorm layers whose channels can be removed (see the module docstring), in layer order.
 
-    For a fake-quantized twin the graph is read from its fp32 structure and
-    the twin's own (wrapped) BatchNorm layers are returned.
+    The graph is read through quantization wrappers, so an int8 search's twin
+    gives the BatchNorm layers its wrappers hold.
     """
-    from lt_keras.precision import fp32_structure, is_quantized
-
-    if is_quantized(model):
-        inner = {layer.name: layer for layer in walk_layers(model)}
-        return [inner[bn.name] for bn in prunable_bns(fp32_structure(model))]
     layers = set(model.layers)
     out = []
     for layer in model.layers:
-        if not isinstance(layer, keras.layers.BatchNormalization):
+        if not isinstance(unwrapped(layer), keras.layers.BatchNormalization):
             continue
         producers = _producers(layer)
-        if (len(producers) == 1 and isinstance(producers[0], keras.layers.Conv2D)
+        if (len(producers) == 1 and isinstance(unwrapped(producers[0]), keras.layers.Conv2D)
                 and _consumers(producers[0], layers) == [layer] and _reaches_only_weights(layer, layers)):
-            out.append(layer)
+            out.append(unwrapped(layer))
     return out
 
 
@@ -178,12 +176,7 @@ class EarlyBirdDetector:
     """FIFO of the last ``queue_length`` masks per ratio; records when each ratio's ticket emerged."""
 
     def __init__(self, ratios, queue_length=5, epsilon=0.1):
-        if not ratios or any(not 0 < r < 1 for r in ratios):
-            raise ConfigError("prune_ratios", f"each ratio must be in (0, 1), got {list(ratios)}.")
-        if queue_length < 2:
-            raise ConfigError("queue_length", f"must be >= 2, got {queue_length}.")
-        if not 0 <= epsilon < 1:
-            raise ConfigError("epsilon", f"must be in [0, 1), got {epsilon}.")
+        EarlyBirdConfig(prune_ratios=tuple(ratios), queue_length=queue_length, epsilon=epsilon)  # checks them
         self.ratios, self.queue_length, self.epsilon = tuple(ratios), queue_length, epsilon
         self.queues = {r: collections.deque(maxlen=queue_length) for r in self.ratios}
         self.emerged = {}  # ratio -> epoch (1-based)
@@ -228,9 +221,8 @@ class EarlyBirdCallback(keras.callbacks.Callback):
                  stop_at_eb=True, verbose=1, state_dir=None):
         super().__init__()
         self.state_dir = state_dir
+        EarlyBirdConfig(prune_ratios=tuple(ratios), granularity=granularity)  # checks the granularity
         self.detector = EarlyBirdDetector(ratios, queue_length, epsilon)
-        if granularity not in GRANULARITIES:
-            raise ConfigError("granularity", f"{granularity!r} is not one of {list(GRANULARITIES)}.")
         self.granularity, self.stop_at_eb, self.verbose = granularity, stop_at_eb, verbose
         self.history = {r: [] for r in self.detector.ratios}  # masks per epoch
         self.eb_weights = {}
@@ -376,7 +368,7 @@ def schedule(train_cfg, config, num_train, epochs, start_epoch=0):
     lr = train_cfg.learning_rate * train_cfg.lr_decay_factor ** dropped
     kind = "step" if decay else ("constant" if config.lr_decay_epochs else train_cfg.lr_schedule)
     return dataclasses.replace(train_cfg, epochs=float(epochs), train_steps=None, lr_decay_steps=decay,
-                               lr_schedule=kind, learning_rate=lr).validate()
+                               lr_schedule=kind, learning_rate=lr)
 
 
 def _plot_distances(callback, path):
@@ -411,9 +403,8 @@ def _detect(output_dir, build, data, train_cfg, config):
     # Checkpoints at every epoch, the detector's masks and EB weights beside them: a killed search resumes at
     # its last epoch with the same FIFOs, and a search that had stopped at its Early-Bird epoch stays stopped.
     backup = os.path.join(output_dir, BACKUP + "search")
-    callback = EarlyBirdCallback(config.prune_ratios, config.queue_length, config.epsilon,
-                                            config.granularity, config.stop_at_eb,
-                                            state_dir=os.path.join(backup, "early_bird"))
+    callback = EarlyBirdCallback(config.prune_ratios, config.queue_length, config.epsilon, config.granularity,
+                                 config.stop_at_eb, state_dir=os.path.join(backup, "early_bird"))
     callback.restore(saved_evaluations(backup))
     phase = schedule(train_cfg, config, len(data.y_train), train_cfg.epochs)
     result = fit(model, data, phase, output_dir=os.path.join(output_dir, "search"), callbacks=[callback],
@@ -425,16 +416,14 @@ def _detect(output_dir, build, data, train_cfg, config):
     return model, callback, result
 
 
-def _ticket_for(searched, callback, ratio, config):
+def _ticket_for(searched, callback, ratio, config, precision):
     """The EB ticket at ``ratio``: slimmed model (channel) or masked model (weight) at the EB-epoch weights, fp32.
 
     ``searched`` is the search's own model (its twin at --precision=int8): it
     is set to the EB-epoch weights, then copied to fp32.
     """
-    from lt_keras.precision import from_search_precision
-
     searched.set_weights(callback.eb_weights[ratio])
-    eb_model = from_search_precision(searched)
+    eb_model = precision.to_fp32(searched)
     if eb_model is searched:
         eb_model = keras.models.clone_model(searched)
         eb_model.set_weights(searched.get_weights())
@@ -464,8 +453,8 @@ def search(output_dir, model_name, data, train_cfg, config: EarlyBirdConfig = Ea
     from lt_keras.flops import training_flops_per_step
     from lt_keras.io_utils import atomic_write_json
     from lt_keras.models import build_model
-    from lt_keras.ticket import write_ticket
     from lt_keras.precision import SearchPrecision
+    from lt_keras.ticket import TicketInfo, write_ticket
     from lt_keras.training import fit
 
     if train_cfg.epochs is None:
@@ -478,7 +467,7 @@ def search(output_dir, model_name, data, train_cfg, config: EarlyBirdConfig = Ea
         return build_model(model_name, data.input_shape, data.num_classes)
 
     def search_build():  # the search runs at --precision; tickets, retraining and baselines are fp32
-        return precision.apply(build())
+        return precision.to_search(build())
 
     start = time.perf_counter()
     model, callback, search_result = _detect(output_dir, search_build, data, train_cfg, config)
@@ -499,12 +488,12 @@ def search(output_dir, model_name, data, train_cfg, config: EarlyBirdConfig = Ea
             logging.warning("no Early-Bird ticket at ratio %s within %d epochs.", ratio, searched_epochs)
             continue
         eb_epoch = callback.emerged[ratio]
-        ticket_model, ticket_mask, eb_mask = _ticket_for(model, callback, ratio, config)
+        ticket_model, ticket_mask, eb_mask = _ticket_for(model, callback, ratio, config, precision)
         folder = os.path.join(output_dir, f"eb_p{ratio}")
-        write_ticket(os.path.join(folder, "ticket"), ticket_model, ticket_mask, {
-            "method": "early_bird", "prune_ratio": ratio, "eb_epoch": eb_epoch, "granularity": config.granularity,
+        write_ticket(os.path.join(folder, "ticket"), ticket_model, ticket_mask, TicketInfo("early_bird", precision.precision, {
+            "prune_ratio": ratio, "eb_epoch": eb_epoch, "granularity": config.granularity,
             "slimmed": config.granularity == "channel", "parameters": int(ticket_model.count_params()),
-            "precision": "fp32", "found_at_precision": precision.precision, "search_precision": precision.describe()})
+            **precision.bits}))
         eb_mask.save(os.path.join(folder, "eb_mask.npz"))
         slim_step = training_flops_per_step(ticket_model, train_cfg.batch_size)
         if config.granularity == "weight":

@@ -170,7 +170,8 @@ def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tf
     target = os.path.abspath(saved_model_dir)
     x = data.x_test[:parity_examples]
     report = export_ticket(ticket.model, target, x)
-    report.update(ticket=os.path.abspath(ticket_dir), method=ticket.info.get("method"),
+    report.update(ticket=os.path.abspath(ticket_dir), method=ticket.info.method,
+                  found_at_precision=ticket.info.found_at_precision,
                   saved_model_tolerance=SAVED_MODEL_TOLERANCE)
     if report["max_abs_diff_saved_model"] > SAVED_MODEL_TOLERANCE:
         raise LtKerasError(f"the SavedModel differs from the masked model by {report['max_abs_diff_saved_model']:.3g} "

@@ -10,6 +10,7 @@ first missing round and ends with the same masks as an uninterrupted one.
 import dataclasses
 import os
 import shutil
+import typing
 
 import numpy as np
 from absl import logging
@@ -26,10 +27,33 @@ from lt_keras.mask import Mask, mask_key
 from lt_keras.options import option
 from lt_keras.pruning import prune_count, prune_global, prune_layerwise, random_mask_like
 from lt_keras.seeds import rng_for, seed_globals
-from lt_keras.ticket import write_ticket
+from lt_keras.precision import SearchPrecision
+from lt_keras.ticket import TicketInfo, write_ticket
 from lt_keras.training import TrainConfig, fit
 
 CONTROLS = ("random_reinit", "random_prune")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rewind:
+    """Where the kept weights go back to each round: ``step`` 0 is theta_0, K the weights after K steps of
+    round 0 (late rewinding), None no rewinding (the next round continues from the trained weights)."""
+
+    step: typing.Optional[int]
+
+    @classmethod
+    def parse(cls, text) -> "Rewind":
+        if text == "init":
+            return cls(0)
+        if text == "none":
+            return cls(None)
+        if isinstance(text, str) and text.startswith("step:") and text[5:].isdigit() and int(text[5:]) > 0:
+            return cls(int(text[5:]))
+        raise ConfigError("rewind", f"expected init, none or step:K with K > 0, got {text!r}.")
+
+    @property
+    def late(self) -> bool:
+        return bool(self.step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +75,7 @@ class ImpConfig:
                         "(see lt_keras.actions).")
     controls: tuple = option((), "Baselines trained every round: random_reinit, random_prune.")
 
-    def validate(self):
+    def __post_init__(self):
         if self.target_density is None and self.rounds < 1:
             raise ConfigError("rounds", f"must be >= 1, got {self.rounds}.")
         if self.target_density is not None and not 0 < self.target_density < 1:
@@ -71,18 +95,7 @@ class ImpConfig:
         unknown = sorted(set(self.controls) - set(CONTROLS))
         if unknown:
             raise ConfigError("controls", f"unknown {unknown}; choose from {list(CONTROLS)}.")
-        self.rewind_step()
-        return self
-
-    def rewind_step(self):
-        """0 for init, K for step:K, None for none."""
-        if self.rewind == "init":
-            return 0
-        if self.rewind == "none":
-            return None
-        if self.rewind.startswith("step:") and self.rewind[5:].isdigit() and int(self.rewind[5:]) > 0:
-            return int(self.rewind[5:])
-        raise ConfigError("rewind", f"expected init, none or step:K with K > 0, got {self.rewind!r}.")
+        object.__setattr__(self, "rewind_to", Rewind.parse(self.rewind))  # parsed once; not a field
 
     @property
     def total_rounds(self):
@@ -187,26 +200,111 @@ def _set_start(model, rewind_weights, mask, imp, rng, fresh=None, init_kernels=N
     mask.apply_to(model)
 
 
-def _evaluate(model, data):
-    return float(model.evaluate(data.eval_dataset("test"), verbose=0, return_dict=True)["accuracy"])
+@dataclasses.dataclass
+class RoundState:
+    """Where IMP stands before round ``k``: the mask it trains with, the weights it rewinds to, and the kernels
+    the previous round trained (theta_final of the mask-0 actions; None before round 1)."""
+
+    k: int
+    mask: Mask
+    rewind_weights: list
+    final_kernels: typing.Optional[dict] = None
 
 
-def run_imp(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=None, precision=None):
-    """Run (or resume) IMP in ``run_dir``; returns the list of per-round metrics.
+@dataclasses.dataclass
+class TrainedRound:
+    """One finished round: its mask, what ``train_round`` returned, and the state the next round starts from."""
+
+    k: int
+    mask: Mask
+    trained: object
+    next: RoundState
+
+
+def imp_rounds(model, config: ImpConfig, seed, train_round, state: RoundState, init_kernels, fresh_draw=None,
+               before_train=None, after_round=None) -> RoundState:
+    """The IMP round engine, shared by ``find_ticket`` and ``search``: rounds ``state.k`` .. ``total_rounds``.
+
+    Each round after the dense one loads the rewind point, applies the mask-1
+    and mask-0 actions and the mask, then ``before_train(k, model, mask)``,
+    ``train_round(k, model, callbacks)`` (which must pass the callbacks on:
+    the late-rewinding snapshot), and prunes by the criterion.
+    ``after_round(TrainedRound)`` is where a caller saves the round
+    atomically. ``fresh_draw(k)`` returns new initializer draws for the
+    mask-1 actions that need them. Random draws derive from (``seed``,
+    round, purpose) (``lt_keras.seeds``).
+    """
+    rates = layer_rates(model, config)
+    step = config.rewind_to.step
+    for k in range(state.k, config.total_rounds + 1):
+        mask = state.mask
+        if k > 0:
+            check_mask_viable(model, mask, f"round {k}'s mask comes from allocation={config.allocation!r}; "
+                                           "lower the rates")
+            fresh = fresh_draw(k) if config.mask1 in NEEDS_FRESH_DRAW else None
+            _set_start(model, state.rewind_weights, mask, config, rng_for(seed, k, "mask1"), fresh, init_kernels,
+                       state.final_kernels)
+        start_kernels = kernels(model)
+        if before_train is not None:
+            before_train(k, model, mask)
+        snapshot = _Snapshot(step) if (k == 0 and config.rewind_to.late) else None
+        trained = train_round(k, model, [snapshot] if snapshot else [])
+        rewind_weights = state.rewind_weights
+        if snapshot is not None:
+            if snapshot.weights is None:
+                raise ConfigError("rewind", f"step:{step} is past the {_steps_run(model)} steps round 0 trained "
+                                  "(were the callbacks passed on to fit?).")
+            rewind_weights = snapshot.weights
+        elif step is None:  # no rewinding: the next round continues from the trained weights
+            rewind_weights = model.get_weights()
+        final_kernels = kernels(model)
+        next_mask = mask if k == config.total_rounds else _next_mask(
+            config, start_kernels, final_kernels, mask, rates, rng_for(seed, k, "criterion"))
+        state = RoundState(k + 1, next_mask, rewind_weights, final_kernels)
+        if after_round is not None:
+            after_round(TrainedRound(k, mask, trained, state))
+    return state
+
+
+def _steps_run(model):
+    optimizer = getattr(model, "optimizer", None)
+    return int(optimizer.iterations.numpy()) if optimizer is not None else 0
+
+
+def _next_mask(imp, start_kernels, final_kernels, mask, rates, rng):
+    """Prune ``mask`` by the criterion's scores of this round's starting vs trained kernels."""
+    scores = {key: score(imp.criterion, start_kernels[key], final_kernels[key], rng, mask[key])
+              for key in final_kernels}
+    if imp.allocation == "global":
+        return prune_global(scores, mask, imp.prune_rate)
+    return prune_layerwise(scores, mask, rates)
+
+
+def _write_ticket(folder, model, mask, imp, k, precision):
+    """The round's ticket: the fp32 masked model at its starting weights, its mask, and what it is."""
+    write_ticket(folder, precision.to_fp32(model), mask, TicketInfo("imp", precision.precision, {
+        "round": k, "criterion": imp.criterion, "rewind": imp.rewind, "mask1": imp.mask1, "mask0": imp.mask0,
+        **precision.bits}))
+
+
+def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=None,
+           precision: SearchPrecision = SearchPrecision()) -> list:
+    """Run (or resume) IMP in ``run_dir``: lt-imp as one call; returns the list of per-round metrics.
 
     ``build()`` must return a fresh masked model with deterministic initial
-    weights. ``precision`` (a ``lt_keras.precision.SearchPrecision``) turns
-    every trained model into its fake-quantized twin; tickets are fp32.
-    Every random stream derives from (seed, round, purpose) (``lt_keras.seeds``),
-    so a resumed run is bit-identical to an uninterrupted one.
+    weights. ``precision`` turns the trained model into its fake-quantized
+    twin; tickets are fp32. Each round is saved to ``round_<k>/`` (mask,
+    metrics, ticket, and ``next.npz``: the next mask, the rewind weights and
+    theta_final) only once complete, so a resumed run is bit-identical to an
+    uninterrupted one.
     """
-    imp.validate()
-    train.validate()
+    base = build
     if imp.mask0 != "zero":
-        build = _with_mask0(build, imp.mask0)
-    if precision is not None and precision.precision != "fp32":
-        build = _at_precision(build, precision)
-    described = precision.describe() if precision is not None else {"precision": "fp32"}
+        base = _with_mask0(base, imp.mask0)
+
+    def build():
+        return precision.to_search(base())
+
     data.check_batch_size(train.batch_size)
     keras.utils.set_random_seed(train.seed)  # theta_0 as lt-train draws it for the same --seed
     model = build()
@@ -219,42 +317,71 @@ def run_imp(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=No
         init_weights = model.get_weights()
         save_weights(init_path, init_weights)
     model.set_weights(init_weights)
-    init_kernels = kernels(model)
-    rates = layer_rates(model, imp)
-    mask = Mask.ones_like(model)
-    rewind_weights, final_kernels = init_weights, None
-    results = []
-    for k in range(imp.total_rounds + 1):
-        round_dir = os.path.join(run_dir, f"round_{k}")
-        if os.path.exists(os.path.join(round_dir, "metrics.json")):
-            metrics = read_json(os.path.join(round_dir, "metrics.json"))
-            mask = Mask.load(os.path.join(round_dir, "mask.npz"))
-            with np.load(os.path.join(round_dir, "next.npz")) as f:
-                next_mask = Mask({key[len("mask:"):]: f[key] for key in f.files if key.startswith("mask:")})
-                rewind_weights = [f[f"rewind{i}"] for i in range(len(init_weights))]
-                final_kernels = {key[len("final:"):]: f[key] for key in f.files if key.startswith("final:")}
-            logging.info("round %d is complete; skipping.", k)
-        else:
-            start = _RoundStart(mask, rewind_weights, init_kernels, final_kernels)
-            metrics, next_mask, rewind_weights, final_kernels = _train_round(
-                k, round_dir, build, model, data, imp, train, start, rates, verbose, described)
+    state, results = RoundState(0, Mask.ones_like(model), init_weights), []
+    while state.k <= imp.total_rounds and os.path.exists(_round_file(run_dir, state.k, "metrics.json")):
+        results.append(read_json(_round_file(run_dir, state.k, "metrics.json")))
+        state = _load_round_state(run_dir, state.k, len(init_weights))
+        logging.info("round %d is complete; skipping.", state.k - 1)
+    if state.k > imp.total_rounds:
+        return results
+    untrained = {}
+
+    def before_train(k, model, mask):
+        tmp = _round_file(run_dir, k) + ".partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        untrained[k] = _evaluate(_compiled(model), data)
+        _write_ticket(os.path.join(tmp, "ticket"), model, mask, imp, k, precision)
+
+    def train_round(k, model, callbacks):
+        seed_globals(train.seed, k, "train")
+        return fit(model, data, train, callbacks=callbacks, verbose=verbose)
+
+    def after_round(done: TrainedRound):
+        k, mask, result, tmp = done.k, done.mask, done.trained, _round_file(run_dir, done.k) + ".partial"
+        metrics = {
+            "round": k, "density": mask.density(), "layer_density": mask.layer_densities(),
+            "early_stop_step": result.early_stop_step,
+            "early_stop_val_accuracy": result.early_stop_val_accuracy,
+            "early_stop_test_accuracy": result.early_stop_test_accuracy,
+            "final_val_accuracy": result.final_val_accuracy, "final_test_accuracy": result.final_test_accuracy,
+            "untrained_test_accuracy": untrained[k], "wall_time_s": result.wall_time_s,
+            "search_precision": precision.describe(),
+            "controls": {c: _control(c, build, data, train, mask, done.next.rewind_weights, k, verbose)
+                         for c in (imp.controls if k > 0 else ())},
+        }
+        mask.save(os.path.join(tmp, "mask.npz"))
+        nxt = done.next
+        np.savez(os.path.join(tmp, "next.npz"), **{f"mask:{key}": v for key, v in nxt.mask.items()},
+                 **{f"rewind{i}": w for i, w in enumerate(nxt.rewind_weights)},
+                 **{f"final:{key}": v for key, v in nxt.final_kernels.items()})
+        atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)
+        shutil.rmtree(_round_file(run_dir, k), ignore_errors=True)
+        os.replace(tmp, _round_file(run_dir, k))  # the round exists only once complete
         results.append(metrics)
-        mask = next_mask
+
+    imp_rounds(model, imp, train.seed, train_round, state, kernels(model),
+               fresh_draw=lambda k: kernels(_seeded_build(build, train.seed, k, "mask1_draw")),
+               before_train=before_train, after_round=after_round)
     return results
 
 
-@dataclasses.dataclass
-class _RoundStart:
-    """What a round starts from: its mask, the rewind weights, theta_0's kernels, the last trained kernels."""
-
-    mask: Mask
-    rewind_weights: list
-    init_kernels: dict
-    final_kernels: dict  # None in the dense round
+def _round_file(run_dir, k, name=None):
+    folder = os.path.join(run_dir, f"round_{k}")
+    return folder if name is None else os.path.join(folder, name)
 
 
-def _at_precision(build, precision):
-    return lambda: precision.apply(build())
+def _load_round_state(run_dir, k, num_weights) -> RoundState:
+    """The state round ``k + 1`` starts from, as round ``k`` saved it."""
+    with np.load(_round_file(run_dir, k, "next.npz")) as f:
+        return RoundState(
+            k + 1, Mask({key[len("mask:"):]: f[key] for key in f.files if key.startswith("mask:")}),
+            [f[f"rewind{i}"] for i in range(num_weights)],
+            {key[len("final:"):]: f[key] for key in f.files if key.startswith("final:")})
+
+
+def _evaluate(model, data):
+    return float(model.evaluate(data.eval_dataset("test"), verbose=0, return_dict=True)["accuracy"])
 
 
 def _with_mask0(build, mask0):
@@ -267,91 +394,11 @@ def _seeded_build(build, seed, k, purpose):
     return build()
 
 
-def _fresh_draw(build, imp, seed, k):
-    """New draws from the layers' initializers, for the mask-1 actions that need them."""
-    if imp.mask1 not in NEEDS_FRESH_DRAW or k == 0:
-        return None
-    return kernels(_seeded_build(build, seed, k, "mask1_draw"))
-
-
-def _train_round(k, round_dir, build, model, data, imp, train, start, rates, verbose, precision):
-    mask = start.mask
-    step = imp.rewind_step()
-    tmp = round_dir + ".partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    check_mask_viable(model, mask, f"round {k}'s mask comes from --allocation={imp.allocation}; lower the rates")
-    round_imp = imp if k > 0 else dataclasses.replace(imp, mask1="init", mask1_rescaling=False)
-    _set_start(model, start.rewind_weights, mask, round_imp, rng_for(train.seed, k, "mask1"),
-               _fresh_draw(build, imp, train.seed, k), start.init_kernels, start.final_kernels)
-    start_kernels = kernels(model)
-    untrained = _evaluate(_compiled(model), data)
-    _write_ticket(os.path.join(tmp, "ticket"), model, mask, imp, k, precision)
-    snapshot = _Snapshot(step) if (k == 0 and step) else None
-    seed_globals(train.seed, k, "train")
-    result = fit(model, data, train, callbacks=[snapshot] if snapshot else [], verbose=verbose)
-    final_kernels = kernels(model)
-    rewind_weights = start.rewind_weights
-    if k == 0 and step:
-        if snapshot.weights is None:
-            raise ConfigError("rewind", f"step:{step} is past the {result.total_steps} training steps.")
-        rewind_weights = snapshot.weights
-    elif step is None:  # no rewinding: the next round continues from the trained weights
-        rewind_weights = model.get_weights()
-    next_mask = mask if k == imp.total_rounds else _next_mask(imp, start_kernels, final_kernels, mask, rates,
-                                                             rng_for(train.seed, k, "criterion"))
-    metrics = {
-        "round": k,
-        "density": mask.density(),
-        "layer_density": mask.layer_densities(),
-        "early_stop_step": result.early_stop_step,
-        "early_stop_val_accuracy": result.early_stop_val_accuracy,
-        "early_stop_test_accuracy": result.early_stop_test_accuracy,
-        "final_val_accuracy": result.final_val_accuracy,
-        "final_test_accuracy": result.final_test_accuracy,
-        "untrained_test_accuracy": untrained,
-        "wall_time_s": result.wall_time_s,
-        "search_precision": precision,
-        "controls": {},
-    }
-    if k > 0:
-        for control in imp.controls:
-            metrics["controls"][control] = _control(control, build, data, train, mask, rewind_weights, k, verbose)
-    mask.save(os.path.join(tmp, "mask.npz"))
-    np.savez(os.path.join(tmp, "next.npz"), **{f"mask:{key}": v for key, v in next_mask.items()},
-             **{f"rewind{i}": w for i, w in enumerate(rewind_weights)},
-             **{f"final:{key}": v for key, v in final_kernels.items()})
-    atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)
-    shutil.rmtree(round_dir, ignore_errors=True)
-    os.replace(tmp, round_dir)  # the round exists only once complete
-    return metrics, next_mask, rewind_weights, final_kernels
-
-
-def _next_mask(imp, start_kernels, final_kernels, mask, rates, rng):
-    """Prune ``mask`` by the criterion's scores of this round's starting vs trained kernels."""
-    scores = {key: score(imp.criterion, start_kernels[key], final_kernels[key], rng, mask[key])
-              for key in final_kernels}
-    if imp.allocation == "global":
-        return prune_global(scores, mask, imp.prune_rate)
-    return prune_layerwise(scores, mask, rates)
-
-
 def _compiled(model):
     if model.optimizer is None:
         model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     return model
-
-
-def _write_ticket(folder, model, mask, imp, k, precision=None):
-    """The round's ticket: the fp32 masked model at its starting weights, its mask, and what it is."""
-    from lt_keras.precision import from_search_precision  # imports TFMOT: only when a ticket is written
-
-    precision = precision or {"precision": "fp32"}
-    write_ticket(folder, from_search_precision(model), mask, {
-        "method": "imp", "round": k, "criterion": imp.criterion, "rewind": imp.rewind, "mask1": imp.mask1,
-        "mask0": imp.mask0, "precision": "fp32", "found_at_precision": precision["precision"],
-        "search_precision": precision})
 
 
 def _control(name, build, data, train, mask, rewind_weights, k, verbose):
@@ -395,7 +442,7 @@ def _reset_optimizer(model):
         variable.assign(np.zeros(variable.shape, variable.dtype.as_numpy_dtype))
 
 
-def find_ticket(model, train_fn, config: ImpConfig = None, evaluate_fn=None, output_dir=None, seed=0):
+def find_ticket(model, train_fn, config: ImpConfig = ImpConfig(), evaluate_fn=None, output_dir=None, seed=0):
     """Run IMP rounds around the user's own training loop; returns a ``TicketSearch``.
 
     ``model`` is a compiled model with masked layers (see ``mask_model``); its
@@ -413,7 +460,6 @@ def find_ticket(model, train_fn, config: ImpConfig = None, evaluate_fn=None, out
     pruned; ``lt-imp`` keeps them in ``round_<k>/next.npz`` for a resume.
     Random draws derive from (``seed``, round, purpose).
     """
-    config = (config or ImpConfig()).validate()
     layers = masked_layers(model)
     if not layers:
         raise LtKerasError(f"model {model.name!r} has no masked layers; convert it with lt_keras.mask_model first.")
@@ -421,42 +467,28 @@ def find_ticket(model, train_fn, config: ImpConfig = None, evaluate_fn=None, out
     if wrong:
         raise LtKerasError(f"config.mask0={config.mask0!r} but layers {wrong} were built with another mask0; "
                            f"convert with lt_keras.mask_model(model, mask0={config.mask0!r}).")
-    step = config.rewind_step()
     check_schedule(model, config)
-    rates = layer_rates(model, config)
-    rewind_weights = model.get_weights()
-    init_kernels, final_kernels = kernels(model), None
-    mask = Mask.from_model(model)
-    search = TicketSearch(mask=mask, masks=[], rounds=[])
-    for k in range(config.total_rounds + 1):
+    search = TicketSearch(mask=Mask.from_model(model), masks=[], rounds=[])
+
+    def fresh_draw(k):
+        seed_globals(seed, k, "mask1_draw")
+        return {mask_key(l): l.kernel_initializer(l.kernel.shape).numpy() for l in layers}
+
+    def before_train(k, model, mask):
         if k > 0:
-            check_mask_viable(model, mask, f"round {k}'s mask comes from allocation={config.allocation!r}; "
-                                           "lower the rates")
-            fresh = None
-            if config.mask1 in NEEDS_FRESH_DRAW:
-                seed_globals(seed, k, "mask1_draw")
-                fresh = {mask_key(l): l.kernel_initializer(l.kernel.shape).numpy() for l in layers}
-            _set_start(model, rewind_weights, mask, config, rng_for(seed, k, "mask1"), fresh, init_kernels,
-                       final_kernels)
             _reset_optimizer(model)
-        start_kernels = kernels(model)
         if output_dir is not None:
-            _write_ticket(os.path.join(output_dir, f"round_{k}", "ticket"), model, mask, config, k)
-        snapshot = _Snapshot(step) if (k == 0 and step) else None
-        trained = train_fn(model, [snapshot] if snapshot else [])
-        if snapshot is not None:
-            if snapshot.weights is None:
-                raise LtKerasError(f"rewind=step:{step} is past the training steps of train_fn.")
-            rewind_weights = snapshot.weights
-        elif step is None:
-            rewind_weights = model.get_weights()
-        record = {"round": k, "density": mask.density(), "layer_density": mask.layer_densities(),
-                  "train": trained, "evaluation": evaluate_fn(model) if evaluate_fn else None}
-        search.rounds.append(record)
+            _write_ticket(os.path.join(output_dir, f"round_{k}", "ticket"), model, mask, config, k, SearchPrecision())
+
+    def after_round(done: TrainedRound):
+        mask = done.mask
+        search.rounds.append({"round": done.k, "density": mask.density(), "layer_density": mask.layer_densities(),
+                              "train": done.trained, "evaluation": evaluate_fn(model) if evaluate_fn else None})
         search.masks.append(mask)
-        logging.info("find_ticket round %d: %.2f%% of weights remain", k, 100 * mask.density())
-        final_kernels = kernels(model)
-        if k < config.total_rounds:
-            mask = _next_mask(config, start_kernels, final_kernels, mask, rates, rng_for(seed, k, "criterion"))
-    search.mask = mask
+        logging.info("find_ticket round %d: %.2f%% of weights remain", done.k, 100 * mask.density())
+
+    final = imp_rounds(model, config, seed, lambda k, model, callbacks: train_fn(model, callbacks),
+                       RoundState(0, search.mask, model.get_weights()), kernels(model), fresh_draw,
+                       before_train, after_round)
+    search.mask = final.mask
     return search

@@ -162,17 +162,23 @@ class MaskedKernelMixin:
             return fixed
         return self.learned_mask(training, factors=[fixed])
 
+    def use_kernel_once(self, kernel):
+        """Compute the next call with ``kernel`` in place of the kernel variable, which stays untouched.
+
+        TFMOT's quantization wrapper (``lt_keras.quantize``) hands in the
+        quantized kernel this way before every call it makes.
+        """
+        object.__setattr__(self, "_kernel_once", kernel)  # a tensor of one call: not tracked by Keras
+
     def masked_kernel(self, training=None):
         """``kernel * mask`` (plus frozen values where pruned): the kernel the layer computes with.
 
-        A quantization wrapper (``lt_keras.precision``) hands in its quantized
-        kernel through ``_kernel_override`` for exactly one call; the kernel
-        variable itself is never replaced. A supermask's sampler returns the
-        product itself where it can (``_kernel_folds_into_mask``).
+        A supermask's sampler returns the product itself where it can
+        (``_kernel_folds_into_mask``).
         """
-        override = getattr(self, "_kernel_override", None)
+        override = getattr(self, "_kernel_once", None)
         if override is not None:
-            self._kernel_override = None
+            object.__setattr__(self, "_kernel_once", None)
         if self._kernel_folds_into_mask and override is None:
             return self.learned_mask(training, factors=[tf.stop_gradient(self.kernel_mask), self.kernel])
         return self._compose(tf.cast(self.effective_mask(training), self.kernel.dtype), override)
@@ -253,15 +259,18 @@ def is_masked(layer) -> bool:
     return isinstance(layer, MASKED_LAYER_TYPES)
 
 
+def unwrapped(layer):
+    """The layer a TFMOT quantization wrapper (an int8 search's twin) wraps; any other layer itself."""
+    return layer.layer if type(layer).__name__.startswith("QuantizeWrapper") else layer
+
+
 def walk_layers(model):
     """Every non-model layer of ``model``, nested models flattened, quantization wrappers unwrapped."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from walk_layers(layer)
-        elif type(layer).__name__.startswith("QuantizeWrapper"):  # TFMOT's twin: the layer it wraps
-            yield layer.layer
         else:
-            yield layer
+            yield unwrapped(layer)
 
 
 def masked_layers(model) -> list:

@@ -218,9 +218,9 @@ def learn(output_dir, model_name, data, train, config: LearnConfig = LearnConfig
 
     from lt_keras.io_utils import atomic_save_model, atomic_write_json
     from lt_keras.models import build_model
-    from lt_keras.precision import SearchPrecision, from_search_precision
+    from lt_keras.precision import SearchPrecision
     from lt_keras.report import plot_curves
-    from lt_keras.ticket import write_ticket
+    from lt_keras.ticket import TicketInfo, write_ticket
     from lt_keras.training import fit
 
     precision = precision or SearchPrecision()
@@ -229,7 +229,7 @@ def learn(output_dir, model_name, data, train, config: LearnConfig = LearnConfig
     init_weights(model, config.weight_init, seed=train.seed)
     model = to_supermask(model, config.estimator, config.keep_fraction, config.score_init, config.eval_mask,
                          config.dynamic_weight_rescaling, seed=train.seed)
-    model = precision.apply(model)
+    model = precision.to_search(model)
     backup = os.path.join(output_dir, "backup")
     result = fit(model, data, train, output_dir=output_dir, callbacks=[MaskDensityLogger()], backup_dir=backup)
     atomic_write_json(os.path.join(output_dir, "history.json"), result.history)
@@ -240,13 +240,13 @@ def learn(output_dir, model_name, data, train, config: LearnConfig = LearnConfig
                        "expected": evaluate(model, test, "expected")}
     else:
         evaluations = {"topk": evaluate(model, test, "topk")}
-    model = from_search_precision(model)
+    model = precision.to_fp32(model)
     atomic_save_model(model, os.path.join(output_dir, "model.keras"))
     mask = hard_mask(model)
-    write_ticket(os.path.join(output_dir, "ticket"), to_ticket(model), mask, {
-        "method": "supermask", "estimator": config.estimator, "weight_init": config.weight_init,
+    write_ticket(os.path.join(output_dir, "ticket"), to_ticket(model), mask, TicketInfo("supermask", precision.precision, {
+        "estimator": config.estimator, "weight_init": config.weight_init,
         "dynamic_weight_rescaling": config.dynamic_weight_rescaling, "source_run": os.path.abspath(output_dir),
-        "found_at_precision": precision.precision, "search_precision": precision.describe()})
+        **precision.bits}))
     shutil.rmtree(backup, ignore_errors=True)
     return {"mode": "learn", "expected_density_at_end": expected_density(model), "ticket_density": mask.density(),
             "evaluations": evaluations,

@@ -3,7 +3,7 @@
     ticket/
       model.keras   masked model at the weights the ticket starts from
       mask.npz      mask key -> 0/1 array (exactly the model's masks), + mask.json
-      ticket.json   method, per-layer and total density, precision, source, versions
+      ticket.json   TicketInfo (method, found_at_precision, settings) + densities, versions
 
 ``write_ticket`` builds the folder under a temporary name and renames it, so
 a ticket folder is complete or absent. ``load_ticket`` checks every part and
@@ -21,18 +21,66 @@ from lt_keras.mask import Mask
 FILES = ("model.keras", "mask.npz", "ticket.json")
 
 
+@dataclasses.dataclass(frozen=True)
+class TicketInfo:
+    """What ticket.json says a ticket is: the method, the precision it was found at, the method's settings.
+
+    Tickets are always stored (and retrained) at fp32; ``found_at_precision``
+    is the one precision field. ``settings`` holds what the method records
+    (IMP: round, criterion, rewind, mask1, mask0; supermask: estimator, ...;
+    Early-Bird: prune_ratio, eb_epoch, ...). ticket.json keeps them flat,
+    beside density, layer_density and versions, which are added when written.
+    """
+
+    method: str
+    found_at_precision: str = "fp32"
+    settings: dict = dataclasses.field(default_factory=dict)
+    retrained_from: str = None
+
+    _COMPUTED = ("density", "layer_density", "versions")
+    _LEGACY = ("precision", "search_precision")  # written before found_at_precision was the one field
+
+    def __post_init__(self):
+        from lt_keras.precision import PRECISIONS
+
+        if not isinstance(self.method, str) or not self.method:
+            raise LtKerasError(f"a ticket's method must be a non-empty string, got {self.method!r}.")
+        if self.found_at_precision not in PRECISIONS:
+            raise LtKerasError(f"found_at_precision={self.found_at_precision!r} is not one of {list(PRECISIONS)}.")
+        reserved = sorted(set(self.settings) & {"method", "found_at_precision", "retrained_from", *self._COMPUTED})
+        if reserved:
+            raise LtKerasError(f"ticket settings may not use the reserved keys {reserved}.")
+
+    def to_json(self) -> dict:
+        fields = {"method": self.method, "found_at_precision": self.found_at_precision, **self.settings}
+        return {**fields, "retrained_from": self.retrained_from} if self.retrained_from else fields
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TicketInfo":
+        data = dict(data)
+        legacy = data.pop("search_precision", None)
+        data.pop("precision", None)
+        found = data.pop("found_at_precision", None) or (legacy or {}).get("precision", "fp32")
+        for key in cls._COMPUTED:
+            data.pop(key, None)
+        return cls(method=data.pop("method", None), found_at_precision=found,
+                   retrained_from=data.pop("retrained_from", None), settings=data)
+
+
 @dataclasses.dataclass
 class Ticket:
     model: object  # keras.Model with masked layers, mask applied
     mask: Mask
-    info: dict
+    info: TicketInfo
     path: str
 
 
-def write_ticket(folder, model, mask: Mask, info: dict):
+def write_ticket(folder, model, mask: Mask, info: TicketInfo):
     """Write ``model`` (with ``mask`` applied) and its description to ``folder`` atomically."""
     from lt_keras.runs import library_versions
 
+    if not isinstance(info, TicketInfo):
+        raise TypeError(f"write_ticket takes a TicketInfo, got {type(info).__name__}.")
     mask.check_fits(model)
     mask.apply_to(model)
     _check_finite(model, f"refusing to write ticket {os.fspath(folder)!r}: the model")
@@ -43,8 +91,7 @@ def write_ticket(folder, model, mask: Mask, info: dict):
     atomic_save_model(model, os.path.join(partial, "model.keras"))
     mask.save(os.path.join(partial, "mask.npz"))
     atomic_write_json(os.path.join(partial, "ticket.json"), {
-        "precision": "fp32",
-        **info,
+        **info.to_json(),
         "density": mask.density(),
         "layer_density": mask.layer_densities(),
         "versions": library_versions(),
@@ -71,6 +118,10 @@ def load_ticket(folder) -> Ticket:
         raise LtKerasError(f"ticket {folder!r}: ticket.json is unreadable: {e}") from None
     if not isinstance(info, dict):
         raise LtKerasError(f"ticket {folder!r}: ticket.json must hold a JSON object, got {type(info).__name__}.")
+    try:
+        info = TicketInfo.from_json(info)
+    except LtKerasError as e:
+        raise LtKerasError(f"ticket {folder!r}: ticket.json: {e}") from None
     try:
         mask = Mask.load(os.path.join(folder, "mask.npz"))
     except LtKerasError:
@@ -144,14 +195,13 @@ def retrain(output_dir, ticket_dir, data, train, strategy=None, strategy_name="d
             pruned_nonzero += int(np.count_nonzero(kernel[ticket.mask[mask_key(layer)] == 0]))
     atomic_write_json(os.path.join(output_dir, "history.json"), result.history)
     plot_curves(result.history, os.path.join(output_dir, "curves.png"))
-    info = {k: v for k, v in ticket.info.items() if k not in ("density", "layer_density", "versions")}
     write_ticket(os.path.join(output_dir, "ticket"), model, ticket.mask,
-                 {**info, "retrained_from": os.path.abspath(ticket_dir), "precision": "fp32"})
+                 dataclasses.replace(ticket.info, retrained_from=os.path.abspath(ticket_dir)))
     shutil.rmtree(backup, ignore_errors=True)
     return {
         "ticket": os.path.abspath(ticket_dir),
-        "method": ticket.info.get("method"),
-        "found_at_precision": ticket.info.get("found_at_precision", ticket.info.get("precision", "fp32")),
+        "method": ticket.info.method,
+        "found_at_precision": ticket.info.found_at_precision,
         "density": ticket.mask.density(),
         "pruned_weights_nonzero": pruned_nonzero,
         "strategy": strategy_name,

@@ -23,6 +23,7 @@ from lt_keras.options import option
 
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
+DEFAULT_EPOCHS = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,17 +40,19 @@ class TrainConfig:
     batch_size: int = option(60, "Training batch size.", lower_bound=1)
     train_steps: int = option(None, "Training iterations (exactly one of --train_steps and --epochs).",
                               lower_bound=1)
-    epochs: float = option(None, "Training epochs (the binaries default to 10 when neither is given).",
-                           lower_bound=0)
+    epochs: float = option(None, f"Training epochs ({DEFAULT_EPOCHS} when neither this nor --train_steps is "
+                           "given).", lower_bound=0)
     eval_every: int = option(None, "Evaluate every N iterations (default: once per epoch).", lower_bound=1)
     jit_compile: bool = option(None, "Compile training steps with XLA (unset: on a GPU, and on a CPU for nets "
                                "without convolutions, whose XLA CPU kernels are slower).")
     seed: int = option(0, "Seed for initialization, shuffling and masks.")
 
-    def validate(self):
-        def bad(flag, message):
-            raise ConfigError(flag, f"{message}")
+    def __post_init__(self):
+        def bad(field, message):
+            raise ConfigError(field, message)
 
+        if self.train_steps is None and self.epochs is None:
+            object.__setattr__(self, "epochs", DEFAULT_EPOCHS)
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", f"{self.optimizer!r} is not one of {list(OPTIMIZERS)}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -60,8 +63,8 @@ class TrainConfig:
             bad("weight_decay", f"must be >= 0, got {self.weight_decay}")
         if self.batch_size < 1:
             bad("batch_size", f"must be >= 1, got {self.batch_size}")
-        if (self.train_steps is None) == (self.epochs is None):
-            bad("train_steps", "set exactly one of --train_steps and --epochs")
+        if self.train_steps is not None and self.epochs is not None:
+            bad("train_steps", "set only one of --train_steps and --epochs")
         if self.train_steps is not None and self.train_steps < 1:
             bad("train_steps", f"must be >= 1, got {self.train_steps}")
         if self.epochs is not None and not self.epochs > 0:
@@ -72,7 +75,6 @@ class TrainConfig:
             bad("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         if list(self.lr_decay_steps) != sorted(set(self.lr_decay_steps)):
             bad("lr_decay_steps", f"must be increasing, got {list(self.lr_decay_steps)}")
-        return self
 
     def steps_per_epoch(self, num_train):
         return max(1, num_train // self.batch_size)
@@ -272,7 +274,6 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
     ``BackupAndRestore`` saves weights, optimizer and position at every
     evaluation, and a killed run continues from the last one.
     """
-    config.validate()
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     num_train = len(data.y_train)
@@ -370,11 +371,39 @@ def summarize(records, total_steps, wall_time_s) -> TrainResult:
 
 
 def build_and_train(model_name, data, config: TrainConfig, output_dir=None, callbacks=(), verbose=None):
-    """Seed, build the registered model for ``data``, compile and fit it."""
+    """Seed, build the registered model for ``data``, compile and fit it.
+
+    With ``output_dir`` it also keeps what mask criteria and users read
+    later: init_weights.npz (theta_0), model.keras and history.json.
+    """
+    from lt_keras.io_utils import atomic_save_model, save_weights
     from lt_keras.models import build_model
 
-    config.validate()
+    data.check_batch_size(config.batch_size)
     keras.utils.set_random_seed(config.seed)
     model = build_model(model_name, data.input_shape, data.num_classes)
+    if output_dir is not None:
+        os.makedirs(output_dir, exist_ok=True)
+        save_weights(os.path.join(output_dir, "init_weights.npz"), model.get_weights())
     result = fit(model, data, config, output_dir=output_dir, callbacks=callbacks, verbose=verbose)
+    if output_dir is not None:
+        atomic_save_model(model, os.path.join(output_dir, "model.keras"))
+        atomic_write_json(os.path.join(output_dir, "history.json"), result.history)
     return model, result
+
+
+def train(output_dir, model_name, data, config: TrainConfig, verbose=None) -> dict:
+    """lt-train as one call: train ``model_name`` into ``output_dir`` and return its summary."""
+    from lt_keras.mask import Mask
+    from lt_keras.models import parameter_count
+
+    model, result = build_and_train(model_name, data, config, output_dir=output_dir, verbose=verbose)
+    return {
+        "model": model_name,
+        "dataset": data.spec.name,
+        "data_source": data.source,
+        "data_sizes": data.sizes(),
+        "parameters": parameter_count(model),
+        "density": Mask.from_model(model).density(),
+        **{k: v for k, v in result.to_dict().items() if k != "history"},
+    }

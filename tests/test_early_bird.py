@@ -135,7 +135,7 @@ def test_binary_finds_slims_retrains_and_counts_flops(tmp_path):
     assert entry["flops_ratio"] > 1 and entry["eb_total_flops"] < entry["lt_total_flops"]
     assert (out / "eb_distances.png").exists()
     ticket = load_ticket(out / "eb_p0.5" / "ticket")
-    assert ticket.info["slimmed"] and ticket.model.count_params() < build_model("resnet20", (28, 28, 1), 10).count_params()
+    assert ticket.info.settings["slimmed"] and ticket.model.count_params() < build_model("resnet20", (28, 28, 1), 10).count_params()
     exported = run("lt_keras.bin.export", f"--ticket_dir={out / 'eb_p0.5' / 'ticket'}",
                    f"--saved_model_dir={tmp_path / 'export'}", *data)
     assert exported.returncode == 0, exported.stderr[-3000:]
@@ -166,7 +166,7 @@ def test_int8_search_gives_an_fp32_slimmed_ticket(tmp_path):
                  "--nojit_compile", "--precision=int8", "--max_train_examples=200", "--validation_size=100")
     assert result.returncode == 0, result.stderr[-3000:]
     ticket = load_ticket(out / "eb_p0.5" / "ticket")
-    assert ticket.info["found_at_precision"] == "int8" and ticket.info["slimmed"]
+    assert ticket.info.found_at_precision == "int8" and ticket.info.settings["slimmed"]
     assert not any(type(l).__name__.startswith("Quantize") for l in ticket.model.layers)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["search_precision"]["precision"] == "int8" and summary["ratios"]["0.5"]["emerged"]
@@ -174,13 +174,15 @@ def test_int8_search_gives_an_fp32_slimmed_ticket(tmp_path):
 
 def test_int8_twin_detector_reads_the_trained_gammas():
     """The detector and the L1 penalty must see the twin's own BN scales, which training moves."""
-    from lt_keras import precision
+    from lt_keras.precision import SearchPrecision
 
     keras.utils.set_random_seed(0)
-    twin = precision.to_search_precision(build_model("vgg11_bn_quarter", (32, 32, 3), 10))
+    fp32 = build_model("vgg11_bn_quarter", (32, 32, 3), 10)
+    twin = SearchPrecision("int8").to_search(fp32)
     weights_before = len(twin.weights)
     bns = eb.prunable_bns(twin)
-    assert len(twin.weights) == weights_before  # reading the fp32 structure adds nothing to the twin
+    assert len(twin.weights) == weights_before  # reading the graph through the wrappers adds nothing
+    assert [bn.name for bn in bns] == [bn.name for bn in eb.prunable_bns(fp32)] and len(bns) == 8
     assert all(any(bn.gamma is w for w in twin.trainable_weights) for bn in bns)
     eb.add_bn_l1(twin, 1e-3)
     before = [bn.gamma.numpy().copy() for bn in bns]
@@ -245,7 +247,7 @@ def test_search_is_one_library_call(tmp_path):
     summary = eb.search(str(tmp_path), "resnet20", data, train, config)
     assert summary["ratios"]["0.5"]["eb_epoch"] == 2 and "retrain_test_accuracy" not in summary["ratios"]["0.5"]
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
-    assert load_ticket(tmp_path / "eb_p0.5" / "ticket").info["found_at_precision"] == "fp32"
+    assert load_ticket(tmp_path / "eb_p0.5" / "ticket").info.found_at_precision == "fp32"
     assert not list(tmp_path.rglob("backup_*"))
     with pytest.raises(LtKerasError, match="epochs: "):
         eb.search(str(tmp_path / "steps"), "resnet20", data, TrainConfig(train_steps=4), config)

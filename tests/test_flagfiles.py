@@ -91,11 +91,11 @@ def test_library_errors_name_the_field_and_binaries_the_flag():
     from lt_keras.bin import common_flags
 
     with pytest.raises(ConfigError) as raised:
-        ImpConfig(rounds=0).validate()
+        ImpConfig(rounds=0)
     assert str(raised.value) == "rounds: must be >= 1, got 0." and raised.value.field == "rounds"
     with pytest.raises(SystemExit) as stopped:
         with common_flags.user_errors("lt-imp"):
-            ImpConfig(rounds=0).validate()
+            ImpConfig(rounds=0)
     assert stopped.value.code == "lt-imp: error: --rounds: must be >= 1, got 0."
 
 
@@ -113,8 +113,8 @@ def test_flags_absl_refuses_while_parsing(name, argv, message):
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda: ImpConfig(criterion="biggest").validate(), "criterion: "),
-    (lambda: ImpConfig(prune_rate_fc=1.5).validate(), "prune_rate_fc: "),
+    (lambda: ImpConfig(criterion="biggest"), "criterion: "),
+    (lambda: ImpConfig(prune_rate_fc=1.5), "prune_rate_fc: "),
     (lambda: LearnConfig(keep_fraction=0), "keep_fraction: "),
     (lambda: UntrainedConfig(criterion="best"), "criterion: "),
     (lambda: UntrainedConfig(densities=(0.5, 0.0)), "densities: "),

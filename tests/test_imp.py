@@ -8,7 +8,8 @@ import pytest
 import lt_keras.imp as imp_module
 from lt_keras import ConfigError, LtKerasError, Mask
 from lt_keras._keras import keras
-from lt_keras.imp import ImpConfig, run_imp
+from lt_keras.imp import ImpConfig
+from lt_keras.imp import search as imp_search
 from tests.conftest import IMP_TRAIN as TRAIN
 from tests.conftest import build_lenet as build
 
@@ -19,7 +20,7 @@ def final_mask(run_dir, k):
 
 def test_counts_rewind_and_tickets(tmp_path, data):
     run = str(tmp_path)
-    results = run_imp(run, build, data, ImpConfig(rounds=2), TRAIN, verbose=0)
+    results = imp_search(run, build, data, ImpConfig(rounds=2), TRAIN, verbose=0)
     assert [r["round"] for r in results] == [0, 1, 2]
     m1, m2 = final_mask(run, 1), final_mask(run, 2)
     assert m1.counts() == {"fc1/kernel": (188_160, 235_200), "fc2/kernel": (24_000, 30_000), "output/kernel": (900, 1000)}
@@ -67,7 +68,7 @@ def kill_run_at(monkeypatch, run_dir, config, call):
 
     monkeypatch.setattr(imp_module, "fit", dying_fit)
     with pytest.raises(KeyboardInterrupt):
-        run_imp(run_dir, build, data_for_kills, config, TRAIN, verbose=0)
+        imp_search(run_dir, build, data_for_kills, config, TRAIN, verbose=0)
     monkeypatch.setattr(imp_module, "fit", real_fit)
     keras.backend.clear_session()
     keras.utils.set_random_seed(123)  # whatever the global state, the resumed run draws its own streams
@@ -80,17 +81,17 @@ def test_killed_run_with_controls_resumes_bit_identical(tmp_path, data, monkeypa
     data_for_kills = data
     config = ImpConfig(rounds=2, controls=("random_reinit",))
     reference = str(tmp_path / "reference")
-    run_imp(reference, build, data, config, TRAIN, verbose=0)
+    imp_search(reference, build, data, config, TRAIN, verbose=0)
     killed = str(tmp_path / "killed")
     kill_run_at(monkeypatch, killed, config, kill_at)
     assert os.path.exists(os.path.join(killed, "round_0", "metrics.json"))
     assert not os.path.exists(os.path.join(killed, "round_2"))  # the partial round never looks complete
-    run_imp(killed, build, data, config, TRAIN, verbose=0)
+    imp_search(killed, build, data, config, TRAIN, verbose=0)
     assert_same_rounds(killed, reference, 2)
 
     # A finished run trains nothing.
     monkeypatch.setattr(imp_module, "fit", lambda *a, **k: pytest.fail("a finished run trained again"))
-    assert len(run_imp(killed, build, data, config, TRAIN, verbose=0)) == 3
+    assert len(imp_search(killed, build, data, config, TRAIN, verbose=0)) == 3
 
 
 def test_resumed_round_trains_from_the_saved_rewind_weights(tmp_path, data, monkeypatch):
@@ -99,10 +100,10 @@ def test_resumed_round_trains_from_the_saved_rewind_weights(tmp_path, data, monk
     data_for_kills = data
     config = ImpConfig(rounds=2, rewind="step:6")
     reference = str(tmp_path / "reference")
-    run_imp(reference, build, data, config, TRAIN, verbose=0)
+    imp_search(reference, build, data, config, TRAIN, verbose=0)
     killed = str(tmp_path / "killed")
     kill_run_at(monkeypatch, killed, config, 3)
-    run_imp(killed, build, data, config, TRAIN, verbose=0)
+    imp_search(killed, build, data, config, TRAIN, verbose=0)
     assert_same_rounds(killed, reference, 2)
     assert round_record(killed, 2)[1]["final_test_accuracy"] > 0.5  # it learned: the rewind weights are real
 
@@ -124,7 +125,7 @@ def models_at_fit(monkeypatch):
 def test_controls_differ_from_the_ticket_as_each_defines(tmp_path, data, monkeypatch):
     seen = models_at_fit(monkeypatch)
     config = ImpConfig(rounds=1, controls=("random_reinit", "random_prune"))
-    results = run_imp(str(tmp_path), build, data, config, TRAIN, verbose=0)
+    results = imp_search(str(tmp_path), build, data, config, TRAIN, verbose=0)
     ticket, reinit, prune = seen[1], seen[2], seen[3]  # round 1's ticket, then its controls in order
     with np.load(os.path.join(str(tmp_path), "init_weights.npz")) as f:
         theta0 = f["w0"]
@@ -152,7 +153,7 @@ MASK1 = ["init", "reinit", "reshuffle", "constant", "signed_reinit", "signed_res
 
 @pytest.mark.parametrize("mask1", MASK1)
 def test_every_mask1_action_end_to_end(tmp_path, data, mask1):
-    run_imp(str(tmp_path), build, data, ImpConfig(rounds=1, mask1=mask1), TRAIN, verbose=0)
+    imp_search(str(tmp_path), build, data, ImpConfig(rounds=1, mask1=mask1), TRAIN, verbose=0)
     with np.load(os.path.join(str(tmp_path), "init_weights.npz")) as f:
         theta0 = f["w0"]
     ticket = keras.models.load_model(os.path.join(str(tmp_path), "round_1", "ticket", "model.keras"))
@@ -182,7 +183,7 @@ def test_mask0_actions_end_to_end_use_theta0_and_the_trained_kernels(tmp_path, d
     from lt_keras.ticket import load_ticket
 
     run = str(tmp_path)
-    run_imp(run, build, data, ImpConfig(rounds=1, mask0=mask0), TRAIN, verbose=0)
+    imp_search(run, build, data, ImpConfig(rounds=1, mask0=mask0), TRAIN, verbose=0)
     with np.load(os.path.join(run, "init_weights.npz")) as f:
         theta0 = f["w0"]
     with np.load(os.path.join(run, "round_0", "next.npz")) as f:
@@ -203,14 +204,14 @@ def test_mask0_actions_end_to_end_use_theta0_and_the_trained_kernels(tmp_path, d
     np.testing.assert_array_equal(kernel[pruned], frozen[pruned])
     expected_kept = np.where(moved_in, 0, theta0) if mask0 == "freeze_init_zero_all" else theta0
     np.testing.assert_array_equal(kernel[~pruned], expected_kept[~pruned])
-    assert fc1.mask0 == mask0 and ticket.info["mask0"] == mask0
+    assert fc1.mask0 == mask0 and ticket.info.settings["mask0"] == mask0
 
 
 def test_one_shot_and_global(tmp_path, data):
-    one_shot = run_imp(str(tmp_path / "a"), build, data, ImpConfig(target_density=0.3), TRAIN, verbose=0)
+    one_shot = imp_search(str(tmp_path / "a"), build, data, ImpConfig(target_density=0.3), TRAIN, verbose=0)
     assert len(one_shot) == 2
     assert all(abs(d - 0.3) < 1e-3 for d in one_shot[1]["layer_density"].values())
-    glob = run_imp(str(tmp_path / "b"), build, data, ImpConfig(rounds=1, allocation="global", prune_rate=0.5),
+    glob = imp_search(str(tmp_path / "b"), build, data, ImpConfig(rounds=1, allocation="global", prune_rate=0.5),
                    TRAIN, verbose=0)
     assert glob[1]["density"] == pytest.approx(0.5, abs=1e-5)
 
@@ -230,13 +231,13 @@ def test_one_shot_and_global(tmp_path, data):
 )
 def test_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=f"^{message}: ") as raised:
-        ImpConfig(**kwargs).validate()
+        ImpConfig(**kwargs)
     assert raised.value.field == message
 
 
 def test_mask0_freeze_init_keeps_pruned_weights_at_theta0(tmp_path, data):
     run = str(tmp_path)
-    run_imp(run, build, data, ImpConfig(rounds=1, mask0="freeze_init"), TRAIN, verbose=0)
+    imp_search(run, build, data, ImpConfig(rounds=1, mask0="freeze_init"), TRAIN, verbose=0)
     with np.load(os.path.join(run, "init_weights.npz")) as f:
         init_fc1 = f["w0"]
     ticket = keras.models.load_model(os.path.join(run, "round_1", "ticket", "model.keras"))
@@ -306,7 +307,7 @@ def test_find_ticket_rejects_unmasked_model():
 def test_rewind_none_continues_from_the_trained_weights(tmp_path, data):
     """rewind=none: round 1 starts from round 0's trained kernels under the new mask, not from theta_0."""
     run = str(tmp_path)
-    run_imp(run, build, data, ImpConfig(rounds=1, rewind="none"), TRAIN, verbose=0)
+    imp_search(run, build, data, ImpConfig(rounds=1, rewind="none"), TRAIN, verbose=0)
     with np.load(os.path.join(run, "round_0", "next.npz")) as f:
         trained = f["final:fc1/kernel"]
     with np.load(os.path.join(run, "init_weights.npz")) as f:
@@ -323,7 +324,7 @@ def test_freeze_init_zero_mask_keeps_earlier_zeros_in_later_rounds(tmp_path, dat
     from lt_keras.ticket import load_ticket
 
     run = str(tmp_path)
-    run_imp(run, build, data, ImpConfig(rounds=2, mask0="freeze_init_zero_mask"), TRAIN, verbose=0)
+    imp_search(run, build, data, ImpConfig(rounds=2, mask0="freeze_init_zero_mask"), TRAIN, verbose=0)
     frozen = [load_ticket(os.path.join(run, f"round_{k}", "ticket")).model.get_layer("fc1").kernel_frozen.numpy()
               for k in (1, 2)]
     pruned_in_1 = final_mask(run, 1)["fc1/kernel"] == 0

@@ -58,7 +58,7 @@ def test_int8_search_writes_fp32_tickets(tmp_path):
     result = run_imp("--output_dir", str(out), "--precision=int8", *QUICK)
     assert result.returncode == 0, result.stderr[-3000:]
     ticket = load_ticket(out / "round_1" / "ticket")
-    assert ticket.info["found_at_precision"] == "int8" and ticket.info["precision"] == "fp32"
+    assert ticket.info.found_at_precision == "int8" and ticket.info.settings["weight_bits"] == 8
     assert not any(type(l).__name__.startswith("Quantize") for l in ticket.model.layers)
     bad = run_imp("--output_dir", str(tmp_path / "bad"), "--precision=int8", "--weight_bits=1", *QUICK)
     assert bad.returncode != 0 and "--weight_bits" in bad.stderr and "Traceback" not in bad.stderr

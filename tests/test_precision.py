@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
-from lt_keras import LtKerasError, Mask, masked_layers, precision, supermask
+from lt_keras import ConfigError, LtKerasError, Mask, masked_layers, quantize, supermask
 from lt_keras._keras import keras, tf
 from lt_keras.models import build_model
+from lt_keras.precision import SearchPrecision
 
 
 def masked(name="lenet_300_100", shape=(28, 28, 1), seed=0):
@@ -22,17 +23,17 @@ def batch(shape=(28, 28, 1), n=60, seed=1):
 
 def test_stochastic_rounding_is_unbiased_keeps_zero_and_uses_few_levels():
     x = tf.constant(np.r_[np.linspace(-1, 1, 99), 0.0].astype(np.float32))
-    draws = np.stack([precision.stochastic_round_quantize(x, 4).numpy() for _ in range(3000)])
+    draws = np.stack([quantize.stochastic_round_quantize(x, 4).numpy() for _ in range(3000)])
     assert all(len(np.unique(d)) <= 2 ** 4 - 1 for d in draws[:20])
     assert np.all(draws[:, -1] == 0) and np.all(draws[:, 49] == 0)  # zero stays exactly zero
     np.testing.assert_allclose(draws.mean(0), x.numpy(), atol=0.01)  # unbiased (std of mean ~0.003)
     zeros = tf.zeros((5,))
-    np.testing.assert_array_equal(precision.stochastic_round_quantize(zeros, 8).numpy(), 0)
+    np.testing.assert_array_equal(quantize.stochastic_round_quantize(zeros, 8).numpy(), 0)
 
 
 def test_weights_are_quantized_per_channel_and_masked_weights_stay_zero():
     model = masked("conv4", (32, 32, 3))
-    q = precision.to_search_precision(model)
+    q = SearchPrecision("int8").to_search(model)
     conv = next(l for l in q.layers if getattr(l, "layer", None) is not None and l.layer.name == "conv2")
     inner = conv.layer
     quantizer = conv._weight_vars[0][1]
@@ -48,7 +49,7 @@ def test_weights_are_quantized_per_channel_and_masked_weights_stay_zero():
 
 def test_activations_and_gradients_take_few_values_and_pruned_weights_never_move():
     model = masked()
-    q = precision.to_search_precision(model, weight_bits=8, activation_bits=6, gradient_bits=5)
+    q = SearchPrecision("int8", weight_bits=8, activation_bits=6, gradient_bits=5).to_search(model)
     x, y = batch()
     hidden = keras.Model(q.input, q.get_layer("quant_fc1").output)
     q.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -66,7 +67,8 @@ def test_activations_and_gradients_take_few_values_and_pruned_weights_never_move
 
 def test_fp32_int8_fp32_round_trip_is_exact():
     model = masked("vgg11_bn", (32, 32, 3))
-    back = precision.from_search_precision(precision.to_search_precision(model))
+    int8 = SearchPrecision("int8")
+    back = int8.to_fp32(int8.to_search(model))
     assert Mask.from_model(back) == Mask.from_model(model)
     for a, b in zip(model.get_weights(), back.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -75,7 +77,7 @@ def test_fp32_int8_fp32_round_trip_is_exact():
 
 
 def test_xla_and_eager_agree():
-    q = precision.to_search_precision(masked())
+    q = SearchPrecision("int8").to_search(masked())
     x, y = batch()
     q.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     q.fit(x, y, epochs=1, verbose=0)  # the activation ranges are learned in training
@@ -86,12 +88,33 @@ def test_xla_and_eager_agree():
 
 def test_supermask_twin_keeps_the_kernel_frozen():
     model = supermask.to_supermask(masked(), "topk")
-    q = precision.to_search_precision(model)
+    q = SearchPrecision("int8").to_search(model)
     names = {v.name.split("/")[-1].split(":")[0] for v in q.trainable_weights}
     assert "kernel_scores" in names and "kernel" not in names
 
 
 @pytest.mark.parametrize("kwargs", [{"weight_bits": 1}, {"activation_bits": 20}, {"gradient_bits": 8.5}])
 def test_invalid_bit_widths(kwargs):
-    with pytest.raises(LtKerasError, match="bit width"):
-        precision.to_search_precision(masked(), **kwargs)
+    with pytest.raises(ConfigError, match="bit width"):
+        SearchPrecision("int8", **kwargs)
+
+
+def test_fp32_is_the_model_itself_and_never_imports_tfmot():
+    """The searches call to_search / to_fp32 at every precision; at fp32 they are the identity, and TFMOT
+    (lt_keras.quantize) is loaded only when int8 is asked for."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom lt_keras.models import build_model\nfrom lt_keras.precision import SearchPrecision\n"
+            "import lt_keras, lt_keras.imp, lt_keras.supermask, lt_keras.early_bird, lt_keras.ticket\n"
+            "m = build_model('lenet_300_100', (28, 28, 1), 10)\nfp32 = SearchPrecision()\n"
+            "assert fp32.to_search(m) is m and fp32.to_fp32(m) is m\n"
+            "print(sorted(k for k in sys.modules if k.startswith(('tensorflow_model_optimization', 'lt_keras.quantize'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_model_that_is_no_twin_is_refused_by_to_fp32():
+    with pytest.raises(LtKerasError, match="not a twin"):
+        SearchPrecision("int8").to_fp32(masked())

@@ -12,7 +12,8 @@ import pytest
 from lt_keras import LtKerasError, Mask
 from lt_keras._keras import keras
 from lt_keras.errors import DivergedError, MaskError, RunDirError
-from lt_keras.imp import ImpConfig, run_imp
+from lt_keras.imp import ImpConfig
+from lt_keras.imp import search as imp_search
 from lt_keras.runs import RunDir
 from lt_keras.training import TrainConfig
 from tests.conftest import IMP_TRAIN as TRAIN
@@ -84,7 +85,7 @@ def test_two_imp_runs_on_one_folder_one_refused_the_others_tickets_intact(tmp_pa
 
     for k in range(3):
         ticket = load_ticket(os.path.join(out, f"round_{k}", "ticket"))
-        assert ticket.info["round"] == k
+        assert ticket.info.settings["round"] == k
     assert len(json.load(open(os.path.join(out, "summary.json")))["rounds"]) == 3
 
 
@@ -131,7 +132,7 @@ def test_divergence_stops_imp_with_no_ticket_or_round(tmp_path, data, optimizer,
     train = TrainConfig(train_steps=12, eval_every=6, batch_size=60, seed=5, jit_compile=False,
                         optimizer=optimizer, learning_rate=lr)
     with pytest.raises(DivergedError, match=f"diverged by step 6 .*({why})"):
-        run_imp(str(tmp_path), build, data, ImpConfig(rounds=1), train, verbose=0)
+        imp_search(str(tmp_path), build, data, ImpConfig(rounds=1), train, verbose=0)
     assert not os.path.exists(tmp_path / "round_0")
     assert not any(p.name == "ticket" and p.parent.name.startswith("round_") and not p.parent.name.endswith(".partial")
                    for p in tmp_path.rglob("ticket"))
@@ -170,14 +171,14 @@ def test_json_never_holds_nan(tmp_path):
 # --- non-finite tickets are refused ------------------------------------------------------------------------
 
 def test_nan_tickets_are_refused_on_write_and_on_load(tmp_path):
-    from lt_keras.ticket import load_ticket, write_ticket
+    from lt_keras.ticket import TicketInfo, load_ticket, write_ticket
 
     model = build()
     mask = Mask.ones_like(model)
-    write_ticket(tmp_path / "good", model, mask, {"method": "test"})
+    write_ticket(tmp_path / "good", model, mask, TicketInfo("test"))
     model.get_layer("fc2").kernel.assign(np.full((300, 100), np.nan, np.float32))
     with pytest.raises(LtKerasError, match="non-finite weights in .*fc2"):
-        write_ticket(tmp_path / "nan", model, mask, {"method": "test"})
+        write_ticket(tmp_path / "nan", model, mask, TicketInfo("test"))
     assert not (tmp_path / "nan").exists()
     model.save(tmp_path / "good" / "model.keras")  # a NaN model slipped in by hand
     with pytest.raises(LtKerasError, match="non-finite weights"):
@@ -185,10 +186,10 @@ def test_nan_tickets_are_refused_on_write_and_on_load(tmp_path):
 
 
 def test_ticket_json_must_be_an_object(tmp_path):
-    from lt_keras.ticket import load_ticket, write_ticket
+    from lt_keras.ticket import TicketInfo, load_ticket, write_ticket
 
     model = build()
-    write_ticket(tmp_path / "t", model, Mask.ones_like(model), {"method": "test"})
+    write_ticket(tmp_path / "t", model, Mask.ones_like(model), TicketInfo("test"))
     (tmp_path / "t" / "ticket.json").write_text("[1, 2]")
     with pytest.raises(LtKerasError, match="must hold a JSON object, got list"):
         load_ticket(tmp_path / "t")
@@ -227,7 +228,7 @@ def test_degenerate_schedules_are_refused_before_training(tmp_path, data, config
 
     monkeypatch.setattr(imp_module, "fit", lambda *a, **k: pytest.fail("trained a degenerate schedule"))
     with pytest.raises(LtKerasError, match=f"layer '{layer}' would keep .* fewer than its .* outputs.*{flag}"):
-        run_imp(str(tmp_path), build, data, config, TRAIN, verbose=0)
+        imp_search(str(tmp_path), build, data, config, TRAIN, verbose=0)
     assert not any(p.name.startswith("round_") for p in tmp_path.iterdir())
 
 

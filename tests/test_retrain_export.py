@@ -12,7 +12,8 @@ import pytest
 from lt_keras import LtKerasError, Mask, masked_layers
 from lt_keras._keras import keras, tf
 from lt_keras.data import DataConfig
-from lt_keras.imp import ImpConfig, run_imp
+from lt_keras.imp import ImpConfig
+from lt_keras.imp import search as imp_search
 from lt_keras.models import build_model
 from lt_keras.ticket import load_ticket
 from lt_keras.training import TrainConfig, fit
@@ -36,8 +37,8 @@ def data():
 def imp_ticket(tmp_path_factory, data):
     run_dir = str(tmp_path_factory.mktemp("imp"))
     config = TrainConfig(train_steps=10, eval_every=5, seed=1, jit_compile=False)
-    run_imp(run_dir, lambda: build_model("lenet_300_100", (28, 28, 1), 10), data, ImpConfig(rounds=1), config,
-            verbose=0)
+    imp_search(run_dir, lambda: build_model("lenet_300_100", (28, 28, 1), 10), data, ImpConfig(rounds=1), config,
+               verbose=0)
     return os.path.join(run_dir, "round_1", "ticket")
 
 
@@ -60,7 +61,7 @@ def test_retrain_keeps_masks_and_exports_to_a_plain_saved_model(imp_ticket, tmp_
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pruned_weights_nonzero"] == 0 and summary["jit_compile"] and summary["replicas"] == 1
     retrained = load_ticket(out / "ticket")
-    assert retrained.mask == load_ticket(imp_ticket).mask and retrained.info["retrained_from"]
+    assert retrained.mask == load_ticket(imp_ticket).mask and retrained.info.retrained_from
     assert not (out / "backup").exists()
 
     exported = tmp_path / "export" / "lenet"
@@ -196,3 +197,35 @@ def test_supermask_ticket_retrains_and_exports(tmp_path):
     result = run("lt_keras.bin.export", f"--ticket_dir={out / 'ticket'}", f"--saved_model_dir={tmp_path / 'e'}",
                  *QUICK_DATA)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_an_int8_found_ticket_reports_int8_after_retraining_and_export(imp_ticket, data, tmp_path):
+    """ticket.json has one precision field, found_at_precision; retraining (always fp32) keeps it."""
+    import dataclasses
+
+    from lt_keras.export import export_ticket_dir
+    from lt_keras.ticket import retrain, write_ticket
+
+    source = load_ticket(imp_ticket)
+    int8_found = str(tmp_path / "int8_ticket")
+    write_ticket(int8_found, source.model, source.mask, dataclasses.replace(source.info, found_at_precision="int8"))
+    summary = retrain(str(tmp_path / "retrain"), int8_found, data,
+                      TrainConfig(train_steps=2, eval_every=2, jit_compile=False))
+    retrained = load_ticket(tmp_path / "retrain" / "ticket")
+    assert summary["found_at_precision"] == "int8" and retrained.info.found_at_precision == "int8"
+    assert retrained.info.settings == source.info.settings and retrained.info.retrained_from == int8_found
+    stored = json.loads((tmp_path / "retrain" / "ticket" / "ticket.json").read_text())
+    assert "precision" not in stored and "search_precision" not in stored
+    report = export_ticket_dir(str(tmp_path / "retrain" / "ticket"), str(tmp_path / "saved"), data)
+    assert report["found_at_precision"] == "int8" and report["method"] == "imp"
+
+
+def test_ticket_json_from_before_found_at_precision_still_loads(imp_ticket, tmp_path):
+    legacy = tmp_path / "legacy"
+    shutil.copytree(imp_ticket, legacy)
+    info = json.loads((legacy / "ticket.json").read_text())
+    info.pop("found_at_precision")
+    info.update(precision="fp32", search_precision={"precision": "int8", "weight_bits": 8})
+    (legacy / "ticket.json").write_text(json.dumps(info))
+    loaded = load_ticket(legacy).info
+    assert loaded.found_at_precision == "int8" and "precision" not in loaded.settings

@@ -315,7 +315,7 @@ def test_learn_and_untrained_are_one_library_call_each(tmp_path):
     summary = supermask.learn(str(tmp_path / "learn"), "lenet_300_100", data, train,
                               supermask.LearnConfig(estimator="topk", keep_fraction=0.3))
     assert summary["mode"] == "learn" and abs(summary["ticket_density"] - 0.3) < 1e-3
-    assert load_ticket(tmp_path / "learn" / "ticket").info["estimator"] == "topk"
+    assert load_ticket(tmp_path / "learn" / "ticket").info.settings["estimator"] == "topk"
     assert not (tmp_path / "learn" / "backup").exists()
     dense = tmp_path / "dense"
     dense.mkdir()

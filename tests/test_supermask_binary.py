@@ -32,7 +32,7 @@ def test_learned_supermask_run_writes_ticket_and_curves(tmp_path):
     assert abs(summary["ticket_density"] - 0.3) < 1e-3
     assert "mask_density" in json.loads((out / "history.json").read_text())[-1]
     ticket = load_ticket(out / "ticket")
-    assert ticket.info["method"] == "supermask" and ticket.info["estimator"] == "topk"
+    assert ticket.info.method == "supermask" and ticket.info.settings["estimator"] == "topk"
     kernel = ticket.model.get_layer("fc1").kernel.numpy()
     kept = kernel[ticket.mask["fc1/kernel"] > 0]
     np.testing.assert_allclose(np.abs(kept), np.sqrt(2 / 784), rtol=1e-6)  # frozen signed Kaiming constants

@@ -12,7 +12,7 @@ from lt_keras.training import TrainConfig, WarmupSchedule, build_and_train, summ
     [
         ({"optimizer": "rmsprop"}, "optimizer"),
         ({"learning_rate": 0}, "learning_rate"),
-        ({"train_steps": None}, "train_steps"),
+        ({"train_steps": 0}, "train_steps"),
         ({"epochs": 1}, "train_steps"),  # both set
         ({"eval_every": 0}, "eval_every"),
         ({"lr_decay_steps": (5, 3)}, "lr_decay_steps"),
@@ -20,8 +20,13 @@ from lt_keras.training import TrainConfig, WarmupSchedule, build_and_train, summ
 )
 def test_config_errors_name_the_field(kwargs, flag):
     with pytest.raises(ConfigError, match=f"^{flag}: ") as raised:
-        TrainConfig(**{"train_steps": 10, **kwargs}).validate()
+        TrainConfig(**{"train_steps": 10, **kwargs})
     assert raised.value.field == flag  # a binary prints it as --<field>
+
+
+def test_neither_length_given_means_the_default_epochs():
+    assert TrainConfig().epochs == 10 and TrainConfig().train_steps is None
+    assert TrainConfig(train_steps=5).epochs is None
 
 
 def test_lengths():

@@ -23,9 +23,12 @@ import time
 import numpy as np
 from absl import app, flags
 
-from lt_keras import Mask, precision, supermask
+from lt_keras import Mask, supermask
 from lt_keras._keras import keras, tf
 from lt_keras.models import build_model
+from lt_keras.precision import SearchPrecision
+
+INT8 = SearchPrecision("int8")
 
 CONFIGS = ("plain", "masked", "tfmot", "supermask", "topk", "int8", "tfmot_qat")
 XLA_TARGET = 0.85
@@ -83,7 +86,7 @@ def make_configs(name, jit):
                                                                   pruning_schedule=schedule),
         "supermask": lambda: supermask.to_supermask(build_model(name, shape, 10), "bernoulli"),
         "topk": lambda: supermask.to_supermask(build_model(name, shape, 10), "topk", keep_fraction=0.5),
-        "int8": lambda: precision.to_search_precision(_masked_half(name, shape)),  # W+A+G 8-bit twin
+        "int8": lambda: INT8.to_search(_masked_half(name, shape)),  # W+A+G 8-bit twin
         "tfmot_qat": lambda: tfmot.quantization.keras.quantize_model(build_model(name, shape, 10, masked=False)),
     }
     models = {}

@@ -21,7 +21,6 @@ from lt_keras.models import model_names
 from lt_keras.training import TrainConfig
 
 FLAGS = flags.FLAGS
-DEFAULT_EPOCHS = 10
 
 
 def define_common_flags(default_model="lenet_300_100", flag_values=FLAGS):
@@ -57,10 +56,7 @@ def search_precision():
 
 
 def train_config() -> TrainConfig:
-    epochs = FLAGS.epochs
-    if FLAGS.train_steps is None and epochs is None:
-        epochs = DEFAULT_EPOCHS
-    return config_flags.build(TrainConfig, epochs=epochs).validate()
+    return config_flags.build(TrainConfig)
 
 
 def config_dict(**parts) -> dict:

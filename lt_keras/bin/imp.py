@@ -24,13 +24,13 @@ def define_flags(flag_values=FLAGS):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from lt_keras.imp import ImpConfig, run_imp
+    from lt_keras.imp import ImpConfig, search
     from lt_keras.models import build_model
     from lt_keras.report import plot_rounds, round_table
 
     with common_flags.user_errors("lt-imp"):
         data_cfg, train_cfg = common_flags.data_config(), common_flags.train_config()
-        imp_cfg = config_flags.build(ImpConfig).validate()
+        imp_cfg = config_flags.build(ImpConfig)
         precision = common_flags.search_precision()
         parts = {"precision": precision.describe()} if precision.precision != "fp32" else {}
         run, summary = common_flags.open_run(FLAGS.output_dir, __name__, model=FLAGS.model, data=data_cfg,
@@ -40,7 +40,7 @@ def main(argv):
         else:
             data = data_cfg.load()
             logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
-            results = run_imp(run.path, lambda: build_model(FLAGS.model, data.input_shape, data.num_classes),
+            results = search(run.path, lambda: build_model(FLAGS.model, data.input_shape, data.num_classes),
                               data, imp_cfg, train_cfg, precision=precision)
             plot_rounds(results, run.file("report.png"))
             run.write_summary({"model": FLAGS.model, "dataset": data.spec.name, "data_source": data.source,

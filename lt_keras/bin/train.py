@@ -20,35 +20,6 @@ def define_flags(flag_values=FLAGS):
     common_flags.define_common_flags(flag_values=flag_values)
 
 
-def train(run, model_name, data_cfg, train_cfg):
-    from lt_keras._keras import keras
-    from lt_keras.io_utils import atomic_write_json, save_weights
-    from lt_keras.mask import Mask
-    from lt_keras.models import build_model, parameter_count
-    from lt_keras.training import fit
-
-    data = data_cfg.load()
-    logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
-    data.check_batch_size(train_cfg.batch_size)
-    keras.utils.set_random_seed(train_cfg.seed)
-    model = build_model(model_name, data.input_shape, data.num_classes)
-    save_weights(run.file("init_weights.npz"), model.get_weights())  # for mask criteria of init vs final
-    result = fit(model, data, train_cfg, output_dir=run.path)
-    run.save_model(model)
-    atomic_write_json(run.file("history.json"), result.history)
-    summary = {
-        "model": model_name,
-        "dataset": data.spec.name,
-        "data_source": data.source,
-        "data_sizes": data.sizes(),
-        "parameters": parameter_count(model),
-        "density": Mask.from_model(model).density(),
-        **{k: v for k, v in result.to_dict().items() if k != "history"},
-    }
-    run.write_summary(summary)
-    return summary
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -58,7 +29,12 @@ def main(argv):
         run, summary = common_flags.open_run(FLAGS.output_dir, __name__, model=FLAGS.model, data=data_cfg,
                                              train=train_cfg)
         if summary is None:
-            summary = train(run, FLAGS.model, data_cfg, train_cfg)
+            from lt_keras.training import train
+
+            data = data_cfg.load()
+            logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
+            summary = train(run.path, FLAGS.model, data, train_cfg)
+            run.write_summary(summary)
     print(json.dumps(summary, indent=2, sort_keys=True))
     print(
         f"\n{summary['model']} on {summary['dataset']}: test accuracy {summary['final_test_accuracy']:.4f} "
