@@ -29,7 +29,7 @@ from lt_keras.pruning import prune_count, prune_global, prune_layerwise, random_
 from lt_keras.seeds import rng_for, seed_globals
 from lt_keras.precision import SearchPrecision
 from lt_keras.ticket import TicketInfo, write_ticket
-from lt_keras.training import TrainConfig, fit
+from lt_keras.training import TrainConfig, fit, reset_optimizer
 
 CONTROLS = ("random_reinit", "random_prune")
 
@@ -166,15 +166,29 @@ def kernels(model) -> dict:
 
 
 class _Snapshot(keras.callbacks.Callback):
-    """Keeps the model's weights after exactly ``step`` training steps (late rewinding)."""
+    """Keeps the model's weights after exactly ``step`` training steps (late rewinding).
+
+    ``exact_steps`` tells ``lt_keras.training.fit`` to end a call at that step
+    (``steps_per_execution``); under a user's own compile with N steps per
+    call, ``step`` must be a multiple of N, or the snapshot refuses.
+    """
 
     def __init__(self, step):
         super().__init__()
         self.step, self.weights = step, None
+        self.exact_steps = (step,)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.weights is None and int(self.model.optimizer.iterations.numpy()) == self.step:
+        if self.weights is not None:
+            return
+        done = int(self.model.optimizer.iterations.numpy())
+        if done == self.step:
             self.weights = self.model.get_weights()
+        elif done > self.step:
+            per_call = getattr(self.model, "_steps_per_execution", None)
+            per_call = int(per_call.numpy()) if per_call is not None else 1
+            raise ConfigError("rewind", f"step:{self.step} fell inside a call of {per_call} training steps; "
+                              f"compile with a steps_per_execution that divides {self.step}.")
 
 
 def _set_start(model, rewind_weights, mask, imp, rng, fresh=None, init_kernels=None, final_kernels=None):
@@ -347,7 +361,7 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
             "final_val_accuracy": result.final_val_accuracy, "final_test_accuracy": result.final_test_accuracy,
             "untrained_test_accuracy": untrained[k], "wall_time_s": result.wall_time_s,
             "search_precision": precision.describe(),
-            "controls": {c: _control(c, build, data, train, mask, done.next.rewind_weights, k, verbose)
+            "controls": {c: _control(c, model, build, data, train, mask, done.next.rewind_weights, k, verbose)
                          for c in (imp.controls if k > 0 else ())},
         }
         mask.save(os.path.join(tmp, "mask.npz"))
@@ -401,19 +415,19 @@ def _compiled(model):
     return model
 
 
-def _control(name, build, data, train, mask, rewind_weights, k, verbose):
+def _control(name, model, build, data, train, mask, rewind_weights, k, verbose):
     """Train a baseline with the ticket's per-layer densities (Frankle & Carbin's controls).
 
     random_reinit: the ticket's mask over a fresh initialization; random_prune:
     random positions with the same per-layer counts, over the ticket's rewind
-    weights. Both train on the ticket's data order.
+    weights. Both train on the ticket's data order, in the search's own
+    ``model`` (its compiled step is reused; the next round sets every weight).
     """
-    model = _seeded_build(build, train.seed, k, name)
     if name == "random_reinit":
-        used = mask
+        used, weights = mask, _seeded_build(build, train.seed, k, name).get_weights()
     else:
-        used = random_mask_like(mask, rng_for(train.seed, k, name))
-        model.set_weights(rewind_weights)
+        used, weights = random_mask_like(mask, rng_for(train.seed, k, name)), rewind_weights
+    model.set_weights(weights)
     used.apply_to(model)
     seed_globals(train.seed, k, "train")
     result = fit(model, data, train, verbose=verbose)
@@ -432,16 +446,6 @@ class TicketSearch:
     rounds: list  # per round: round, density, layer_density, train (train_fn's return), evaluation
 
 
-def _reset_optimizer(model):
-    """Zero the optimizer's slots and step counter, as a fresh optimizer would start."""
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None:
-        return
-    variables = optimizer.variables() if callable(optimizer.variables) else optimizer.variables
-    for variable in variables:
-        variable.assign(np.zeros(variable.shape, variable.dtype.as_numpy_dtype))
-
-
 def find_ticket(model, train_fn, config: ImpConfig = ImpConfig(), evaluate_fn=None, output_dir=None, seed=0):
     """Run IMP rounds around the user's own training loop; returns a ``TicketSearch``.
 
@@ -449,7 +453,10 @@ def find_ticket(model, train_fn, config: ImpConfig = ImpConfig(), evaluate_fn=No
     current weights are theta_0 and its current mask the starting mask.
     ``train_fn(model, callbacks)`` trains it in place, normally
     ``model.fit(..., callbacks=callbacks)``; the callbacks are ours (late
-    rewinding) and must be passed on. ``evaluate_fn(model)``, if given, is
+    rewinding) and must be passed on; with your own
+    ``compile(steps_per_execution=N)``, a late rewind ``step:K`` needs K to be
+    a multiple of N (Keras runs the callbacks only after each call of N
+    steps; refused otherwise). ``evaluate_fn(model)``, if given, is
     called after each round's training and its result recorded. Between
     rounds the kept weights are rewound per ``config`` and the optimizer's
     state and step counter are zeroed. With ``output_dir`` each round's
@@ -476,7 +483,7 @@ def find_ticket(model, train_fn, config: ImpConfig = ImpConfig(), evaluate_fn=No
 
     def before_train(k, model, mask):
         if k > 0:
-            _reset_optimizer(model)
+            reset_optimizer(model)
         if output_dir is not None:
             _write_ticket(os.path.join(output_dir, f"round_{k}", "ticket"), model, mask, config, k, SearchPrecision())
 

@@ -35,7 +35,7 @@ def library_versions() -> dict:
 
 
 # Settings that change how fast a run goes, not what it computes: a run resumes under other values.
-_EXECUTION_ONLY = ("jit_compile",)
+_EXECUTION_ONLY = ("jit_compile", "steps_per_execution")
 
 
 def _identity(config):

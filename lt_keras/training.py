@@ -24,6 +24,8 @@ from lt_keras.options import option
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DEFAULT_EPOCHS = 10.0
+# Steps per call with --steps_per_execution=auto at most: chosen by tools/bench_steps.py (see its docstring).
+AUTO_STEPS_CAP = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,9 @@ class TrainConfig:
     jit_compile: bool = option(None, "Compile training steps with XLA (unset: on a GPU, and on a CPU for nets "
                                "without convolutions, whose XLA CPU kernels are slower).")
     seed: int = option(0, "Seed for initialization, shuffling and masks.")
+    steps_per_execution: str = option("auto", "Training steps compiled into one call: a number, or auto (the "
+                                      f"largest count up to {AUTO_STEPS_CAP} that divides the evaluation interval "
+                                      "and lands on every step a callback needs, e.g. late rewinding's step:K).")
 
     def __post_init__(self):
         def bad(field, message):
@@ -75,6 +80,10 @@ class TrainConfig:
             bad("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         if list(self.lr_decay_steps) != sorted(set(self.lr_decay_steps)):
             bad("lr_decay_steps", f"must be increasing, got {list(self.lr_decay_steps)}")
+        count = str(self.steps_per_execution)
+        if count != "auto" and not (count.isdigit() and int(count) >= 1):
+            bad("steps_per_execution", f"must be auto or a number >= 1, got {self.steps_per_execution!r}")
+        object.__setattr__(self, "steps_per_execution", count)
 
     def steps_per_epoch(self, num_train):
         return max(1, num_train // self.batch_size)
@@ -157,7 +166,30 @@ def use_xla(model, requested=None) -> bool:
     return not any(isinstance(layer, keras.layers.Conv2D) for layer in walk_layers(model))
 
 
-def compile_model(model, config: TrainConfig, total_steps: int):
+def resolve_steps_per_execution(setting, interval, exact_steps=()):
+    """Training steps per call for ``setting`` (auto or a number), given the evaluation interval and the steps
+    where a callback must see the model (``exact_steps``, e.g. late rewinding's step K).
+
+    Keras calls the batch hooks only after each call's last step, and starts
+    a new call at every epoch (evaluation); auto picks the largest count up to
+    ``AUTO_STEPS_CAP`` that divides the interval and every exact step's offset
+    in its interval. A number that would skip an exact step is refused.
+    """
+    offsets = sorted({int(s) % interval for s in exact_steps} - {0})
+    if str(setting) == "auto":
+        return max(n for n in range(1, AUTO_STEPS_CAP + 1)
+                   if interval % n == 0 and all(o % n == 0 for o in offsets))
+    count = int(setting)
+    skipped = [s for s in exact_steps if (int(s) % interval) % count]
+    if skipped:
+        raise ConfigError("steps_per_execution", f"{count} steps per call never stop at step {skipped[0]}, where a "
+                          "callback must run (late rewinding's step:K); use auto or a count dividing "
+                          f"{skipped[0] % interval}.")
+    return count
+
+
+def compile_model(model, config: TrainConfig, total_steps: int, steps_per_execution=1):
+    """Compile with ``config``'s optimizer and schedule, XLA where faster, ``steps_per_execution`` steps a call."""
     jit = use_xla(model, config.jit_compile)
     if config.jit_compile is None:
         logging.info("XLA %s for %s (--jit_compile unset: %s).", "on" if jit else "off", model.name,
@@ -167,6 +199,7 @@ def compile_model(model, config: TrainConfig, total_steps: int):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=jit,
+        steps_per_execution=steps_per_execution,
     )
     return model
 
@@ -225,8 +258,9 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     The running mean training loss must be finite and below ``max_loss``
     (default 100 x the loss of a uniform guess, ln(classes): no run that is
-    learning gets there): checked every ``check_every`` batches (a NaN stays
-    in the running mean, so it is caught within that many steps; reading it
+    learning gets there): checked every ``check_every`` batches, or at the end
+    of the first call past them with several steps per call (a NaN stays in
+    the running mean, so it is caught within that many steps; reading it
     more often would stall an accelerator's pipeline) and at each evaluation,
     where every weight must also be finite. It runs before
     ``BackupAndRestore``, so a diverged state is never backed up.
@@ -235,14 +269,16 @@ class DivergenceGuard(keras.callbacks.Callback):
     def __init__(self, interval, total_steps, max_loss=None, check_every=20):
         super().__init__()
         self.interval, self.total_steps, self.max_loss = interval, total_steps, max_loss
-        self.check_every, self._epoch = check_every, 0
+        self.check_every, self._epoch, self._checked = check_every, 0, 0
         self._supports_tf_logs = True  # per-batch logs stay tensors; only the checked ones are read
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
+        self._epoch, self._checked = epoch, 0
 
     def on_train_batch_end(self, batch, logs=None):
-        if (batch + 1) % self.check_every == 0 and logs and "loss" in logs:
+        # With several steps per call Keras reports only each call's last batch: check once check_every passed.
+        if batch + 1 - self._checked >= self.check_every and logs and "loss" in logs:
+            self._checked = batch + 1
             self._check(float(logs["loss"]), self._epoch * self.interval + batch + 1)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -279,8 +315,10 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
     num_train = len(data.y_train)
     total = config.total_steps(num_train)
     interval = min(config.eval_interval(num_train), total)
+    exact_steps = [s for cb in callbacks for s in getattr(cb, "exact_steps", ())]
+    per_call = resolve_steps_per_execution(config.steps_per_execution, interval, exact_steps)
     if compile:
-        compile_model(model, config, total)
+        _compile_or_reset(model, config, total, per_call)
     recorder = _EvalRecorder(data.eval_dataset("test"), interval, total,
                              os.path.join(backup_dir, "records.json") if backup_dir else None)
     all_callbacks = [recorder, DivergenceGuard(interval, total), *callbacks]
@@ -302,8 +340,8 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
 
     val_ds = data.eval_dataset("validation")
     full, remainder = divmod(total, interval)
-    logging.info("training %s for %d steps (%d per evaluation), batch %d", model.name, total, interval,
-                 config.batch_size)
+    logging.info("training %s for %d steps (%d per evaluation, %d per call), batch %d", model.name, total, interval,
+                 per_call, config.batch_size)
     start = time.perf_counter()
     model.fit(batches(min(done, full * interval)), epochs=done // interval if stopped else full,
               steps_per_epoch=interval, validation_data=val_ds, callbacks=all_callbacks, verbose=verbose)
@@ -312,6 +350,28 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
                   validation_data=val_ds, callbacks=all_callbacks, verbose=verbose)
     wall = time.perf_counter() - start
     return summarize(recorder.records, total, wall)
+
+
+def reset_optimizer(model):
+    """Zero the optimizer's slots and step counter: the state a freshly made optimizer starts from."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return
+    variables = optimizer.variables() if callable(optimizer.variables) else optimizer.variables
+    for variable in variables:
+        variable.assign(np.zeros(variable.shape, variable.dtype.as_numpy_dtype))
+
+
+def _compile_or_reset(model, config, total, per_call):
+    """Compile ``model`` for this fit, or, when ``fit`` compiled it for the same settings and variables before
+    (IMP's rounds and controls train one model again and again), zero its optimizer instead: the same start
+    as a new optimizer, without tracing and XLA-compiling the step again (~1 s a fit on a CPU)."""
+    signature = (config, total, per_call, tuple(id(v) for v in model.trainable_weights))
+    if model.optimizer is not None and getattr(model, "_lt_compiled_for", None) == signature:
+        reset_optimizer(model)
+        return
+    compile_model(model, config, total, per_call)
+    object.__setattr__(model, "_lt_compiled_for", signature)  # plain attribute: not tracked by Keras
 
 
 class _BeforeCheckpoint(keras.callbacks.Callback):

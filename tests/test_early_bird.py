@@ -253,3 +253,27 @@ def test_search_is_one_library_call(tmp_path):
         eb.search(str(tmp_path / "steps"), "resnet20", data, TrainConfig(train_steps=4), config)
     with pytest.raises(LtKerasError, match="retrain_ratios: "):
         eb.EarlyBirdConfig(prune_ratios=(0.5,), retrain_ratios=(0.3,))
+
+
+def test_early_bird_detects_the_same_with_one_or_many_steps_per_call():
+    """The detector runs at epoch ends, which end a call whatever the count: same EB epoch, masks and weights."""
+    from lt_keras.data import DataConfig
+    from lt_keras.training import TrainConfig, fit
+
+    data = DataConfig(max_train_examples=600, validation_size=100).load()
+    runs = {}
+    for per_call in ("1", "auto"):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        model = eb.add_bn_l1(build_model("resnet20", (28, 28, 1), 10), 1e-4)
+        callback = eb.EarlyBirdCallback([0.5], queue_length=3, epsilon=0.5, verbose=0)
+        fit(model, data, TrainConfig(epochs=5, batch_size=50, seed=0, jit_compile=False, optimizer="sgd",
+                                     learning_rate=0.05, steps_per_execution=per_call), callbacks=[callback],
+            verbose=0)
+        assert (int(model._steps_per_execution.numpy()) > 1) == (per_call == "auto")
+        runs[per_call] = callback
+    one, auto = runs["1"], runs["auto"]
+    assert one.emerged == auto.emerged and one.emerged
+    assert [a == b for a, b in zip(one.history[0.5], auto.history[0.5])] == [True] * len(one.history[0.5])
+    for a, b in zip(one.eb_weights[0.5], auto.eb_weights[0.5]):
+        np.testing.assert_array_equal(a, b)

@@ -138,17 +138,19 @@ def test_divergence_stops_imp_with_no_ticket_or_round(tmp_path, data, optimizer,
                    for p in tmp_path.rglob("ticket"))
 
 
-def test_divergence_is_caught_between_evaluations(data):
-    """A NaN loss stops training within ``check_every`` steps, not at the next evaluation 200 steps on."""
+@pytest.mark.parametrize("per_call, stop", [("1", 20), ("auto", 50)])
+def test_divergence_is_caught_between_evaluations(data, per_call, stop):
+    """A NaN loss stops training within ``check_every`` steps (or the first call's end, with several steps per
+    call: auto runs 50 here), not at the next evaluation 200 steps on."""
     from lt_keras.training import fit
 
     train = TrainConfig(train_steps=200, eval_every=200, batch_size=60, seed=5, jit_compile=False,
-                        optimizer="sgd", learning_rate=1e4)
-    steps = []
-    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: steps.append(batch))
-    with pytest.raises(DivergedError, match=r"diverged by step 20 \(the training loss is nan\)"):
+                        optimizer="sgd", learning_rate=1e4, steps_per_execution=per_call)
+    calls = []
+    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: calls.append(batch))
+    with pytest.raises(DivergedError, match=rf"diverged by step {stop} \(the training loss is nan\)"):
         fit(build(), data, train, callbacks=[counter], verbose=0)
-    assert len(steps) < 20  # the guard runs before the user's callback of step 20
+    assert len(calls) == stop // (stop if per_call == "auto" else 1) - 1  # the guard runs before the user's hook
 
 
 def test_diverged_binary_exits_non_zero_with_a_message(tmp_path):

@@ -329,3 +329,25 @@ def test_learn_and_untrained_are_one_library_call_each(tmp_path):
         supermask.UntrainedConfig(densities=(1.5,))
     with pytest.raises(LtKerasError, match="eval_mask: "):
         supermask.LearnConfig(estimator="topk", eval_mask="sampled")
+
+
+def test_bernoulli_supermask_learns_the_same_with_one_or_many_steps_per_call():
+    """Draws are keyed by a per-layer count of calls, not by how steps are grouped into calls: the same seed
+    gives bit-identical scores and accuracies with one step per call and with auto (10 here)."""
+    from lt_keras.data import DataConfig
+    from lt_keras.training import TrainConfig, fit
+
+    data = DataConfig(max_train_examples=600).load()
+    runs = {}
+    for per_call in ("1", "auto"):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        model = supermask.to_supermask(supermask.init_weights(build_model("lenet_300_100", (28, 28, 1), 10),
+                                                              "signed_constant", seed=0), "bernoulli", seed=5)
+        result = fit(model, data, TrainConfig(train_steps=30, eval_every=10, seed=0, jit_compile=False,
+                                              optimizer="sgd", learning_rate=50.0, steps_per_execution=per_call),
+                     verbose=0)
+        runs[per_call] = model.get_weights(), [r["test_accuracy"] for r in result.history]
+    assert runs["1"][1] == runs["auto"][1]
+    for a, b in zip(runs["1"][0], runs["auto"][0]):
+        np.testing.assert_array_equal(a, b)

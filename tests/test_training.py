@@ -98,11 +98,11 @@ def test_killed_fit_with_backup_resumes_at_its_last_evaluation(tmp_path):
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     fresh = build_model("lenet_300_100", (28, 28, 1), 10)
-    batches = []
-    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(batch))
+    epochs = []
+    counter = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: epochs.append(epoch))
     result = fit(fresh, data, cfg, callbacks=[counter], verbose=0, backup_dir=backup)
     assert [r["step"] for r in result.history] == [10, 20, 30, 40]
-    assert len(batches) == 30  # continued after the last saved evaluation (step 10), not from scratch
+    assert epochs == [1, 2, 3]  # continued after the last saved evaluation (step 10), not from scratch
     assert int(fresh.optimizer.iterations.numpy()) == 40
     # ... on the batches it would have seen: the same weights and records as a run never killed.
     keras.backend.clear_session()
@@ -179,3 +179,56 @@ def test_step_schedule_and_decoupled_weight_decay_inside_fit():
     factor = (1 - 0.1 * 0.5) ** 2 * (1 - 0.01 * 0.5) ** 2
     np.testing.assert_allclose(after[pruned], before[pruned] * factor, rtol=1e-5)
     assert not np.allclose(after[~pruned], before[~pruned] * factor, rtol=1e-3)  # kept weights also learned
+
+
+def test_auto_steps_per_call_divide_the_interval_and_land_on_every_exact_step():
+    from lt_keras.training import resolve_steps_per_execution as resolve
+
+    assert resolve("auto", 200) == 50 and resolve("auto", 100) == 50 and resolve("auto", 833) == 49
+    assert resolve("auto", 200, [30]) == 10 and resolve("auto", 200, [230]) == 10  # K's offset in its interval
+    assert resolve("auto", 200, [7]) == 1
+    assert resolve("auto", 200, [200, 400]) == 50  # an evaluation always ends a call
+    assert resolve("4", 200, [8]) == 4 and resolve(3, 10) == 3
+    with pytest.raises(ConfigError, match="^steps_per_execution: 4 steps per call never stop at step 10"):
+        resolve("4", 200, [10])
+    with pytest.raises(ConfigError, match="^steps_per_execution: "):
+        TrainConfig(steps_per_execution="many")
+    assert TrainConfig(steps_per_execution=20).steps_per_execution == "20"
+
+
+@pytest.mark.parametrize("rewind_step", [10, 7])
+def test_late_rewind_snapshot_is_exact_with_many_steps_per_call(rewind_step):
+    """K=10 in an interval of 20: auto runs 10 steps a call; K=7: auto adapts to 1. Either way the snapshot is
+    the weights after exactly K steps, as with one step per call."""
+    from lt_keras._keras import keras
+    from lt_keras.imp import _Snapshot
+    from lt_keras.models import build_model
+    from lt_keras.training import fit
+
+    data = DataConfig(max_train_examples=600).load()
+    snapshots = {}
+    for per_call in ("1", "auto"):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        model, snapshot = build_model("lenet_300_100", (28, 28, 1), 10), _Snapshot(rewind_step)
+        fit(model, data, TrainConfig(train_steps=20, eval_every=20, seed=0, jit_compile=False,
+                                     steps_per_execution=per_call), callbacks=[snapshot], verbose=0)
+        snapshots[per_call] = snapshot.weights
+        assert int(model._steps_per_execution.numpy()) == (1 if per_call == "1" else {10: 10, 7: 1}[rewind_step])
+    for a, b in zip(snapshots["1"], snapshots["auto"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_users_compile_that_skips_the_rewind_step_is_refused():
+    from lt_keras import find_ticket, mask_model
+    from lt_keras._keras import keras
+    from lt_keras.imp import ImpConfig
+    from lt_keras.models import build_model
+
+    data = DataConfig(max_train_examples=120).load()
+    model = mask_model(build_model("lenet_300_100", (28, 28, 1), 10, masked=False))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=4)
+    with pytest.raises(ConfigError, match="step:6 fell inside a call of 4 training steps"):
+        find_ticket(model, lambda m, callbacks: m.fit(data.x_train, data.y_train, batch_size=10, epochs=1,
+                                                      callbacks=callbacks, verbose=0),
+                    ImpConfig(rounds=1, rewind="step:6"))

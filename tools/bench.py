@@ -16,7 +16,9 @@ processes and the median of their ratios is reported, with every run's value.
 - one Bernoulli mask draw for LeNet-300-100: the fused sampler / TensorFlow's Philox (reference);
 - one top-k supermask selection for LeNet-300-100: near the last k-th value / from scratch (the
   two-pass radix select), and from scratch / ``tf.math.top_k`` (references);
-- Early-Bird slimmed model inference / dense inference at p = 0.5 (VGG-11-BN, batch 256).
+- Early-Bird slimmed model inference / dense inference at p = 0.5 (VGG-11-BN, batch 256);
+- ``model.fit`` with ``--steps_per_execution=auto`` / one step per call, masked LeNet-300-100 and Conv-4
+  (XLA off and on; ``tools/bench_steps.py``).
 
 Prints one table and writes JSON (``--json_out``, default bench_results.json).
 """
@@ -38,6 +40,7 @@ flags.DEFINE_string("figure", None, "Internal: run one in-process figure (eb_inf
 FLAGS = flags.FLAGS
 
 EB_TARGET = 0.6
+STEPS_TARGET = 0.75  # LeNet masked step, auto steps per call / one step per call
 
 
 def figures(quick):
@@ -179,10 +182,10 @@ def run_in_process_figure(name):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run_layer_figure(name, args):
+def run_layer_figure(name, args, tool="bench_layers.py"):
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         path = f.name
-    command = [sys.executable, os.path.join(REPO, "tools", "bench_layers.py"), *args, f"--json_out={path}"]
+    command = [sys.executable, os.path.join(REPO, "tools", tool), *args, f"--json_out={path}"]
     print(f"[{name}] {' '.join(command[1:-1])}", flush=True)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
@@ -235,6 +238,13 @@ def main(argv):
     for name, args in figures(FLAGS.quick):
         processes = FLAGS.lenet_processes if "lenet" in name and not FLAGS.quick else 1
         rows += collect_runs(name, [run_layer_figure(name, args) for _ in range(processes)])
+    models = "lenet_300_100" if FLAGS.quick else "lenet_300_100,conv4"
+    for row in run_layer_figure("steps per call", [f"--models={models}", f"--quick={FLAGS.quick}"], "bench_steps.py"):
+        if row["count"] == "auto":
+            target = STEPS_TARGET if row["model"].startswith("lenet") else None
+            rows.append({"figure": f"steps per call {row['model']} xla={row['jit']}",
+                         "ratio": f"auto({row['steps_per_execution']})/1", "value": row["ratio"], "target": target,
+                         "ms_per_step": {"auto": row["ms_per_step"]}})
     for name in ("mask_draw", "topk_select"):  # reference figures: what the supermask steps are made of
         figure = run_in_process_figure(name)
         for xla, ratios in figure["ratios"].items():
