@@ -103,9 +103,14 @@ class Mask(Mapping):
         return layers
 
     def apply_to(self, model):
-        """Assign these masks to the model's masked layers (all keys must match)."""
+        """Assign these masks to the model's masked layers (all keys must match) and store zeros at the pruned
+        kernel entries: ``layer.kernel`` (``get_weights()``, checkpoints) then holds exactly what the layer
+        computes with. The gradient of a pruned entry is zero, so training keeps it zero (every optimizer,
+        with or without weight decay) when the optimizer starts fresh, as every lt_keras search does."""
         for key, layer in self.check_fits(model).items():
-            layer.kernel_mask.assign(self[key])
+            mask = self[key]
+            layer.kernel_mask.assign(mask)
+            layer.kernel.assign(np.where(mask == 0, 0, layer.kernel.numpy()).astype(layer.kernel.dtype.as_numpy_dtype))
         return model
 
     # Statistics.

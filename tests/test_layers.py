@@ -78,6 +78,27 @@ def test_pruned_weights_stay_exactly_zero_after_50_adam_steps(jit):
         assert not np.allclose(layer.kernel.numpy()[mask == 1], before[layer.name][mask == 1])
 
 
+@pytest.mark.parametrize("optimizer", [
+    lambda: keras.optimizers.Adam(1e-2), lambda: keras.optimizers.Adam(1e-2, weight_decay=0.05),
+    lambda: keras.optimizers.SGD(0.1, momentum=0.9), lambda: keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.05),
+    lambda: keras.optimizers.RMSprop(1e-2)], ids=["adam", "adamw", "sgdm", "sgdw", "rmsprop"])
+def test_mask_apply_stores_zeros_that_survive_100_steps(optimizer):
+    """Mask.apply_to stores zeros at pruned entries (get_weights() holds what the layer computes with), and no
+    optimizer or weight decay moves them: a user's own check kernel[mask == 0] == 0 holds after training."""
+    model = small_cnn()
+    masks = Mask({k: random_mask(v.shape, 0.5, 3 + i) for i, (k, v) in enumerate(Mask.from_model(model).items())})
+    masks.apply_to(model)
+    for layer in masked_layers(model):
+        assert np.all(layer.kernel.numpy()[layer.kernel_mask.numpy() == 0] == 0.0)
+    model.compile(optimizer(), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = batch(64)
+    model.fit(x, y, batch_size=16, epochs=25, verbose=0, steps_per_epoch=4, shuffle=False)
+    assert model.optimizer.iterations.numpy() == 100
+    for layer in masked_layers(model):
+        kernel, mask = layer.kernel.numpy(), layer.kernel_mask.numpy()
+        assert np.all(kernel[mask == 0] == 0.0) and np.count_nonzero(kernel[mask == 1]) == int(mask.sum())
+
+
 def test_xla_and_eager_outputs_agree():
     model = small_cnn()
     randomize_masks(model)
