@@ -104,14 +104,31 @@ class Data:
     def sizes(self):
         return {"train": len(self.y_train), "validation": len(self.y_val), "test": len(self.y_test)}
 
-    def train_dataset(self, batch_size, seed=0, repeat=True):
-        """Shuffled (seeded, reshuffled each epoch) batches of the training split."""
+    def train_dataset(self, batch_size, seed=0, repeat=True, augment="none"):
+        """Shuffled (seeded, reshuffled each epoch) batches of the training split, augmented on the fly.
+
+        ``augment="crop_flip"``: each example is padded by 4 black pixels, cropped
+        back at a random offset and flipped horizontally at random (the CIFAR
+        recipe of the Early-Bird, edge-popup and open_lth code). The draws are
+        a function of (``seed``, the example's position in the stream), so a
+        resumed fit (which skips the batches already seen) augments exactly as
+        an uninterrupted one.
+        """
         self.check_batch_size(batch_size)
         ds = tf.data.Dataset.from_tensor_slices((self.x_train, self.y_train))
         ds = ds.shuffle(len(self.y_train), seed=seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
+        if augment != "none":
+            black = self.black_pixel()
+            ds = ds.enumerate().map(lambda i, xy: (augment_example(xy[0], augment, seed, i, black), xy[1]),
+                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+    def black_pixel(self):
+        """A pixel of value 0 after normalization, per channel: what augmentation pads with, as the papers'
+        code pads raw images before normalizing them."""
+        return (-np.asarray(self.spec.mean, np.float32) / np.asarray(self.spec.std, np.float32)).tolist()
 
     def check_batch_size(self, batch_size):
         """Refuse a batch larger than the training split (before a run writes anything)."""
@@ -125,6 +142,25 @@ class Data:
         x, y = {"validation": (self.x_val, self.y_val), "test": (self.x_test, self.y_test)}[split]
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         return ds.batch(batch_size).cache().prefetch(tf.data.AUTOTUNE)
+
+
+def augment_example(image, kind, seed, index, fill=0.0):
+    """One training image augmented by ``kind`` (``crop_flip``), its draws keyed by (``seed``, ``index``).
+
+    ``fill`` is the padding value (a number, or one per channel: ``Data.black_pixel()`` for normalized
+    data). Usable on a user's own arrays: ``tf.data.Dataset.from_tensor_slices(x).enumerate().map(lambda i,
+    x: augment_example(x, "crop_flip", seed, i))``.
+    """
+    if kind == "none":
+        return image
+    if kind != "crop_flip":
+        raise DataError(f"unknown augmentation {kind!r}; choose none or crop_flip.")
+    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
+    crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, num=2))
+    fill = tf.cast(fill, image.dtype)
+    padded = tf.pad(image - fill, [[4, 4], [4, 4], [0, 0]]) + fill
+    image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=crop_key)
+    return tf.image.stateless_random_flip_left_right(image, seed=flip_key)
 
 
 def load_dataset(name, data_dir=None, tfds_data_dir=None, validation_size=None, max_train_examples=None) -> Data:

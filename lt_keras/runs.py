@@ -38,11 +38,18 @@ def library_versions() -> dict:
 _EXECUTION_ONLY = ("jit_compile", "steps_per_execution")
 
 
+# Settings added after runs were made, with the value that computes what those runs computed: a run directory
+# whose config.json lacks one resumes under that value (and only under it).
+_ADDED_LATER = {"weight_decay_mode": "decoupled", "augment": "none"}
+
+
 def _identity(config):
-    """What makes two configs the same run: execution-only keys dropped, data folders resolved."""
+    """What makes two configs the same run: execution-only keys dropped, data folders resolved, settings added
+    later dropped where they hold the value older runs computed with."""
     if isinstance(config, dict):
         return {k: (os.path.realpath(v) if k == "data_dir" and isinstance(v, str) else _identity(v))
-                for k, v in config.items() if k not in _EXECUTION_ONLY}
+                for k, v in config.items()
+                if k not in _EXECUTION_ONLY and not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
     if isinstance(config, (list, tuple)):
         return [_identity(v) for v in config]
     return config

@@ -22,6 +22,8 @@ from lt_keras.io_utils import atomic_write_json, read_json
 from lt_keras.options import option
 
 OPTIMIZERS = ("adam", "sgd")
+WEIGHT_DECAY_MODES = ("decoupled", "coupled")
+AUGMENTATIONS = ("none", "crop_flip")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DEFAULT_EPOCHS = 10.0
 # Steps per call with --steps_per_execution=auto at most: chosen by tools/bench_steps.py (see its docstring).
@@ -33,7 +35,14 @@ class TrainConfig:
     optimizer: str = option("adam", "Optimizer.", choices=OPTIMIZERS)
     learning_rate: float = option(1.2e-3, "Peak learning rate.", lower_bound=0)
     momentum: float = option(0.9, "SGD momentum.", lower_bound=0)
-    weight_decay: float = option(0.0, "Decoupled weight decay (AdamW / SGDW).", lower_bound=0)
+    weight_decay: float = option(0.0, "Weight decay (see --weight_decay_mode).", lower_bound=0)
+    weight_decay_mode: str = option("decoupled", "decoupled: w -= lr * wd * w beside the update (Keras, AdamW / "
+                                    "SGDW); coupled: wd * w added to the gradient before momentum or Adam's "
+                                    "moments (PyTorch's weight_decay, the Early-Bird and edge-popup code).",
+                                    choices=WEIGHT_DECAY_MODES)
+    augment: str = option("none", "Training-data augmentation: crop_flip pads 4 pixels with zeros, crops 32x32 "
+                          "at random and flips horizontally at random, per example (seeded; never on "
+                          "evaluation data).", choices=AUGMENTATIONS)
     lr_schedule: str = option("constant", "Learning-rate schedule after warmup.", choices=LR_SCHEDULES)
     lr_decay_steps: tuple = option((), "Iterations at which the step schedule multiplies the rate by "
                                    "--lr_decay_factor.", item=int)
@@ -66,6 +75,10 @@ class TrainConfig:
             bad("learning_rate", f"must be positive, got {self.learning_rate}")
         if self.weight_decay < 0:
             bad("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if self.weight_decay_mode not in WEIGHT_DECAY_MODES:
+            bad("weight_decay_mode", f"{self.weight_decay_mode!r} is not one of {list(WEIGHT_DECAY_MODES)}")
+        if self.augment not in AUGMENTATIONS:
+            bad("augment", f"{self.augment!r} is not one of {list(AUGMENTATIONS)}")
         if self.batch_size < 1:
             bad("batch_size", f"must be >= 1, got {self.batch_size}")
         if self.train_steps is not None and self.epochs is not None:
@@ -138,12 +151,45 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+def _coupled_weight_decay(optimizer_class):
+    """``optimizer_class`` with PyTorch's coupled ``weight_decay``: ``wd * w`` is added to every gradient
+    before the update (so it goes through momentum and Adam's moments), for every trainable variable as
+    ``optimizer(model.parameters(), weight_decay=...)`` does. Written here because Keras optimizers decay
+    only decoupled (``w -= lr * wd * w``), and an L2 loss term would change the reported loss."""
+
+    class Coupled(optimizer_class):
+        def __init__(self, *args, coupled_weight_decay=0.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.coupled_weight_decay = float(coupled_weight_decay)
+
+        def apply_gradients(self, grads_and_vars, *args, **kwargs):
+            # Replicas' gradients are summed after this: each adds its share of the decay.
+            share = self.coupled_weight_decay / tf.distribute.get_strategy().num_replicas_in_sync
+            grads_and_vars = [(g if g is None else tf.convert_to_tensor(g) + tf.cast(share, v.dtype) * v, v)
+                              for g, v in grads_and_vars]
+            return super().apply_gradients(grads_and_vars, *args, **kwargs)
+
+        def get_config(self):
+            return {**super().get_config(), "coupled_weight_decay": self.coupled_weight_decay}
+
+    Coupled.__name__ = Coupled.__qualname__ = f"Coupled{optimizer_class.__name__}"
+    return keras.utils.register_keras_serializable(package="lt_keras")(Coupled)
+
+
+CoupledSGD = _coupled_weight_decay(keras.optimizers.SGD)
+CoupledAdam = _coupled_weight_decay(keras.optimizers.Adam)
+
+
 def make_optimizer(config: TrainConfig, total_steps: int):
     lr = config.learning_rate
     if config.warmup_steps or config.lr_schedule != "constant":
         lr = WarmupSchedule(lr, config.warmup_steps, config.lr_schedule, config.lr_decay_steps,
                             config.lr_decay_factor, total_steps)
     wd = config.weight_decay or None
+    if config.weight_decay_mode == "coupled" and wd:
+        if config.optimizer == "adam":
+            return CoupledAdam(lr, coupled_weight_decay=wd)
+        return CoupledSGD(lr, momentum=config.momentum, coupled_weight_decay=wd)
     if config.optimizer == "adam":
         return keras.optimizers.Adam(lr, weight_decay=wd)
     return keras.optimizers.SGD(lr, momentum=config.momentum, weight_decay=wd)
@@ -336,7 +382,7 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
         logging.info("this fit stopped at step %d (a callback asked to); restoring it there", done)
 
     def batches(start):  # the one seeded batch order, from step ``start`` on: a resumed fit sees what it would have
-        return data.train_dataset(config.batch_size, seed=config.seed).skip(start)
+        return data.train_dataset(config.batch_size, seed=config.seed, augment=config.augment).skip(start)
 
     val_ds = data.eval_dataset("validation")
     full, remainder = divmod(total, interval)

@@ -143,3 +143,41 @@ def test_real_files(shared_data):
     cifar = load_dataset("cifar10", data_dir=os.path.join(shared_data, "cifar10"), validation_size=1000)
     assert cifar.sizes() == {"train": 9000, "validation": 1000, "test": 10000}
     assert abs(float(cifar.x_test.mean())) < 0.1
+
+
+def _crops_and_flips(image, black):
+    """Every image crop_flip can make of ``image``: (offset, flipped) -> result."""
+    padded = np.pad(image - black, [(4, 4), (4, 4), (0, 0)]) + black
+    h, w = image.shape[:2]
+    out = {}
+    for dy in range(9):
+        for dx in range(9):
+            crop = padded[dy:dy + h, dx:dx + w]
+            out[(dy, dx, False)], out[(dy, dx, True)] = crop, crop[:, ::-1]
+    return out
+
+
+def test_crop_flip_is_a_seeded_pad4_crop_and_flip_per_example_and_resumes_exactly():
+    from lt_keras.data import DataConfig
+
+    data = DataConfig(max_train_examples=300).load()
+    plain = next(iter(data.train_dataset(60, seed=3)))[0].numpy()
+    augmented = [b[0] for b in data.train_dataset(60, seed=3, augment="crop_flip").take(5).as_numpy_iterator()]
+    again = [b[0] for b in data.train_dataset(60, seed=3, augment="crop_flip").take(5).as_numpy_iterator()]
+    for a, b in zip(augmented, again):
+        np.testing.assert_array_equal(a, b)  # reproducible under the seed
+    black = np.asarray(data.black_pixel(), np.float32)
+    assert np.allclose(black * np.asarray(data.spec.std) + np.asarray(data.spec.mean), 0, atol=1e-6)  # raw 0: black
+    seen = set()
+    for original, result in zip(plain, augmented[0]):  # the same shuffled order as without augmentation
+        matches = [k for k, v in _crops_and_flips(original, black).items() if np.allclose(v, result, atol=1e-6)]
+        assert matches, "not a pad-4 crop (and flip) of its example"
+        seen.update(matches)
+    assert {flip for _, _, flip in seen} == {False, True} and len({(dy, dx) for dy, dx, _ in seen}) > 10
+    assert any(dy in (0, 8) or dx in (0, 8) for dy, dx, _ in seen)  # some crops show the black border
+    assert not np.array_equal(augmented[0], plain)
+    skipped = [b[0] for b in data.train_dataset(60, seed=3, augment="crop_flip").skip(3).take(2).as_numpy_iterator()]
+    for a, b in zip(skipped, augmented[3:]):
+        np.testing.assert_array_equal(a, b)  # a resumed fit skips batches and sees the same augmented ones
+    other_seed = next(iter(data.train_dataset(60, seed=4, augment="crop_flip")))[0].numpy()
+    assert not np.array_equal(other_seed, augmented[0])

@@ -23,3 +23,13 @@ def test_refuses_a_different_config(tmp_path):
     RunDir(tmp_path / "run").open(config(), "--flagfile")
     with pytest.raises(RunDirError, match=r"different configuration \(differs in \['train'\]\)"):
         RunDir(tmp_path / "run").open(config(learning_rate=0.2), "--flagfile")
+
+
+def test_a_run_from_before_a_setting_existed_resumes_only_under_its_old_value(tmp_path):
+    """config.json from before weight_decay_mode / augment: it resumes with decoupled decay and no
+    augmentation (what it computed), and is refused with the new values."""
+    RunDir(tmp_path / "run").open(config(), "--flagfile")
+    RunDir(tmp_path / "run").open(config(weight_decay_mode="decoupled", augment="none"), "--flagfile")
+    for changed in ({"weight_decay_mode": "coupled"}, {"augment": "crop_flip"}):
+        with pytest.raises(RunDirError, match="different configuration"):
+            RunDir(tmp_path / "run").open(config(**changed), "--flagfile")

@@ -232,3 +232,37 @@ def test_a_users_compile_that_skips_the_rewind_step_is_refused():
         find_ticket(model, lambda m, callbacks: m.fit(data.x_train, data.y_train, batch_size=10, epochs=1,
                                                       callbacks=callbacks, verbose=0),
                     ImpConfig(rounds=1, rewind="step:6"))
+
+
+def _reference_steps(optimizer, mode, w, grad, wd, steps, lr=0.1, momentum=0.9, b1=0.9, b2=0.999, eps=1e-7):
+    """Hand computation: PyTorch's SGD/Adam weight_decay (coupled) or Keras's decoupled decay."""
+    w, m, v = np.array(w, np.float64), 0.0, 0.0
+    for t in range(1, steps + 1):
+        g = grad + (wd * w if mode == "coupled" else 0.0)
+        if mode == "decoupled":
+            w = w - lr * wd * w  # before the update, from the current weights
+        if optimizer == "sgd":
+            m = momentum * m + g  # PyTorch's buffer; Keras's -lr * m form is the same at a constant rate
+            w = w - lr * m
+        else:
+            m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+            w = w - lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (np.sqrt(v) + eps)  # Keras's epsilon-hat
+    return w
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("mode", ["coupled", "decoupled"])
+def test_weight_decay_modes_match_hand_computation(optimizer, mode):
+    from lt_keras._keras import tf
+    from lt_keras.training import make_optimizer
+
+    config = TrainConfig(optimizer=optimizer, learning_rate=0.1, momentum=0.9, weight_decay=0.05,
+                         weight_decay_mode=mode, train_steps=4)
+    opt = make_optimizer(config, 4)
+    w0, grad = np.array([1.0, -2.0, 0.5]), np.array([0.5, 0.25, -1.0])
+    w = tf.Variable(w0.astype(np.float32))
+    for _ in range(4):
+        opt.apply_gradients([(tf.constant(grad, tf.float32), w)])
+    np.testing.assert_allclose(w.numpy(), _reference_steps(optimizer, mode, w0, grad, 0.05, 4), rtol=1e-5)
+    other = "decoupled" if mode == "coupled" else "coupled"
+    assert not np.allclose(w.numpy(), _reference_steps(optimizer, other, w0, grad, 0.05, 4), rtol=1e-4)
