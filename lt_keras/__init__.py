@@ -8,6 +8,22 @@ from lt_keras.layers import MaskedConv2D, MaskedDense, masked_layers  # noqa: E4
 from lt_keras.mask import Mask  # noqa: E402
 from lt_keras import supermask  # noqa: E402
 
+# Modules imported on first use (``lt_keras.early_bird.search``), so ``import lt_keras`` stays light.
+_LAZY_MODULES = ("actions", "criteria", "data", "early_bird", "export", "flops", "imp", "models", "precision",
+                 "pruning", "quantize", "runs", "ticket", "training")
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f"lt_keras.{name}")
+    raise AttributeError(f"module 'lt_keras' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_MODULES))
+
 __all__ = [
     "ConfigError",
     "ImpConfig",

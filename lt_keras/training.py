@@ -40,9 +40,9 @@ class TrainConfig:
                                     "SGDW); coupled: wd * w added to the gradient before momentum or Adam's "
                                     "moments (PyTorch's weight_decay, the Early-Bird and edge-popup code).",
                                     choices=WEIGHT_DECAY_MODES)
-    augment: str = option("none", "Training-data augmentation: crop_flip pads 4 pixels with zeros, crops 32x32 "
-                          "at random and flips horizontally at random, per example (seeded; never on "
-                          "evaluation data).", choices=AUGMENTATIONS)
+    augment: str = option("none", "Training-data augmentation: crop_flip pads 4 black pixels, crops back to the "
+                          "image size at random and flips horizontally at random, per example (seeded; never "
+                          "on evaluation data).", choices=AUGMENTATIONS)
     lr_schedule: str = option("constant", "Learning-rate schedule after warmup.", choices=LR_SCHEDULES)
     lr_decay_steps: tuple = option((), "Iterations at which the step schedule multiplies the rate by "
                                    "--lr_decay_factor.", item=int)

@@ -4,6 +4,8 @@ import dataclasses
 import glob
 import importlib
 import os
+import subprocess
+import sys
 
 import pytest
 from absl import flags
@@ -139,3 +141,24 @@ def test_a_list_flag_with_a_bad_item_is_refused():
     values(["prog", "--lr_decay_steps=100,200", "--controls=random_prune"])
     assert config_flags.build(TrainConfig, values, train_steps=300).lr_decay_steps == (100, 200)
     assert config_flags.build(ImpConfig, values).controls == ("random_prune",)
+
+
+def test_help_lists_the_binarys_own_flags():
+    """--help / --helpshort show the binary's flags (its config fields and the common ones), not only
+    --helpfull among absl's own."""
+    out = subprocess.run([sys.executable, "-m", "lt_keras.bin.imp", "--helpshort"], capture_output=True,
+                         text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for flag in ("--rounds", "--rewind", "--train_steps", "--steps_per_execution", "--precision", "--output_dir"):
+        assert flag in out.stdout, flag
+    assert "--logtostderr" not in out.stdout  # absl's own stay in --helpfull
+
+
+def test_every_module_is_an_attribute_after_import_lt_keras():
+    code = ("import lt_keras\nfor m in ('early_bird', 'flops', 'precision', 'export', 'data', 'imp', 'supermask', "
+            "'training', 'ticket'):\n    getattr(lt_keras, m)\n"
+            "assert callable(lt_keras.early_bird.search) and 'early_bird' in dir(lt_keras)\n"
+            "try:\n    lt_keras.nothing\nexcept AttributeError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "module 'lt_keras' has no attribute 'nothing'"

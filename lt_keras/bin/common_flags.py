@@ -23,6 +23,26 @@ from lt_keras.training import TrainConfig
 FLAGS = flags.FLAGS
 
 
+HELP_FLAGS = {"-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml"}
+
+
+def run_binary(define_flags, main):
+    """Define a binary's flags, make them the main module's key flags (so ``--help`` and ``--helpshort``
+    list them, not only ``--helpfull`` among absl's own), and run ``main``."""
+    from absl import app
+
+    before = set(FLAGS)
+    define_flags(FLAGS)
+    for name in sorted(set(FLAGS) - before):
+        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+    try:
+        app.run(main)
+    except SystemExit as stop:  # absl exits 1 after printing help; asking for help is no error
+        if stop.code == 1 and set(sys.argv[1:]) & HELP_FLAGS:
+            raise SystemExit(0) from None
+        raise
+
+
 def define_common_flags(default_model="lenet_300_100", flag_values=FLAGS):
     """--model, --output_dir, and the data and training flags (generated from DataConfig and TrainConfig)."""
     flags.DEFINE_enum("model", default_model, model_names(), "Registered model.", flag_values=flag_values)

@@ -50,8 +50,7 @@ def main(argv):
 
 
 def run():
-    define_flags()
-    app.run(main)
+    common_flags.run_binary(define_flags, main)
 
 
 if __name__ == "__main__":
