@@ -331,3 +331,8 @@ def test_freeze_init_zero_mask_keeps_earlier_zeros_in_later_rounds(tmp_path, dat
     zeroed_in_1 = pruned_in_1 & (frozen[0] == 0)
     assert zeroed_in_1.sum() > 1000
     assert np.all(frozen[1][zeroed_in_1] == 0)
+    # ... and one frozen at theta_0 in round 1 did not move (theta_final there is theta_0, not the stored 0):
+    # it stays frozen at theta_0 in round 2.
+    still_frozen = pruned_in_1 & (frozen[0] != 0)
+    assert still_frozen.sum() > 1000
+    np.testing.assert_array_equal(frozen[1][still_frozen], frozen[0][still_frozen])

@@ -42,8 +42,8 @@ class Mutation:
 
 MUTATIONS = (
     Mutation("controls_are_the_ticket", "lt_keras/imp.py",
-             "    if name == \"random_reinit\":\n        used = mask\n",
-             "    if True:\n        used = mask\n        model.set_weights(rewind_weights)\n",
+             "    if name == \"random_reinit\":\n        used, weights = mask, _seeded_build(build, train.seed, k, name).get_weights()\n",
+             "    if True:\n        used, weights = mask, rewind_weights\n",
              ("tests/test_imp.py::test_controls_differ_from_the_ticket_as_each_defines",),
              "both controls train the ticket itself (same mask, rewind weights)"),
     Mutation("resume_loads_zero_rewind_weights", "lt_keras/imp.py",
@@ -129,7 +129,7 @@ MUTATIONS = (
              "    return {mask_key(l): l.masked_kernel(training=False).numpy() for l in masked_layers(model)}",
              "    return {mask_key(l): l.kernel.numpy() for l in masked_layers(model)}",
              ("tests/test_imp.py::test_freeze_init_zero_mask_keeps_earlier_zeros_in_later_rounds",),
-             "a weight zeroed by a mask-0 action comes back at theta_0 in a later round"),
+             "theta_final read from the stored kernel (0 where pruned): weights frozen at theta_0 are zeroed later"),
     Mutation("run_dir_accepts_other_config", "lt_keras/runs.py", "            if saved != now:\n",
              "            if False:\n", ("tests/test_runs.py::test_refuses_a_different_config",),
              "a run directory resumes under a different configuration"),
