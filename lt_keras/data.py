@@ -23,7 +23,7 @@ import struct
 import numpy as np
 
 from lt_keras._keras import tf
-from lt_keras.errors import DataError
+from lt_keras.errors import ConfigError, DataError
 from lt_keras.options import option
 
 MNIST_FILES = {
@@ -170,9 +170,9 @@ def load_dataset(name, data_dir=None, tfds_data_dir=None, validation_size=None, 
     spec = DATASETS[name]
     if data_dir:
         if not spec.local_format:
-            raise DataError(f"dataset {name!r} is embedded and takes no --data_dir.")
+            raise ConfigError("data_dir", f"dataset {name!r} is embedded and takes none.")
         if not os.path.isdir(data_dir):
-            raise DataError(f"--data_dir: {data_dir} does not exist or is not a folder.")
+            raise ConfigError("data_dir", f"{data_dir} does not exist or is not a folder.")
         (x_train, y_train), (x_test, y_test) = _LOCAL_LOADERS[spec.local_format](data_dir)
         source = f"local:{os.path.abspath(data_dir)}"
     elif spec.embedded:
@@ -249,7 +249,7 @@ def _load_tfds(spec, tfds_data_dir):
         raise DataError(
             f"could not load {spec.name!r} through TFDS (data dir: {tfds_data_dir or 'TFDS default'}): "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Without network access, "
-            f"pass --data_dir with the official files, or use the offline --dataset={DEFAULT_DATASET}."
+            f"pass data_dir (--data_dir) with the official files, or use the offline dataset {DEFAULT_DATASET!r}."
         ) from e
     return train, test
 

@@ -37,7 +37,7 @@ def make_strategy(name):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     if "TF_CONFIG" not in os.environ:
-        raise LtKerasError("--strategy=multi_worker needs the TF_CONFIG environment variable (see README).")
+        raise ConfigError("strategy", "multi_worker needs the TF_CONFIG environment variable (see README).")
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 

@@ -27,7 +27,8 @@ from absl import logging
 from lt_keras._keras import keras, tf
 from lt_keras.errors import ConfigError, LtKerasError
 from lt_keras.io_utils import load_weights, save_weights
-from lt_keras.layers import masked_layers, unwrapped
+from lt_keras.convert import flatten_model, is_nested
+from lt_keras.layers import masked_layers, unwrapped, walk_layers
 from lt_keras.mask import Mask, mask_key
 from lt_keras.options import option
 from lt_keras.pruning import prune_global
@@ -60,7 +61,7 @@ class EarlyBirdConfig:
             object.__setattr__(self, "retrain_ratios", tuple(self.prune_ratios))
         if set(self.retrain_ratios) - set(self.prune_ratios):
             raise ConfigError("retrain_ratios", f"{sorted(set(self.retrain_ratios) - set(self.prune_ratios))} are "
-                              "not in --prune_ratios.")
+                              "not in prune_ratios.")
         if self.queue_length < 2:
             raise ConfigError("queue_length", f"must be >= 2, got {self.queue_length}.")
         if not 0 <= self.epsilon < 1:
@@ -71,7 +72,8 @@ class EarlyBirdConfig:
 
 _PASS = (keras.layers.ReLU, keras.layers.Activation, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
          keras.layers.Dropout)
-_REDUCE = (keras.layers.Flatten, keras.layers.GlobalAveragePooling2D)
+_ELEMENTWISE = (keras.layers.ReLU, keras.layers.Activation, keras.layers.Dropout)  # keep a pooled channel axis
+_REDUCE = (keras.layers.Flatten, keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
 
 
 def _consumers(layer, model_layers):
@@ -86,41 +88,63 @@ def _producers(layer):
     return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
 
 
-def _reaches_only_weights(layer, model_layers, after_reduce=False):
+def _blocker(layer, model_layers, after_reduce=False):
+    """The first layer downstream of ``layer`` that a removed channel cannot pass; None when there is none."""
     for consumer in _consumers(layer, model_layers):
         kind = unwrapped(consumer)
-        if isinstance(kind, keras.layers.Dense):
+        if isinstance(kind, keras.layers.Dense) or (isinstance(kind, keras.layers.Conv2D) and not after_reduce):
             continue
-        if isinstance(kind, keras.layers.Conv2D) and not after_reduce:
+        if isinstance(kind, _ELEMENTWISE) or (isinstance(kind, _PASS) and not after_reduce):
+            blocker = _blocker(consumer, model_layers, after_reduce)
+        elif isinstance(kind, _REDUCE):  # a Flatten after a global pool keeps the channel axis
+            blocker = _blocker(consumer, model_layers, after_reduce=True)
+        else:
+            blocker = consumer
+        if blocker is not None:
+            return blocker
+    return None
+
+
+def bn_prunability(model) -> dict:
+    """For every BatchNorm of ``model`` (nested blocks included): None when prunable, else the reason why not.
+
+    Nested blocks are read through ``flatten_model``'s one flat graph; the
+    graph is read through quantization wrappers too.
+    """
+    flat = flatten_model(model) if is_nested(model) else model
+    layers = set(flat.layers)
+    out = {}
+    for layer in flat.layers:
+        if not isinstance(unwrapped(layer), keras.layers.BatchNormalization):
             continue
-        if isinstance(kind, _PASS) and not after_reduce:
-            if not _reaches_only_weights(consumer, model_layers):
-                return False
-            continue
-        if isinstance(kind, _REDUCE):  # a Flatten after a global pool keeps the channel axis
-            if not _reaches_only_weights(consumer, model_layers, after_reduce=True):
-                return False
-            continue
-        return False
-    return True
+        producers, name = _producers(layer), unwrapped(layer).name
+        if len(producers) != 1 or not isinstance(unwrapped(producers[0]), keras.layers.Conv2D):
+            out[name] = "it does not follow a Conv2D"
+        elif _consumers(producers[0], layers) != [layer]:
+            out[name] = f"its convolution {unwrapped(producers[0]).name!r} also feeds other layers"
+        else:
+            blocker = _blocker(layer, layers)
+            out[name] = (None if blocker is None else f"its channels reach {unwrapped(blocker).name!r} "
+                         f"({type(unwrapped(blocker)).__name__}), which cannot drop them")
+    return out
 
 
 def prunable_bns(model):
-    """BatchNorm layers whose channels can be removed (see the module docstring), in layer order.
+    """BatchNorm layers whose channels can be removed (see the module docstring), in layer order."""
+    prunable = {name for name, reason in bn_prunability(model).items() if reason is None}
+    return [layer for layer in walk_layers(model)
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.name in prunable]
 
-    The graph is read through quantization wrappers, so an int8 search's twin
-    gives the BatchNorm layers its wrappers hold.
-    """
-    layers = set(model.layers)
-    out = []
-    for layer in model.layers:
-        if not isinstance(unwrapped(layer), keras.layers.BatchNormalization):
-            continue
-        producers = _producers(layer)
-        if (len(producers) == 1 and isinstance(unwrapped(producers[0]), keras.layers.Conv2D)
-                and _consumers(producers[0], layers) == [layer] and _reaches_only_weights(layer, layers)):
-            out.append(unwrapped(layer))
-    return out
+
+def log_prunability(model):
+    """Log which BatchNorms Early-Bird can prune and why the others cannot."""
+    reasons = bn_prunability(model)
+    kept = [name for name, reason in reasons.items() if reason is None]
+    logging.info("Early-Bird: %d of %d BatchNorm layers are prunable: %s", len(kept), len(reasons),
+                 ", ".join(kept) or "(none)")
+    for name, reason in reasons.items():
+        if reason is not None:
+            logging.warning("Early-Bird: BatchNorm %r is not prunable: %s.", name, reason)
 
 
 def bn_key(layer):
@@ -133,7 +157,9 @@ def add_bn_l1(model, l1):
         raise ConfigError("bn_l1", f"must be >= 0, got {l1}.")
     gammas = [bn.gamma for bn in prunable_bns(model)]
     if not gammas:
-        raise LtKerasError(f"model {model.name!r} has no prunable BatchNorm channels; use --granularity=weight.")
+        reasons = "; ".join(f"{name}: {why}" for name, why in bn_prunability(model).items()) or "it has none"
+        raise LtKerasError(f"model {model.name!r} has no prunable BatchNorm channels ({reasons}); "
+                           "use granularity='weight'.")
     if l1:
         model.add_loss(lambda: l1 * tf.add_n([tf.reduce_sum(tf.abs(g)) for g in gammas]))
     return model
@@ -161,7 +187,7 @@ def weight_mask(model, ratio) -> Mask:
     """Prune the fraction ``ratio`` of all masked kernel weights with the smallest |w| (one global threshold)."""
     layers = masked_layers(model)
     if not layers:
-        raise LtKerasError(f"model {model.name!r} has no masked layers for --granularity=weight.")
+        raise ConfigError("granularity", f"model {model.name!r} has no masked layers for 'weight'.")
     scores = {mask_key(l): np.abs(l.kernel.numpy()) for l in layers}
     return prune_global(scores, Mask.ones_like(model), ratio)
 
@@ -230,6 +256,10 @@ class EarlyBirdCallback(keras.callbacks.Callback):
     @property
     def emerged(self):
         return dict(self.detector.emerged)
+
+    def on_train_begin(self, logs=None):
+        if self.granularity == "channel":
+            log_prunability(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         masks = {r: compute_mask(self.model, r, self.granularity) for r in self.detector.ratios}
@@ -300,8 +330,10 @@ def channel_masked(model, mask: Mask):
 def slim(model, mask: Mask):
     """The physically smaller network for a channel mask, with the weights copied.
 
-    Outputs equal ``channel_masked(model, mask)`` (up to float rounding).
+    Outputs equal ``channel_masked(model, mask)`` (up to float rounding). A
+    model with nested blocks comes back flat (``flatten_model``).
     """
+    model = flatten_model(model) if is_nested(model) else model
     bns = {bn_key(bn): bn for bn in prunable_bns(model)}
     unknown = sorted(set(mask) - set(bns))
     if unknown:
@@ -458,7 +490,7 @@ def search(output_dir, model_name, data, train_cfg, config: EarlyBirdConfig = Ea
     from lt_keras.training import fit
 
     if train_cfg.epochs is None:
-        raise ConfigError("epochs", "Early-Bird works in epochs; give --epochs (not --train_steps).")
+        raise ConfigError("epochs", "Early-Bird works in epochs; set epochs, not train_steps.")
     precision = precision or SearchPrecision()
     num_train, epochs = len(data.y_train), train_cfg.epochs
     spe = train_cfg.steps_per_epoch(num_train)

@@ -13,10 +13,6 @@ class DataError(LtKerasError):
     """A dataset that cannot be found or read."""
 
 
-class RunDirError(LtKerasError):
-    """A run directory that belongs to a different configuration."""
-
-
 class DivergedError(LtKerasError):
     """Training produced a non-finite or exploding loss, or non-finite weights: nothing is kept as a result."""
 
@@ -27,3 +23,10 @@ class ConfigError(LtKerasError, ValueError):
     def __init__(self, field, message):
         super().__init__(f"{field}: {message}")
         self.field, self.message = field, message
+
+
+class RunDirError(ConfigError):
+    """A run directory that cannot be used: missing, locked, or holding a different configuration."""
+
+    def __init__(self, message):
+        super().__init__("output_dir", message)

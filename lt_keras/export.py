@@ -16,7 +16,7 @@ import numpy as np
 from lt_keras._keras import keras, tf
 from lt_keras.convert import strip_masks
 from lt_keras.errors import ConfigError, LtKerasError
-from lt_keras.layers import masked_layers
+from lt_keras.layers import masked_layers, walk_layers
 
 TFLITE_QUANTIZATION = ("none", "dynamic", "int8")
 
@@ -55,9 +55,9 @@ def zipped_size(directory) -> int:
 
 
 def layer_sparsity(model) -> dict:
-    """Fraction of zeros in every kernel of a plain model."""
+    """Fraction of zeros in every kernel of a plain model (nested blocks included)."""
     out = {}
-    for layer in model.layers:
+    for layer in walk_layers(model):
         kernel = getattr(layer, "kernel", None)
         if kernel is not None:
             values = kernel.numpy()
@@ -110,37 +110,53 @@ def max_abs_diff(a, b) -> float:
     return float(np.max(np.abs(a - b)))
 
 
-def export_ticket(model, saved_model_dir, x_check):
-    """Export ``model`` and measure it against the masked model on ``x_check``; returns the report."""
+def export_ticket(model, saved_model_dir, x_check, tolerance=None):
+    """Export ``model`` and measure it against the masked model on ``x_check``; returns the report.
+
+    Everything is written and measured in ``<saved_model_dir>.partial`` and
+    renamed at the end, so a failure (or a parity gap above ``tolerance``)
+    leaves no half-written export that would block a re-run.
+    """
     if os.path.exists(saved_model_dir) and os.listdir(saved_model_dir):
         raise ConfigError("saved_model_dir", f"{saved_model_dir} exists and is not empty; choose a new folder.")
     plain = plain_model(model)
     tmp = saved_model_dir.rstrip("/") + ".partial"
-    tf.io.gfile.rmtree(tmp) if os.path.exists(tmp) else None
-    save_saved_model(plain, tmp)
-    if os.path.exists(saved_model_dir):
-        os.rmdir(saved_model_dir)
-    os.replace(tmp, saved_model_dir)
-    loaded = tf.saved_model.load(saved_model_dir)
-    exported = loaded.signatures["serving_default"](inputs=tf.constant(x_check))["logits"].numpy()
-    reference = model(x_check, training=False).numpy()
-    dense = keras.models.clone_model(plain)  # the same network with its unmasked kernels, for the size baseline
-    dense.set_weights(plain.get_weights())
-    for layer in masked_layers(model):
-        dense.get_layer(layer.name).kernel.assign(layer.kernel)
     dense_dir = saved_model_dir.rstrip("/") + ".dense_for_size"
-    save_saved_model(dense, dense_dir)
-    dense_zip = zipped_size(dense_dir)
-    tf.io.gfile.rmtree(dense_dir)
-    sparse_zip = zipped_size(saved_model_dir)
+    try:
+        for leftover in (tmp, dense_dir):
+            if os.path.exists(leftover):
+                tf.io.gfile.rmtree(leftover)
+        save_saved_model(plain, tmp)
+        loaded = tf.saved_model.load(tmp)
+        exported = loaded.signatures["serving_default"](inputs=tf.constant(x_check))["logits"].numpy()
+        reference = model(x_check, training=False).numpy()
+        diff = max_abs_diff(exported, reference)
+        if tolerance is not None and diff > tolerance:
+            raise LtKerasError(f"the SavedModel differs from the masked model by {diff:.3g} (> {tolerance}); "
+                               "nothing was written.")
+        dense = keras.models.clone_model(plain)  # the same network with its unmasked kernels, for the size baseline
+        dense.set_weights(plain.get_weights())
+        dense_layers = {layer.name: layer for layer in walk_layers(dense)}
+        for layer in masked_layers(model):
+            dense_layers[layer.name].kernel.assign(layer.kernel)
+        save_saved_model(dense, dense_dir)
+        dense_zip = zipped_size(dense_dir)
+        sparse_zip = zipped_size(tmp)
+        if os.path.exists(saved_model_dir):
+            os.rmdir(saved_model_dir)
+        os.replace(tmp, saved_model_dir)
+    finally:
+        for leftover in (tmp, dense_dir):
+            if os.path.exists(leftover):
+                tf.io.gfile.rmtree(leftover)
     sparsity = layer_sparsity(plain)
-    kernels = [l.kernel.numpy() for l in plain.layers if getattr(l, "kernel", None) is not None]
+    kernels = [l.kernel.numpy() for l in walk_layers(plain) if getattr(l, "kernel", None) is not None]
     return {
         "saved_model_dir": os.path.abspath(saved_model_dir),
         "layer_sparsity": sparsity,
         "total_sparsity": float(sum((k == 0).sum() for k in kernels) / sum(k.size for k in kernels)),
         "parity_examples": int(len(x_check)),
-        "max_abs_diff_saved_model": max_abs_diff(exported, reference),
+        "max_abs_diff_saved_model": diff,
         "zipped_bytes_dense": dense_zip,
         "zipped_bytes_exported": sparse_zip,
         "zip_ratio": sparse_zip / dense_zip,
@@ -154,8 +170,9 @@ def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tf
                       representative_examples=200) -> dict:
     """lt-export as one call: the ticket in ``ticket_dir`` as a SavedModel (and TFLite), checked and reported.
 
-    Fails (``LtKerasError``) when the SavedModel differs from the masked model
-    by more than ``SAVED_MODEL_TOLERANCE`` on ``parity_examples`` test inputs.
+    Fails (``LtKerasError``, nothing written) when the SavedModel differs from
+    the masked model by more than ``SAVED_MODEL_TOLERANCE`` on
+    ``parity_examples`` test inputs.
     ``tflite_quantization`` (none, dynamic, int8; None: no TFLite) adds
     ``<saved_model_dir>.tflite``, int8 calibrated on training examples. The
     report is also written to ``<saved_model_dir>.report.json``.
@@ -165,17 +182,14 @@ def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tf
 
     ticket = load_ticket(ticket_dir)
     if tuple(ticket.model.input_shape[1:]) != tuple(data.input_shape):
-        raise LtKerasError(f"ticket takes inputs of shape {tuple(ticket.model.input_shape[1:])}, but --dataset="
+        raise ConfigError("dataset", f"the ticket takes inputs of shape {tuple(ticket.model.input_shape[1:])}, but "
                            f"{data.spec.name} has {tuple(data.input_shape)}; pass the ticket's dataset.")
     target = os.path.abspath(saved_model_dir)
     x = data.x_test[:parity_examples]
-    report = export_ticket(ticket.model, target, x)
+    report = export_ticket(ticket.model, target, x, tolerance=SAVED_MODEL_TOLERANCE)
     report.update(ticket=os.path.abspath(ticket_dir), method=ticket.info.method,
                   found_at_precision=ticket.info.found_at_precision,
                   saved_model_tolerance=SAVED_MODEL_TOLERANCE)
-    if report["max_abs_diff_saved_model"] > SAVED_MODEL_TOLERANCE:
-        raise LtKerasError(f"the SavedModel differs from the masked model by {report['max_abs_diff_saved_model']:.3g} "
-                           f"(> {SAVED_MODEL_TOLERANCE}); see {target}.")
     if tflite_quantization is not None:
         tflite = to_tflite(target, tflite_quantization, data.x_train[:representative_examples][:, None])
         atomic_write_bytes(target + ".tflite", tflite)

@@ -7,6 +7,7 @@ trains again. Each round is written to ``round_<k>/`` only once complete
 (built in a temporary folder, then renamed), so a killed run resumes at the
 first missing round and ends with the same masks as an uninterrupted one.
 """
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -154,7 +155,7 @@ def check_schedule(model, config: ImpConfig):
         for k in range(1, config.total_rounds + 1):
             kept -= prune_count(rates[key], kept)
             if kept < min_kept(layer):
-                fix = "raise --target_density" if flags[key] == "target_density" else f"lower --{flags[key]} or --rounds"
+                fix = "raise target_density" if flags[key] == "target_density" else f"lower {flags[key]} or rounds"
                 _refuse_starved(layer, kept, f" after round {k}", fix)
 
 
@@ -446,6 +447,46 @@ class TicketSearch:
     rounds: list  # per round: round, density, layer_density, train (train_fn's return), evaluation
 
 
+class _CallbacksReached(keras.callbacks.Callback):
+    """Rides with find_ticket's callbacks: ``began`` says that fit received them."""
+
+    began = False
+
+    def on_train_begin(self, logs=None):
+        self.began = True
+
+
+@contextlib.contextmanager
+def _fails_fast_without(model, reached):
+    """Make ``model``'s first training call fail when fit was not given find_ticket's callbacks.
+
+    Keras builds the train function before the callbacks' ``on_train_begin``
+    and calls it after, so a wrapper around it sees the mistake at the first
+    batch instead of after a whole round. Restored on exit.
+    """
+    build = model.make_train_function
+
+    def checked_build(force=False):
+        inner = build(force)
+        inner = getattr(inner, "_lt_inner", inner)
+
+        def train_function(*args, **kwargs):
+            if not reached.began:
+                raise LtKerasError("find_ticket: train_fn(model, callbacks) must pass the callbacks on, as "
+                                   "model.fit(..., callbacks=callbacks); this fit did not receive them.")
+            return inner(*args, **kwargs)
+
+        train_function._lt_inner = inner
+        return train_function
+
+    model.make_train_function = checked_build
+    try:
+        yield
+    finally:
+        del model.make_train_function
+        model.train_function = getattr(model.train_function, "_lt_inner", model.train_function)
+
+
 def find_ticket(model, train_fn, config: ImpConfig = ImpConfig(), evaluate_fn=None, output_dir=None, seed=0):
     """Run IMP rounds around the user's own training loop; returns a ``TicketSearch``.
 
@@ -453,7 +494,8 @@ def find_ticket(model, train_fn, config: ImpConfig = ImpConfig(), evaluate_fn=No
     current weights are theta_0 and its current mask the starting mask.
     ``train_fn(model, callbacks)`` trains it in place, normally
     ``model.fit(..., callbacks=callbacks)``; the callbacks are ours (late
-    rewinding) and must be passed on; with your own
+    rewinding) and must be passed on (a fit without them fails at its first
+    batch); with your own
     ``compile(steps_per_execution=N)``, a late rewind ``step:K`` needs K to be
     a multiple of N (Keras runs the callbacks only after each call of N
     steps; refused otherwise). ``evaluate_fn(model)``, if given, is
@@ -494,7 +536,12 @@ def find_ticket(model, train_fn, config: ImpConfig = ImpConfig(), evaluate_fn=No
         search.masks.append(mask)
         logging.info("find_ticket round %d: %.2f%% of weights remain", done.k, 100 * mask.density())
 
-    final = imp_rounds(model, config, seed, lambda k, model, callbacks: train_fn(model, callbacks),
+    def train_round(k, model, callbacks):
+        reached = _CallbacksReached()
+        with _fails_fast_without(model, reached):
+            return train_fn(model, callbacks + [reached])
+
+    final = imp_rounds(model, config, seed, train_round,
                        RoundState(0, search.mask, model.get_weights()), kernels(model), fresh_draw,
                        before_train, after_round)
     search.mask = final.mask

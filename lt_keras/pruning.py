@@ -46,7 +46,7 @@ def prune_layerwise(scores: dict, mask: Mask, rates: dict) -> Mask:
 def prune_global(scores: dict, mask: Mask, rate: float, keys=None) -> Mask:
     """Prune ``rate`` of the surviving weights pooled across ``keys`` (default: all)."""
     _check_keys(scores, mask)
-    _check_rate("--prune_rate", rate)
+    _check_rate("prune_rate", rate)
     keys = list(mask) if keys is None else list(keys)
     flat_scores = np.concatenate([np.asarray(scores[k], np.float64).ravel() for k in keys])
     flat_mask = np.concatenate([mask[k].ravel() for k in keys])

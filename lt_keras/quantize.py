@@ -30,6 +30,7 @@ from lt_keras._keras import keras, tf  # first: it selects Keras 2, which TFMOT 
 
 import tensorflow_model_optimization as tfmot  # noqa: E402
 
+from lt_keras.convert import flatten_model, is_nested
 from lt_keras.errors import LtKerasError
 from lt_keras.layers import is_masked, masked_layers, walk_layers
 
@@ -164,6 +165,8 @@ def to_search_precision(model, precision):
     if not masked_layers(model):
         raise LtKerasError(f"model {model.name!r} has no masked layers; convert it with lt_keras.mask_model first.")
     annotate = tfmot.quantization.keras.quantize_annotate_layer
+    fp32_saved = (type(model), model.get_config())
+    model = flatten_model(model) if is_nested(model) else model  # TFMOT annotates only a flat graph's layers
 
     def clone(layer):
         new = type(layer).from_config(layer.get_config())
@@ -187,8 +190,15 @@ def to_search_precision(model, precision):
         inner = getattr(wrapper, "layer", None)
         if inner is not None and is_masked(inner) and inner.is_supermask:
             wrapper._trainable_weights = [w for w in wrapper._trainable_weights if w is not inner.kernel]
-    setattr(qmodel, _FP32_CONFIG, (type(model), model.get_config()))
+    setattr(qmodel, _FP32_CONFIG, fp32_saved)
+    qmodel.save = _refuse_save  # TFMOT's wrappers around our layers do not load back from .keras
     return qmodel
+
+
+def _refuse_save(*args, **kwargs):
+    raise LtKerasError("an 8-bit search twin cannot be saved as a model (TFMOT's wrappers around masked layers do "
+                       "not load back); save SearchPrecision('int8').to_fp32(twin) instead: the fp32 masked "
+                       "model with the same weights and masks. twin.save_weights(...) works for checkpoints.")
 
 
 def from_search_precision(qmodel):

@@ -74,7 +74,7 @@ class RunDir:
 
     def __init__(self, path):
         if not path:
-            raise RunDirError("--output_dir: a run directory is required.")
+            raise RunDirError("a run directory is required.")
         self.path = os.path.abspath(os.fspath(path))
         self.fresh = False  # created by this opener: removed again if the run is refused before any work
 
@@ -86,13 +86,13 @@ class RunDir:
         if self.path in _HELD_LOCKS:
             return self
         if os.path.exists(self.path) and not os.path.isdir(self.path):
-            raise RunDirError(f"--output_dir: {self.path} exists and is not a directory.")
+            raise RunDirError(f"{self.path} exists and is not a directory.")
         existed = os.path.isdir(self.path) and bool(os.listdir(self.path))
         try:
             os.makedirs(self.path, exist_ok=True)
             handle = open(self.file(self.LOCK), "a+")
         except OSError as e:
-            raise RunDirError(f"--output_dir: cannot create {self.path}: {e.strerror}.") from None
+            raise RunDirError(f"cannot create {self.path}: {e.strerror}.") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -101,8 +101,8 @@ class RunDir:
             handle.close()
             if not (holder.isdigit() and _alive(int(holder))):  # the holder has not signed yet: a previous PID
                 holder = "starting up, not yet signed"
-            raise RunDirError(f"--output_dir: {self.path} is in use by another run (process {holder}); wait for "
-                              "it to finish or choose another --output_dir.") from None
+            raise RunDirError(f"{self.path} is in use by another run (process {holder}); wait for "
+                              "it to finish or choose another output_dir.") from None
         _HELD_LOCKS[self.path], self.fresh = handle, not existed
         return self
 
@@ -138,9 +138,9 @@ class RunDir:
             if saved != now:
                 diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
                 raise RunDirError(
-                    f"--output_dir: {self.path} holds a run with a different configuration "
-                    f"(differs in {diff}); choose a new --output_dir or repeat the original "
-                    f"flags (--flagfile={self.file(self.FLAGS)})."
+                    f"{self.path} holds a run with a different configuration "
+                    f"(differs in {diff}); choose a new output_dir or repeat the original "
+                    f"settings (a binary's: --flagfile={self.file(self.FLAGS)})."
                 )
         else:
             atomic_write_json(self.file(self.CONFIG), config)

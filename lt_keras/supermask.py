@@ -123,17 +123,31 @@ def set_eval_mask(model, eval_mask):
     return model
 
 
-def evaluate(model, dataset, eval_mask=None, samples=10):
-    """Test accuracy of a (compiled) supermask model under ``eval_mask``.
+def evaluate(model, data, eval_mask=None, samples=10, batch_size=256):
+    """Test accuracy of a (compiled, with an ``accuracy`` metric) supermask model under ``eval_mask``.
 
-    ``sampled``: mean (and std) over ``samples`` independently sampled masks,
-    as Zhou et al. report; ``expected`` and ``topk`` are deterministic.
+    ``data`` is a ``tf.data.Dataset`` of (x, y) batches or an ``(x, y)`` pair
+    of arrays (batched by ``batch_size``). ``sampled``: mean (and std) over
+    ``samples`` independently sampled masks, as Zhou et al. report;
+    ``expected`` and ``topk`` are deterministic.
     """
+    if isinstance(data, (tuple, list)):
+        if len(data) != 2:
+            raise LtKerasError(f"supermask.evaluate: data must be a dataset or an (x, y) pair, got {len(data)} items.")
+        x, y = data
+        data = tf.data.Dataset.from_tensor_slices((np.asarray(x), np.asarray(y))).batch(batch_size)
+    elif not isinstance(data, tf.data.Dataset):
+        raise LtKerasError(f"supermask.evaluate: data must be a tf.data.Dataset or an (x, y) pair, got "
+                           f"{type(data).__name__}.")
     if eval_mask is not None:
         set_eval_mask(model, eval_mask)
     modes = {l.eval_mask for l in masked_layers(model) if l.is_supermask}
     runs = samples if "sampled" in modes else 1
-    accuracies = [float(model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"]) for _ in range(runs)]
+    results = [model.evaluate(data, verbose=0, return_dict=True) for _ in range(runs)]
+    if "accuracy" not in results[0]:
+        raise LtKerasError(f"supermask.evaluate: compile the model with metrics=['accuracy'] (it reports "
+                           f"{sorted(results[0])}).")
+    accuracies = [float(r["accuracy"]) for r in results]
     return {"eval_mask": ",".join(sorted(modes)) or "fixed", "samples": runs,
             "accuracy": float(np.mean(accuracies)), "accuracy_std": float(np.std(accuracies))}
 

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 
-from lt_keras.errors import LtKerasError
+from lt_keras.errors import ConfigError, LtKerasError
 from lt_keras.io_utils import atomic_save_model, atomic_write_json
 from lt_keras.mask import Mask
 
@@ -184,7 +184,7 @@ def retrain(output_dir, ticket_dir, data, train, strategy=None, strategy_name="d
         model = ticket.model
         expected = tuple(model.input_shape[1:])
         if expected != tuple(data.input_shape):
-            raise LtKerasError(f"ticket {ticket_dir!r} takes inputs of shape {expected}, but --dataset="
+            raise ConfigError("dataset", f"ticket {ticket_dir!r} takes inputs of shape {expected}, but "
                                f"{data.spec.name} has {tuple(data.input_shape)}.")
         backup = os.path.join(output_dir, "backup")
         result = fit(model, data, train, output_dir=output_dir, backup_dir=backup)

@@ -82,7 +82,7 @@ class TrainConfig:
         if self.batch_size < 1:
             bad("batch_size", f"must be >= 1, got {self.batch_size}")
         if self.train_steps is not None and self.epochs is not None:
-            bad("train_steps", "set only one of --train_steps and --epochs")
+            bad("train_steps", "set only one of train_steps and epochs")
         if self.train_steps is not None and self.train_steps < 1:
             bad("train_steps", f"must be >= 1, got {self.train_steps}")
         if self.epochs is not None and not self.epochs > 0:
@@ -343,7 +343,7 @@ class DivergenceGuard(keras.callbacks.Callback):
     def _stop(self, step, why):
         self.model.stop_training = True
         raise DivergedError(f"training diverged by step {step} ({why}); nothing from it is kept as a result. "
-                            "Lower --learning_rate, add --warmup_steps, or check the data.")
+                            "Lower learning_rate, add warmup_steps, or check the data.")
 
 
 def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose=None, compile=True,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lt_keras.data import DataConfig, DataError, load_dataset
+from lt_keras.errors import ConfigError
 
 
 def write_idx(path, array, gz):
@@ -112,7 +113,7 @@ def test_embedded_default_is_real_balanced_mnist():
     assert data.sizes() == {"train": 3500, "validation": 500, "test": 1000}
     assert np.bincount(data.y_test).min() >= 80  # every class present in each split
     assert np.bincount(data.y_val).min() >= 30
-    with pytest.raises(DataError, match="takes no --data_dir"):
+    with pytest.raises(ConfigError, match="data_dir: dataset 'mnist_5k' is embedded and takes none"):
         load_dataset("mnist_5k", data_dir="/tmp")
 
 

@@ -284,7 +284,8 @@ def test_find_ticket_around_users_fit(tmp_path, data):
     assert search.mask.counts()["hidden/kernel"] == (round(0.8 * round(0.8 * 50176)), 50176)
     assert search.mask.counts()["logits/kernel"] == (round(0.9 * 576), 640)
     assert search.masks[2] == search.mask and Mask.from_model(model) == search.mask
-    assert len(seen_callbacks[0]) == 1 and seen_callbacks[1] == []  # the snapshot rides only round 0
+    snapshots = [[type(c).__name__ for c in round_callbacks].count("_Snapshot") for round_callbacks in seen_callbacks]
+    assert snapshots == [1, 0, 0]  # the snapshot rides only round 0
     assert [r["evaluation"] for r in search.rounds] == evaluations  # evaluate_fn after each round's training
     assert all(r["evaluation"] > 0.5 and r["train"] > 0 for r in search.rounds)  # every round learned
     # Pruned weights never moved off zero through the user's fit.
@@ -302,6 +303,25 @@ def test_find_ticket_rejects_unmasked_model():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(LtKerasError, match="mask_model"):
         find_ticket(model, lambda m, c: None)
+
+
+def test_find_ticket_fails_at_the_first_batch_when_train_fn_drops_the_callbacks(data):
+    from lt_keras import find_ticket, mask_model
+
+    model = mask_model(keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                         keras.layers.Dense(10, name="logits")]))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = lenet_arrays(data)
+    batches = []
+
+    def forgetful(m, callbacks):
+        m.fit(x, y, batch_size=60, epochs=1, verbose=0,
+              callbacks=[keras.callbacks.LambdaCallback(on_batch_end=lambda b, logs: batches.append(b))])
+
+    with pytest.raises(LtKerasError, match="must pass the callbacks on"):
+        find_ticket(model, forgetful, ImpConfig(rounds=1))
+    assert batches == []  # not one batch trained
+    model.fit(x[:120], y[:120], batch_size=60, verbose=0)  # the model's own fit is left as it was
 
 
 def test_rewind_none_continues_from_the_trained_weights(tmp_path, data):

@@ -118,3 +118,12 @@ def test_fp32_is_the_model_itself_and_never_imports_tfmot():
 def test_a_model_that_is_no_twin_is_refused_by_to_fp32():
     with pytest.raises(LtKerasError, match="not a twin"):
         SearchPrecision("int8").to_fp32(masked())
+
+
+def test_saving_a_twin_as_a_model_says_what_to_save_instead(tmp_path):
+    twin = SearchPrecision("int8").to_search(masked())
+    with pytest.raises(LtKerasError, match=r"to_fp32\(twin\)"):
+        twin.save(str(tmp_path / "twin.keras"))
+    assert not list(tmp_path.iterdir())
+    twin.save_weights(str(tmp_path / "twin.weights.h5"))  # checkpoints still work
+    SearchPrecision("int8").to_fp32(twin).save(str(tmp_path / "fp32.keras"))

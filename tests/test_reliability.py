@@ -100,7 +100,7 @@ def test_a_command_refused_by_validation_leaves_no_run_directory_and_the_fix_run
     missing = binary("train", "--dataset=mnist", f"--data_dir={tmp_path / 'nowhere'}", "--train_steps=4",
                      f"--output_dir={out}")
     code, _, err = missing.wait(timeout=300), *missing.communicate()
-    assert code != 0 and "does not exist" in err and not out.exists(), err[-2000:]
+    assert code != 0 and f"--data_dir: {tmp_path / 'nowhere'} does not exist" in err and not out.exists(), err[-2000:]
     fixed = binary("train", "--batch_size=50", "--train_steps=4", "--max_train_examples=300",
                    "--jit_compile=false", f"--output_dir={out}")
     code, _, err = fixed.wait(timeout=300), *fixed.communicate()
@@ -220,16 +220,16 @@ def test_damaged_mask_files_are_messages(tmp_path):
 
 # --- degenerate masks are refused before training ----------------------------------------------------------
 
-@pytest.mark.parametrize("config, layer, flag", [
-    (ImpConfig(prune_rate_fc=0.99, prune_rate_output=0.99, rounds=4), "fc1", "--prune_rate_fc"),
-    (ImpConfig(target_density=0.0001), "fc1", "--target_density"),
-    (ImpConfig(prune_rate_output=0.9, rounds=3), "output", "--prune_rate_output"),
+@pytest.mark.parametrize("config, layer, fix", [
+    (ImpConfig(prune_rate_fc=0.99, prune_rate_output=0.99, rounds=4), "fc1", "lower prune_rate_fc or rounds"),
+    (ImpConfig(target_density=0.0001), "fc1", "raise target_density"),
+    (ImpConfig(prune_rate_output=0.9, rounds=3), "output", "lower prune_rate_output"),
 ])
-def test_degenerate_schedules_are_refused_before_training(tmp_path, data, config, layer, flag, monkeypatch):
+def test_degenerate_schedules_are_refused_before_training(tmp_path, data, config, layer, fix, monkeypatch):
     import lt_keras.imp as imp_module
 
     monkeypatch.setattr(imp_module, "fit", lambda *a, **k: pytest.fail("trained a degenerate schedule"))
-    with pytest.raises(LtKerasError, match=f"layer '{layer}' would keep .* fewer than its .* outputs.*{flag}"):
+    with pytest.raises(LtKerasError, match=f"layer '{layer}' would keep .* fewer than its .* outputs.*{fix}"):
         imp_search(str(tmp_path), build, data, config, TRAIN, verbose=0)
     assert not any(p.name.startswith("round_") for p in tmp_path.iterdir())
 

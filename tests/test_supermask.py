@@ -140,6 +140,9 @@ def test_sampled_evaluation_averages_samples():
     assert sampled["samples"] == 5 and sampled["accuracy_std"] > 0  # different masks each sample
     expected = [supermask.evaluate(model, ds, "expected") for _ in range(2)]
     assert expected[0]["samples"] == 1 and expected[0]["accuracy"] == expected[1]["accuracy"]
+    assert supermask.evaluate(model, (x, y), "expected")["accuracy"] == expected[0]["accuracy"]  # arrays too
+    with pytest.raises(LtKerasError, match=r"\(x, y\) pair"):
+        supermask.evaluate(model, x)
 
 
 def test_serialization_keeps_scores_and_mode(tmp_path):

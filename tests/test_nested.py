@@ -1,0 +1,126 @@
+"""Users' models with nested blocks: flattening, export, the 8-bit twin and Early-Bird prunability."""
+import os
+
+import numpy as np
+import pytest
+
+from lt_keras import LtKerasError, Mask, mask_model, masked_layers
+from lt_keras import early_bird as eb
+from lt_keras._keras import keras
+from lt_keras.convert import flatten_model
+from lt_keras.export import export_ticket
+from lt_keras.precision import SearchPrecision
+
+
+def nested_model():
+    """conv -> BN -> ReLU inside a functional block, a Sequential block, then global pool -> Dropout -> Dense."""
+    block_in = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(6, 3, padding="same", name="inner_conv")(block_in)
+    y = keras.layers.BatchNormalization(name="inner_bn")(y)
+    block = keras.Model(block_in, keras.layers.ReLU(name="inner_relu")(y), name="block")
+    seq = keras.Sequential([keras.layers.Conv2D(5, 3, name="seq_conv", input_shape=(8, 8, 6)),
+                            keras.layers.BatchNormalization(name="seq_bn")], name="seq")
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(seq(block(inputs)))
+    x = keras.layers.Dropout(0.2, name="drop")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(x), name="user")
+    rng = np.random.RandomState(0)
+    for bn in (model.get_layer("block").get_layer("inner_bn"), model.get_layer("seq").get_layer("seq_bn")):
+        bn.gamma.assign(rng.uniform(0.1, 1.0, bn.gamma.shape))
+        bn.beta.assign(rng.uniform(-0.5, 0.5, bn.beta.shape))
+    return model
+
+
+def x_batch():
+    return np.random.RandomState(1).randn(4, 8, 8, 3).astype(np.float32)
+
+
+def pruned(model, density=0.5):
+    mask = Mask({key: (np.random.RandomState(2).rand(*value.shape) < density).astype(np.float32)
+                 for key, value in Mask.ones_like(model).items()})
+    mask.apply_to(model)
+    return model
+
+
+def test_flatten_inlines_every_block_with_the_same_outputs_and_own_weights():
+    model = nested_model()
+    flat = flatten_model(model)
+    assert [l.name for l in flat.layers[1:]] == ["inner_conv", "inner_bn", "inner_relu", "seq_conv", "seq_bn", "gap",
+                                                 "drop", "out"]
+    np.testing.assert_array_equal(flat(x_batch()).numpy(), model(x_batch()).numpy())
+    flat.get_layer("out").kernel.assign(flat.get_layer("out").kernel * 0)  # a copy: the original is untouched
+    assert np.abs(model.get_layer("out").kernel.numpy()).sum() > 0
+    assert flatten_model(flat) is flat
+
+
+def test_flatten_keeps_a_block_called_twice_shared():
+    block_in = keras.Input((4,))
+    block = keras.Model(block_in, keras.layers.Dense(4, name="shared")(block_in), name="block")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(block(block(inputs))))
+    flat = flatten_model(model)
+    assert len(flat.weights) == len(model.weights) == 4
+    x = np.random.RandomState(0).randn(3, 4).astype(np.float32)
+    np.testing.assert_allclose(flat(x).numpy(), model(x).numpy(), atol=1e-6)
+
+
+def test_flatten_names_colliding_layers():
+    def block(name):
+        block_in = keras.Input((4,))
+        return keras.Model(block_in, keras.layers.Dense(4, name="same")(block_in), name=name)
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, block("b2")(block("b1")(inputs)))
+    with pytest.raises(LtKerasError, match="unique name"):
+        flatten_model(model)
+
+
+def test_export_of_a_nested_ticket_matches_and_a_failure_leaves_nothing(tmp_path):
+    model = pruned(mask_model(nested_model()))
+    x = x_batch()
+    report = export_ticket(model, str(tmp_path / "saved"), x, tolerance=1e-5)
+    assert report["max_abs_diff_saved_model"] <= 1e-5
+    assert set(report["layer_sparsity"]) == {"inner_conv", "seq_conv", "out"}
+    assert all(0.3 < s < 0.7 for s in report["layer_sparsity"].values())
+    with pytest.raises(LtKerasError, match="nothing was written"):
+        export_ticket(model, str(tmp_path / "refused"), x, tolerance=-1.0)
+    assert sorted(os.listdir(tmp_path)) == ["saved"]
+
+
+def test_int8_twin_of_a_nested_model_is_flat_and_comes_back_nested():
+    model = pruned(mask_model(nested_model()))
+    precision = SearchPrecision("int8")
+    twin = precision.to_search(model)
+    assert not any(isinstance(l, keras.Model) for l in twin.layers)
+    assert np.isfinite(twin(x_batch()).numpy()).all()
+    back = precision.to_fp32(twin)
+    assert [l.name for l in back.layers[1:]] == ["block", "seq", "gap", "drop", "out"]
+    np.testing.assert_array_equal(back(x_batch()).numpy(), model(x_batch()).numpy())
+    assert Mask.from_model(back) == Mask.from_model(model)
+
+
+def test_early_bird_prunes_through_nested_blocks_and_global_pool_dropout_dense():
+    model = nested_model()
+    assert eb.bn_prunability(model) == {"inner_bn": None, "seq_bn": None}
+    assert [bn.name for bn in eb.prunable_bns(model)] == ["inner_bn", "seq_bn"]
+    assert eb.prunable_bns(model)[0] is model.get_layer("block").get_layer("inner_bn")  # the user's own layer
+    mask = eb.channel_mask(model, 0.5)
+    slimmed = eb.slim(model, mask)
+    kept = {key: int(values.sum()) for key, values in mask.items()}
+    assert 0 < sum(kept.values()) < 11
+    assert slimmed.get_layer("inner_conv").filters == kept["inner_bn/gamma"]
+    assert slimmed.get_layer("seq_conv").filters == kept["seq_bn/gamma"]
+    np.testing.assert_allclose(slimmed(x_batch()).numpy(), eb.channel_masked(model, mask)(x_batch()).numpy(),
+                               atol=1e-5)
+
+
+def test_early_bird_says_why_a_batchnorm_is_not_prunable():
+    inputs = keras.Input((8, 8, 3))
+    a = keras.layers.BatchNormalization(name="bn_res")(keras.layers.Conv2D(3, 3, padding="same", name="c")(inputs))
+    x = keras.layers.Add(name="add")([a, inputs])
+    x = keras.layers.BatchNormalization(name="bn_no_conv")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    reasons = eb.bn_prunability(model)
+    assert "'add' (Add)" in reasons["bn_res"] and "does not follow a Conv2D" in reasons["bn_no_conv"]
+    with pytest.raises(LtKerasError, match="bn_res: its channels reach 'add'"):
+        eb.add_bn_l1(model, 1e-4)
