@@ -1,20 +1,25 @@
 """lt_keras: lottery tickets, supermasks and Early-Bird tickets for Keras."""
 __version__ = "0.1.0"
 
-from lt_keras.convert import mask_model, strip_masks  # noqa: E402
+from lt_keras._keras import keras, tf  # noqa: E402  (Keras 2, as lt_keras uses it)
+from lt_keras.convert import flatten_model, mask_model, strip_masks  # noqa: E402
 from lt_keras.errors import ConfigError, LtKerasError, MaskError  # noqa: E402
 from lt_keras.imp import ImpConfig, TicketSearch, find_ticket  # noqa: E402
+from lt_keras.keras3 import from_keras3  # noqa: E402
 from lt_keras.layers import MaskedConv2D, MaskedDense, masked_layers  # noqa: E402
 from lt_keras.mask import Mask  # noqa: E402
 from lt_keras import supermask  # noqa: E402
 
-# Modules imported on first use (``lt_keras.early_bird.search``), so ``import lt_keras`` stays light.
-_LAZY_MODULES = ("actions", "criteria", "data", "early_bird", "export", "flops", "imp", "models", "precision",
-                 "pruning", "quantize", "runs", "ticket", "training")
+# The public modules (the API reference, docs/api/, documents these); the ones not imported above load on
+# first use (``lt_keras.early_bird.search``), so ``import lt_keras`` stays light.
+PUBLIC_MODULES = ("actions", "bernoulli", "convert", "criteria", "data", "distribute", "early_bird", "errors",
+                  "export", "flops", "imp", "io_utils", "keras3", "layers", "mask", "models", "options", "precision",
+                  "pruning", "quantize", "report", "runs", "seeds", "straight_through", "supermask", "ticket", "topk",
+                  "training")
 
 
 def __getattr__(name):
-    if name in _LAZY_MODULES:
+    if name in PUBLIC_MODULES:
         import importlib
 
         return importlib.import_module(f"lt_keras.{name}")
@@ -22,7 +27,8 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY_MODULES))
+    return sorted(set(globals()) | set(PUBLIC_MODULES))
+
 
 __all__ = [
     "ConfigError",
@@ -34,7 +40,12 @@ __all__ = [
     "MaskedDense",
     "TicketSearch",
     "find_ticket",
+    "flatten_model",
+    "from_keras3",
+    "keras",
     "mask_model",
     "masked_layers",
     "strip_masks",
+    "supermask",
+    "tf",
 ]

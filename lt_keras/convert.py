@@ -12,13 +12,14 @@ from absl import logging
 
 from lt_keras._keras import keras, tf
 from lt_keras.errors import LtKerasError
+from lt_keras.keras3 import from_keras3, keras_line, not_keras2_message
 from lt_keras.layers import MASK0_ACTIONS, MASK_OPTIONS, MASKED_TWIN, PLAIN_TWIN, is_masked, walk_layers
 from lt_keras.mask import mask_key
 
 
 def _check_convertible(model):
     if not isinstance(model, keras.Model):
-        raise TypeError(f"expected a Keras model, got {type(model).__name__}.")
+        raise TypeError(not_keras2_message(model))
     if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
         raise LtKerasError(
             f"model {model.name!r} is a subclassed model; mask_model and strip_masks convert "
@@ -62,8 +63,12 @@ def mask_model(model, **options):
     ``lt_keras.actions``: pruned weights keep the kernel's values at
     conversion time), and the supermask options
     ``mask_mode``, ``keep_fraction``, ``score_init``, ``eval_mask``,
-    ``dynamic_weight_rescaling`` (see ``lt_keras.layers``).
+    ``dynamic_weight_rescaling`` (see ``lt_keras.layers``). A Keras 3 model
+    is converted first (``lt_keras.from_keras3``).
     """
+    if keras_line(model) == "keras3":
+        logging.info("mask_model: %r is a Keras 3 model; converting it with lt_keras.from_keras3.", model.name)
+        model = from_keras3(model)
     unknown = sorted(set(options) - set(MASK_OPTIONS))
     if unknown:
         raise LtKerasError(f"mask_model: unknown options {unknown}; choose from {list(MASK_OPTIONS)}.")
@@ -107,17 +112,21 @@ def mask_model(model, **options):
 
 
 def _report_masking(model):
-    """Say what was masked and what stays dense; a model with nothing to mask is an error, not a no-op."""
-    masked = [layer.name for layer in walk_layers(model) if is_masked(layer)]
-    dense = [f"{layer.name} ({type(layer).__name__})" for layer in walk_layers(model)
-             if not is_masked(layer) and any(len(w.shape) >= 2 for w in layer.trainable_weights)]
-    if not masked:
+    """Log a table of the weight layers, masked or dense; a model with nothing to mask is an error, not a no-op."""
+    rows = [(layer.name, type(layer).__name__, "masked" if is_masked(layer) else "dense",
+             sum(int(np.prod(w.shape)) for w in layer.trainable_weights if len(w.shape) >= 2))
+            for layer in walk_layers(model)
+            if is_masked(layer) or any(len(w.shape) >= 2 for w in layer.trainable_weights)]
+    dense = [f"{name} ({kind})" for name, kind, status, _ in rows if status == "dense"]
+    if len(dense) == len(rows):
         raise LtKerasError(
             f"mask_model: model {model.name!r} has no layer lt_keras can mask (keras.layers.Dense and Conv2D, "
             f"exact types); its weight layers {dense or '(none)'} would stay dense.")
+    width = max(len(name) for name, *_ in rows)
+    table = "\n".join(f"  {name:<{width}}  {kind:<16} {status:<6} {count:>10,}" for name, kind, status, count in rows)
+    logging.info("mask_model: %d of %d weight layers masked:\n%s", len(rows) - len(dense), len(rows), table)
     if dense:
         logging.warning("mask_model: %d layers have no masked twin and stay dense: %s", len(dense), ", ".join(dense))
-    logging.info("mask_model: masked %d layers: %s", len(masked), ", ".join(masked))
 
 
 def strip_masks(model):

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import time
 import typing
 
 import numpy as np
@@ -22,6 +23,7 @@ from lt_keras.actions import (MASK0_ACTIONS, NEEDS_FINAL_WEIGHTS, NEEDS_FRESH_DR
 from lt_keras.convert import mask_model
 from lt_keras.criteria import criterion_names, score
 from lt_keras.errors import ConfigError, LtKerasError
+from lt_keras.keras3 import not_keras2_message
 from lt_keras.io_utils import atomic_write_json, load_weights, read_json, save_weights
 from lt_keras.layers import MaskedConv2D, masked_layers
 from lt_keras.mask import Mask, mask_key
@@ -30,7 +32,7 @@ from lt_keras.pruning import prune_count, prune_global, prune_layerwise, random_
 from lt_keras.seeds import rng_for, seed_globals
 from lt_keras.precision import SearchPrecision
 from lt_keras.ticket import TicketInfo, write_ticket
-from lt_keras.training import TrainConfig, fit, reset_optimizer
+from lt_keras.training import TrainConfig, fit, format_duration, reset_optimizer
 
 CONTROLS = ("random_reinit", "random_prune")
 
@@ -339,9 +341,15 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
         logging.info("round %d is complete; skipping.", state.k - 1)
     if state.k > imp.total_rounds:
         return results
-    untrained = {}
+    untrained, first_round, started = {}, state.k, time.perf_counter()
 
     def before_train(k, model, mask):
+        if verbose != 0:
+            eta = ""
+            if k > first_round:  # from the rounds this process ran (each round has fewer weights, not fewer steps)
+                per_round = (time.perf_counter() - started) / (k - first_round)
+                eta = f", ETA {format_duration(per_round * (imp.total_rounds + 1 - k))}"
+            print(f"=== round {k} of {imp.total_rounds}: {100 * mask.density():.1f}% of weights{eta}", flush=True)
         tmp = _round_file(run_dir, k) + ".partial"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
@@ -509,6 +517,9 @@ def find_ticket(model, train_fn, config: ImpConfig = ImpConfig(), evaluate_fn=No
     pruned; ``lt-imp`` keeps them in ``round_<k>/next.npz`` for a resume.
     Random draws derive from (``seed``, round, purpose).
     """
+    if not isinstance(model, keras.Model):
+        raise LtKerasError("find_ticket: " + not_keras2_message(model) + " Then mask it with lt_keras.mask_model "
+                           "and compile the result.")
     layers = masked_layers(model)
     if not layers:
         raise LtKerasError(f"model {model.name!r} has no masked layers; convert it with lt_keras.mask_model first.")

@@ -58,6 +58,13 @@ class MaskedKernelMixin:
         self._init_mask_options(mask0, mask_mode, keep_fraction, score_init, eval_mask, dynamic_weight_rescaling,
                                 sample_seed)
 
+    def __call__(self, inputs, *args, **kwargs):
+        if type(inputs).__module__.startswith("keras."):
+            raise LtKerasError(f"{type(self).__name__} {self.name!r} is a Keras 2 (tf_keras) layer and got a Keras 3 "
+                               "tensor; build the model from lt_keras.keras, or build it in Keras 3 and convert it "
+                               "with lt_keras.from_keras3 before lt_keras.mask_model.")
+        return super().__call__(inputs, *args, **kwargs)
+
     def get_config(self):
         return self._mask_config(super().get_config())
 

@@ -26,9 +26,18 @@ weights and masks, so a ticket found in 8 bits is retrained at fp32. The
 masked layers keep their variables (kernel, masks, scores) untouched: the
 quantized kernel is handed to ``call()`` through ``use_kernel_once`` only.
 """
-from lt_keras._keras import keras, tf  # first: it selects Keras 2, which TFMOT needs
+import os
 
-import tensorflow_model_optimization as tfmot  # noqa: E402
+from absl import logging
+
+from lt_keras._keras import keras, tf
+
+_LEGACY_BEFORE = os.environ.get("TF_USE_LEGACY_KERAS")
+import tensorflow_model_optimization as tfmot  # noqa: E402  (sets TF_USE_LEGACY_KERAS=1 for the process)
+
+if os.environ.get("TF_USE_LEGACY_KERAS") != _LEGACY_BEFORE:
+    logging.warning("TFMOT (the 8-bit search) set TF_USE_LEGACY_KERAS=1: from here on, tf.keras is Keras 2 "
+                    "unless this process had used it already. lt_keras models come from lt_keras.keras either way.")
 
 from lt_keras.convert import flatten_model, is_nested
 from lt_keras.errors import LtKerasError

@@ -19,29 +19,40 @@ def round_table(results) -> str:
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
 
 
-def plot_rounds(results, path):
-    """Test accuracy and early-stop iteration vs remaining weights (log x), ticket vs controls."""
+def plot_rounds(results, path, title=None):
+    """Test accuracy and early-stop iteration vs remaining weights (log x, ticks at the rounds' densities),
+    ticket vs controls, with the dense round as a reference line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullLocator
 
     density = [100 * r["density"] for r in results]
-    fig, (acc, es) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (acc, es) = plt.subplots(1, 2, figsize=(11, 4.3))
     acc.plot(density, [r["final_test_accuracy"] for r in results], "o-", label="ticket (end)")
     acc.plot(density, [r["early_stop_test_accuracy"] for r in results], "o--", label="ticket (early stop)")
     es.plot(density, [r["early_stop_step"] for r in results], "o-", label="ticket")
+    dense = [r for r in results if r["round"] == 0]
+    if dense:
+        acc.axhline(dense[0]["early_stop_test_accuracy"], color="gray", lw=0.8, ls="--", label="dense (early stop)")
+        es.axhline(dense[0]["early_stop_step"], color="gray", lw=0.8, ls="--", label="dense")
     for control in sorted({c for r in results for c in r.get("controls", {})}):
         points = [(100 * r["density"], r["controls"][control]) for r in results if control in r.get("controls", {})]
         acc.plot([d for d, _ in points], [c["final_test_accuracy"] for _, c in points], "s:", label=control)
         es.plot([d for d, _ in points], [c["early_stop_step"] for _, c in points], "s:", label=control)
     for ax, ylabel in ((acc, "test accuracy"), (es, "early-stop iteration")):
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(density))  # the densities themselves, not 10^1, 9x10^1, ...
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticks(density, [f"{d:.3g}" for d in density])
         ax.invert_xaxis()
         ax.set_xlabel("weights remaining (%)")
         ax.set_ylabel(ylabel)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     save_figure(fig, path)
 
 
@@ -59,7 +70,7 @@ def save_figure(fig, path):
 
 
 def plot_curves(history, path, extra="mask_density"):
-    """Learning curves of one training: accuracies vs step, and ``extra`` (if logged) vs step."""
+    """Learning curves of one training vs step: accuracies, losses, and ``extra`` (if logged)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,19 +78,19 @@ def plot_curves(history, path, extra="mask_density"):
 
     steps = [r["step"] for r in history]
     has_extra = any(extra in r for r in history)
-    fig, axes = plt.subplots(1, 2 if has_extra else 1, figsize=(11 if has_extra else 6, 4), squeeze=False)
-    acc = axes[0][0]
-    for key in ("accuracy", "val_accuracy", "test_accuracy"):
-        if any(key in r for r in history):
-            acc.plot(steps, [r.get(key) for r in history], label=key)
-    acc.set_xlabel("iteration")
-    acc.set_ylabel("accuracy")
-    acc.grid(True, alpha=0.3)
-    acc.legend()
+    panels = [("accuracy", ("accuracy", "val_accuracy", "test_accuracy")), ("loss", ("loss", "val_loss", "test_loss"))]
     if has_extra:
-        ax = axes[0][1]
-        ax.plot(steps, [r.get(extra) for r in history])
-        ax.set_xlabel("iteration")
-        ax.set_ylabel(extra)
+        panels.append((extra, (extra,)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (ylabel, keys) in zip(axes[0], panels):
+        for key in keys:
+            if any(key in r for r in history):
+                ax.plot(steps, [r.get(key) for r in history], label=key)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+    if has_extra and "density" in extra:
+        axes[0][-1].set_ylim(0, 1.02)  # a density is a fraction: 0.500-0.505 would read as a swing
     save_figure(fig, path)

@@ -376,6 +376,8 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
             keras.callbacks.TensorBoard(log_dir=f"{output_dir}/tensorboard", update_freq="epoch", profile_batch=0)
         )
     done = _backed_up_steps(backup_dir, interval)
+    if verbose:
+        all_callbacks.append(StepProgress(interval, total))
     # A run a callback stopped (Early-Bird, EarlyStopping) and then killed: restore it where it stopped.
     stopped = bool(done) and _stopped_step(backup_dir) == done
     if stopped:
@@ -396,6 +398,45 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
                   validation_data=val_ds, callbacks=all_callbacks, verbose=verbose)
     wall = time.perf_counter() - start
     return summarize(recorder.records, total, wall)
+
+
+class StepProgress(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, headed by training steps and an ETA instead of "Epoch i/N".
+
+    ``fit`` runs one Keras epoch per evaluation interval, so Keras's own
+    header would count intervals as epochs.
+    """
+
+    def __init__(self, interval, total_steps, done=0):
+        super().__init__(count_mode="steps")
+        self.interval, self.total_steps = interval, total_steps
+        self._start = None  # (time, step) of the first interval this process trains
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._reset_progbar()
+        self._maybe_init_progbar()
+        if not self.verbose:
+            return
+        first = epoch * self.interval
+        if self._start is None:
+            self._start = (time.perf_counter(), first)
+        started, first_step = self._start
+        eta = ""
+        if first > first_step:
+            rate = (time.perf_counter() - started) / (first - first_step)
+            eta = f", ETA {format_duration(rate * (self.total_steps - first))}"
+        print(f"steps {first + 1}-{min(first + self.interval, self.total_steps)} of {self.total_steps}{eta}",
+              flush=True)
+
+
+def format_duration(seconds) -> str:
+    """``"2 h 05 min"``, ``"3 min 20 s"`` or ``"12 s"``."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
 
 
 def reset_optimizer(model):

@@ -105,4 +105,7 @@ def test_mask_model_reports_what_stays_dense_and_refuses_a_model_with_nothing_to
         masked = mask_model(mixed)
     assert [l.name for l in masked_layers(masked)] == ["head"]
     text = caplog.text
-    assert "stay dense: embed (Embedding), lstm (LSTM)" in text and "masked 1 layers: head" in text
+    assert "stay dense: embed (Embedding), lstm (LSTM)" in text and "1 of 3 weight layers masked" in text
+    rows = [line.split() for line in text.splitlines() if line.startswith("  ")]
+    assert rows == [["embed", "Embedding", "dense", "160"], ["lstm", "LSTM", "dense", "192"],
+                    ["head", "MaskedDense", "masked", "12"]]  # the table: name, type, status, weights

@@ -154,10 +154,27 @@ def test_help_lists_the_binarys_own_flags():
     assert "--logtostderr" not in out.stdout  # absl's own stay in --helpfull
 
 
+def test_every_binarys_help_lists_the_common_flags():
+    runs = {name: subprocess.Popen([sys.executable, "-m", f"lt_keras.bin.{name}", "--help"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, cwd=REPO)
+            for name in ("train", "imp", "supermask", "early_bird", "retrain", "export")}
+    for name, process in runs.items():
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, (name, err[-2000:])
+        assert "--dataset" in out and "--data_dir" in out, name
+        assert name == "export" or "--train_steps" in out, name  # lt-export trains nothing
+        assert "--logtostderr" not in out and "--tpu" not in out and "--xla_" not in out, name  # absl's own
+
+
 def test_every_module_is_an_attribute_after_import_lt_keras():
-    code = ("import lt_keras\nfor m in ('early_bird', 'flops', 'precision', 'export', 'data', 'imp', 'supermask', "
-            "'training', 'ticket'):\n    getattr(lt_keras, m)\n"
+    import lt_keras
+
+    files = sorted(name[:-3] for name in os.listdir(os.path.join(REPO, "lt_keras"))
+                   if name.endswith(".py") and not name.startswith("_"))
+    assert sorted(lt_keras.PUBLIC_MODULES) == files  # the API reference (tools/api_reference.py) documents these
+    code = (f"import lt_keras\nfor m in {files!r}:\n    getattr(lt_keras, m)\n"
             "assert callable(lt_keras.early_bird.search) and 'early_bird' in dir(lt_keras)\n"
+            "assert all(hasattr(lt_keras, name) for name in lt_keras.__all__)\n"
             "try:\n    lt_keras.nothing\nexcept AttributeError as e:\n    print(e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]

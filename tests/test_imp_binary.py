@@ -1,6 +1,7 @@
 """End-to-end: the lt-imp binary on the embedded data, in a subprocess."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -26,6 +27,11 @@ def test_imp_run_writes_rounds_report_and_resumes(tmp_path):
     rounds = json.loads((out / "summary.json").read_text())["rounds"]
     assert [r["density"] for r in rounds] == [1.0, (188_160 + 24_000 + 900) / 266_200]
     assert "random_prune@end" in first.stdout
+    # Progress: a header per round (with an ETA once a round is done), intervals in steps, no "Epoch i/N".
+    assert "=== round 0 of 1: 100.0% of weights\n" in first.stdout
+    assert re.search(r"=== round 1 of 1: 80\.0% of weights, ETA \d+ (s|min)", first.stdout), first.stdout[-2000:]
+    assert "steps 1-5 of 10\n" in first.stdout and re.search(r"steps 6-10 of 10, ETA \d+ s", first.stdout)
+    assert "Epoch " not in first.stdout
     again = run_imp(f"--flagfile={out / 'flags.txt'}")
     assert again.returncode == 0 and "nothing to train" in again.stderr
     def table(stdout):

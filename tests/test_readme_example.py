@@ -19,3 +19,14 @@ def test_readme_keras_example_runs(tmp_path):
     lines = [l for l in result.stdout.splitlines() if "% of weights" in l]
     assert [l.split("%")[0] for l in lines] == ["100.0", "80.1", "64.2"]  # output layer pruned at 10%
     assert all(float(l.split()[-1]) > 0.5 for l in lines)  # it learns
+
+
+def test_readme_is_a_guide_with_the_two_commands_first():
+    readme = open(os.path.join(REPO, "README.md")).read()
+    assert len(readme.splitlines()) <= 250
+    first_block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    assert "tools/env.sh python -m lt_keras.bin.imp --flagfile=flags/quickstart.flags" in first_block
+    assert "tools/env.sh python -m pytest" in first_block
+    assert "/work/" not in readme and "lt_keras._keras" not in readme  # no machine paths, no private module
+    for link in re.findall(r"\]\(((?:docs/)[^)#]+)", readme):
+        assert os.path.exists(os.path.join(REPO, link)), link

@@ -42,7 +42,8 @@ def main(argv):
             logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
             results = search(run.path, lambda: build_model(FLAGS.model, data.input_shape, data.num_classes),
                               data, imp_cfg, train_cfg, precision=precision)
-            plot_rounds(results, run.file("report.png"))
+            plot_rounds(results, run.file("report.png"), title=f"{FLAGS.model} on {data.spec.name}: IMP, criterion "
+                        f"{imp_cfg.criterion}, rewind {imp_cfg.rewind}")
             run.write_summary({"model": FLAGS.model, "dataset": data.spec.name, "data_source": data.source,
                                "rounds": results})
     print(round_table(results))

@@ -1,0 +1,110 @@
+"""The Keras 3 bridge: a Keras 3 model through from_keras3 -> mask_model -> find_ticket -> SavedModel -> Keras 3."""
+import os
+import subprocess
+import sys
+
+import keras  # Keras 3, the users' Keras (the one test module that imports it; see test_import_site)
+import numpy as np
+import pytest
+
+import lt_keras
+from lt_keras import ImpConfig, LtKerasError, find_ticket, from_keras3, mask_model, masked_layers, strip_masks
+from lt_keras.export import save_saved_model
+from tests.conftest import REPO
+
+
+def keras3_model():
+    """A Keras 3 functional model with a nested functional block, a separable conv and a concatenation."""
+    keras.utils.set_random_seed(0)
+    block_in = keras.Input((8, 8, 3))
+    b = keras.layers.Conv2D(6, 3, padding="same", name="block_conv")(block_in)
+    b = keras.layers.BatchNormalization(name="block_bn")(b)
+    block = keras.Model(block_in, keras.layers.Activation("relu", name="block_relu")(b), name="block")
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = block(inputs)
+    y = keras.layers.SeparableConv2D(4, 3, padding="same", name="sep")(x)
+    y = keras.layers.MaxPooling2D(name="pool")(keras.layers.Concatenate(name="cat")([x, y]))
+    y = keras.layers.Dropout(0.1, name="drop")(keras.layers.Flatten(name="flat")(y))
+    model = keras.Model(inputs, keras.layers.Dense(5, name="logits")(y), name="users_keras3")
+    bn = block.get_layer("block_bn")
+    bn.moving_mean.assign(np.linspace(-0.5, 0.5, 6))
+    bn.gamma.assign(np.linspace(0.5, 1.5, 6))
+    return model
+
+
+def arrays():
+    rng = np.random.RandomState(0)
+    return rng.randn(64, 8, 8, 3).astype(np.float32), rng.randint(0, 5, 64)
+
+
+def keras3_layer(model, name):
+    for layer in model.layers:
+        if layer.name == name:
+            return layer
+        if hasattr(layer, "layers"):
+            found = keras3_layer(layer, name)
+            if found is not None:
+                return found
+    return None
+
+
+def test_keras3_model_to_ticket_to_savedmodel_back_in_keras3(tmp_path):
+    k3 = keras3_model()
+    x, y = arrays()
+    k2 = from_keras3(k3)
+    assert [l.name for l in k2.layers[1:]] == ["block", "sep", "cat", "pool", "flat", "drop", "logits"]
+    np.testing.assert_allclose(k2(x).numpy(), np.asarray(k3(x)), atol=1e-5)
+    model = mask_model(k3)  # takes the Keras 3 model itself
+    assert [l.name for l in masked_layers(model)] == ["block_conv", "logits"]
+    np.testing.assert_allclose(model(x).numpy(), np.asarray(k3(x)), atol=1e-5)
+    model.compile(lt_keras.keras.optimizers.SGD(0.0), lt_keras.keras.losses.SparseCategoricalCrossentropy(True))
+    search = find_ticket(model, lambda m, callbacks: m.fit(x, y, batch_size=32, verbose=0, callbacks=callbacks),
+                         ImpConfig(rounds=1))
+    assert 0.85 < search.mask.density() < 0.95
+    plain = strip_masks(model)
+    for layer in masked_layers(model):  # learning rate 0: the ticket is the Keras 3 weights where unpruned, else 0
+        original = np.asarray(keras3_layer(k3, layer.name).kernel)
+        np.testing.assert_array_equal(plain.get_layer(layer.name).kernel.numpy() if layer.name == "logits" else
+                                      plain.get_layer("block").get_layer(layer.name).kernel.numpy(),
+                                      original * search.mask[layer.name + "/kernel"])
+    save_saved_model(plain, str(tmp_path / "saved"))
+    served = keras.layers.TFSMLayer(str(tmp_path / "saved"), call_endpoint="serving_default")
+    for layer in k3.layers:  # the Keras 3 model carrying the ticket (BatchNorm statistics moved in training)
+        if hasattr(layer, "layers"):
+            for inner in (inner for inner in layer.layers if inner.weights):
+                inner.set_weights(plain.get_layer(layer.name).get_layer(inner.name).get_weights())
+        elif layer.weights:
+            layer.set_weights(plain.get_layer(layer.name).get_weights())
+    np.testing.assert_allclose(np.asarray(served(x)["logits"]), np.asarray(k3(x)), atol=1e-5)
+
+
+def test_keras3_errors_say_which_keras_and_what_to_do():
+    k3 = keras3_model()
+    with pytest.raises(LtKerasError, match=r"got a Keras 3 Functional \(keras 3\.[0-9.]+\); convert the model with "
+                                           r"lt_keras\.from_keras3"):
+        find_ticket(k3, lambda m, c: None)
+    with pytest.raises(LtKerasError, match="got a Keras 3 tensor"):
+        lt_keras.MaskedDense(3)(keras.Input((4,)))
+
+    class Custom(keras.layers.Layer):
+        def call(self, x):
+            return x
+
+    inputs = keras.Input((4,))
+    with pytest.raises(LtKerasError, match=r"no Keras 2 twin: custom \(Custom\)"):
+        from_keras3(keras.Model(inputs, keras.layers.Dense(2)(Custom(name="custom")(inputs))))
+    with pytest.raises(LtKerasError, match="expected a Keras 3 model"):
+        from_keras3("model.keras")
+
+
+def test_importing_lt_keras_leaves_tf_keras_alone():
+    code = ("import os; os.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
+            "import lt_keras, tensorflow as tf\n"
+            "v = tf.keras.version() if hasattr(tf.keras, 'version') else tf.keras.__version__\n"
+            "assert v.startswith('3.'), v\n"
+            "assert lt_keras.keras.__version__.startswith('2.'), lt_keras.keras.__version__\n"
+            "print('ok')")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
