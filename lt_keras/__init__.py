@@ -5,7 +5,7 @@ from lt_keras._keras import keras, tf  # noqa: E402  (Keras 2, as lt_keras uses 
 from lt_keras.convert import flatten_model, mask_model, strip_masks  # noqa: E402
 from lt_keras.errors import ConfigError, LtKerasError, MaskError  # noqa: E402
 from lt_keras.imp import ImpConfig, TicketSearch, find_ticket  # noqa: E402
-from lt_keras.keras3 import from_keras3  # noqa: E402
+from lt_keras.keras3 import from_keras3, to_keras3  # noqa: E402
 from lt_keras.layers import MaskedConv2D, MaskedDense, masked_layers  # noqa: E402
 from lt_keras.mask import Mask  # noqa: E402
 from lt_keras import supermask  # noqa: E402
@@ -13,9 +13,9 @@ from lt_keras import supermask  # noqa: E402
 # The public modules (the API reference, docs/api/, documents these); the ones not imported above load on
 # first use (``lt_keras.early_bird.search``), so ``import lt_keras`` stays light.
 PUBLIC_MODULES = ("actions", "bernoulli", "convert", "criteria", "data", "distribute", "early_bird", "errors",
-                  "export", "flops", "imp", "io_utils", "keras3", "layers", "mask", "models", "options", "precision",
-                  "pruning", "quantize", "report", "runs", "seeds", "straight_through", "supermask", "ticket", "topk",
-                  "training")
+                  "export", "flops", "graph", "imp", "io_utils", "keras3", "layers", "mask", "models", "options",
+                  "precision", "pruning", "quantize", "report", "runs", "seeds", "straight_through", "supermask",
+                  "ticket", "topk", "training")
 
 
 def __getattr__(name):
@@ -48,4 +48,5 @@ __all__ = [
     "strip_masks",
     "supermask",
     "tf",
+    "to_keras3",
 ]

@@ -10,8 +10,9 @@ graph (TFMOT's 8-bit twin, Early-Bird's channel analysis and slimming).
 import numpy as np
 from absl import logging
 
-from lt_keras._keras import keras, tf
+from lt_keras._keras import keras
 from lt_keras.errors import LtKerasError
+from lt_keras.graph import inline, input_name
 from lt_keras.keras3 import from_keras3, keras_line, not_keras2_message
 from lt_keras.layers import MASK0_ACTIONS, MASK_OPTIONS, MASKED_TWIN, PLAIN_TWIN, is_masked, walk_layers
 from lt_keras.mask import mask_key
@@ -155,46 +156,19 @@ def flatten_model(model):
     """A functional copy of ``model`` with every nested Sequential / functional block inlined.
 
     Same layers (cloned, weights copied, shared layers still shared), same
-    outputs, one flat graph; ``model`` itself when nothing is nested. Written
-    here because Keras has no public inliner and TFMOT's ``quantize_apply`` and
-    the Early-Bird graph walk both need one flat graph.
+    outputs, one flat graph; ``model`` itself when nothing is nested. TFMOT's
+    ``quantize_apply`` and the Early-Bird graph walk both need one flat graph.
     """
     _check_convertible(model)
     if not is_nested(model):
         return model
-    clones = {}
-    inputs = [keras.Input(shape=x.shape[1:], dtype=x.dtype, name=x.name.split(":")[0].split("/")[0])
-              for x in model.inputs]
-    outputs = _inline(model, inputs, clones)
+    inputs = [keras.Input(shape=x.shape[1:], dtype=x.dtype, name=input_name(x)) for x in model.inputs]
+    outputs, pairs = inline(model, inputs, lambda layer: type(layer).from_config(layer.get_config()))
     try:
         flat = keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
     except ValueError as e:
         raise LtKerasError(f"flatten_model: cannot inline the blocks of {model.name!r}: {e} Give every layer, "
                            "nested ones included, a unique name.") from None
-    for old, new in clones.values():
+    for old, new in pairs:
         new.set_weights(old.get_weights())
     return flat
-
-
-def _inline(model, inputs, clones):
-    """Apply ``model``'s graph to ``inputs`` with each leaf layer replaced by its clone; returns the outputs."""
-    _check_convertible(model)
-    new_of = {id(x): y for x, y in zip(model.inputs, inputs)}
-
-    def mapped(structure):
-        return tf.nest.map_structure(lambda t: new_of.get(id(t), t), structure)
-
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # the order Keras itself runs a functional graph
-        for node in model._nodes_by_depth[depth]:
-            if node.is_input:
-                continue
-            layer = node.layer
-            if isinstance(layer, keras.Model):
-                result = _inline(layer, [new_of[id(t)] for t in tf.nest.flatten(node.keras_inputs)], clones)
-            else:
-                if id(layer) not in clones:
-                    clones[id(layer)] = (layer, type(layer).from_config(layer.get_config()))
-                result = clones[id(layer)][1](*mapped(node.call_args), **mapped(node.call_kwargs))
-            for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(result)):
-                new_of[id(old)] = new
-    return [new_of[id(t)] for t in model.outputs]

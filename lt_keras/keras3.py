@@ -5,15 +5,19 @@ Keras 2 because TFMOT does (and Keras 3 has no pruning or quantization
 training of its own). ``from_keras3`` rebuilds a Sequential or functional
 Keras 3 model of standard layers, nested blocks included, layer by layer
 with the same configs and weights, so ``mask_model`` and the searches take
-it. Keras offers no converter between its two lines; this is one walk over
-the graph. Tickets go back to Keras 3 as SavedModels (``lt_keras.export``),
-which Keras 3 loads with ``keras.layers.TFSMLayer``.
+it. Tickets go back to Keras 3 either as SavedModels (``lt_keras.export``;
+Keras 3 loads them with ``keras.layers.TFSMLayer``) or, since Keras 3 cannot
+read Keras 2's ``.keras`` files, rebuilt by ``to_keras3`` and saved as
+``.keras`` from Keras 3. Keras offers no converter between its two lines;
+both directions are one walk over the graph (``lt_keras.graph``).
 """
 import inspect
 import sys
 
-from lt_keras._keras import keras, tf
+from lt_keras._keras import keras
 from lt_keras.errors import LtKerasError
+from lt_keras.graph import inline, input_name, rebuild
+from lt_keras.layers import masked_layers
 
 # Keys of a Keras 3 layer config that a Keras 2 layer may not know; dropped when they hold no setting.
 _BASE_KWARGS = {"name", "trainable", "dtype", "dynamic", "input_dim", "input_shape", "batch_input_shape",
@@ -82,57 +86,56 @@ def _twin_class(layer):
 
 
 def _rebuild(model):
-    inputs = [keras.Input(shape=tuple(x.shape[1:]), dtype=str(x.dtype), name=_input_name(x)) for x in model.inputs]
-    outputs = _apply(model, inputs)
+    inputs = [keras.Input(shape=tuple(x.shape[1:]), dtype=str(x.dtype), name=input_name(x)) for x in model.inputs]
+    outputs = rebuild(model, inputs, _call_twin)
     return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
 
 
-def _input_name(tensor):
-    history = getattr(tensor, "_keras_history", None)
-    return history[0].name if history else None
-
-
-def _apply(model, inputs):
-    """Apply the Keras 3 ``model``'s graph to Keras 2 ``inputs`` with each layer replaced by its twin."""
-    if type(model).__name__ == "Sequential":
-        x = inputs[0]
-        for layer in model.layers:
-            x = _call_twin(layer, (x,), {})
-        return [x]
-    new_of = {id(x): y for x, y in zip(model.inputs, inputs)}
-
-    def mapped(structure):
-        return tf.nest.map_structure(lambda t: new_of.get(id(t), t), structure)
-
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # Keras 3 runs its graph in this order too
-        for node in model._nodes_by_depth[depth]:
-            if node.is_input:
-                continue
-            args = mapped(node.arguments.args)
-            kwargs = {k: v for k, v in mapped(node.arguments.kwargs).items() if v is not None}
-            result = _call_twin(node.operation, args, kwargs)
-            for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(result)):
-                new_of[id(old)] = new
-    return [new_of[id(t)] for t in model.outputs]
-
-
 def _call_twin(layer, args, kwargs):
-    if _is_model(layer):
-        block_inputs = [keras.Input(shape=tuple(x.shape[1:]), dtype=str(x.dtype), name=_input_name(x))
-                        for x in layer.inputs]
-        block_outputs = _apply(layer, block_inputs)
-        block = keras.Model(block_inputs, block_outputs if len(block_outputs) > 1 else block_outputs[0],
-                            name=layer.name)
-        return block(*args, **kwargs)
+    if _is_model(layer):  # a nested block stays a nested block
+        return _rebuild(layer)(*args, **kwargs)
     twin_cls = _twin_class(layer)
     twin = twin_cls.from_config(_translate_config(layer, twin_cls))
     out = twin(*args, **kwargs)
-    values = layer.get_weights()
-    if [tuple(v.shape) for v in values] != [tuple(w.shape) for w in twin.weights]:
-        raise LtKerasError(f"from_keras3: layer {layer.name!r} ({type(layer).__name__}) has weights "
-                           f"{[tuple(v.shape) for v in values]} but its Keras 2 twin {[tuple(w.shape) for w in twin.weights]}.")
-    twin.set_weights(values)
+    _copy_weights(layer, twin)
     return out
+
+
+def _copy_weights(source, target):
+    values = source.get_weights()
+    if [tuple(v.shape) for v in values] != [tuple(w.shape) for w in target.weights]:
+        raise LtKerasError(f"layer {source.name!r} ({type(source).__name__}) has weights "
+                           f"{[tuple(v.shape) for v in values]} but its twin {[tuple(w.shape) for w in target.weights]}.")
+    target.set_weights(values)
+
+
+def to_keras3(model):
+    """A Keras 3 copy of a plain Keras 2 model (``strip_masks``' output, a slimmed Early-Bird ticket): same
+    layers, weights and outputs, nested blocks inlined; save it as ``.keras`` for Keras 3 users.
+
+    Keras 3 cannot read Keras 2's ``.keras`` files; this rebuilds the model in Keras 3 instead.
+    """
+    import keras as keras3  # Keras 3, only here (the users' Keras; see tests/test_import_site.py)
+
+    if keras_line(model) != "keras2" or not isinstance(model, keras.Model):
+        raise LtKerasError(f"to_keras3: expected a Keras 2 (tf_keras) model, got {type(model).__name__}.")
+    if masked_layers(model):
+        raise LtKerasError("to_keras3: the model has masked layers; convert lt_keras.strip_masks(model) instead.")
+    bad = [f"{layer.name} ({type(layer).__name__})" for layer in _leaf_layers(model)
+           if getattr(keras3.layers, type(layer).__name__, None) is None]
+    if bad:
+        raise LtKerasError(f"to_keras3: these layers have no Keras 3 twin: {', '.join(bad)}.")
+
+    def twin_of(layer):
+        cls = getattr(keras3.layers, type(layer).__name__)
+        return cls.from_config(_translate_config(layer, cls, "to_keras3"))
+
+    inputs = [keras3.Input(shape=tuple(x.shape[1:]), dtype=x.dtype.name, name=input_name(x)) for x in model.inputs]
+    outputs, pairs = inline(model, inputs, twin_of)
+    converted = keras3.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    for old, new in pairs:
+        _copy_weights(old, new)
+    return converted
 
 
 def _accepted(cls):
@@ -143,21 +146,28 @@ def _accepted(cls):
     return names | _BASE_KWARGS
 
 
-def _translate_config(layer, twin_cls):
-    """The Keras 3 layer's config in Keras 2 terms; a setting Keras 2 cannot express is an error."""
+def _translate_config(layer, twin_cls, direction="from_keras3"):
+    """``layer``'s config in the terms of ``twin_cls`` (the other Keras); a setting it cannot express is an error.
+
+    Settings the twin lacks are dropped when they do nothing: unset (None,
+    False, one group) or an initializer (the weights are copied, not drawn).
+    """
     accepted = _accepted(twin_cls)
     config = {}
     for key, value in layer.get_config().items():
         if key == "dtype" and isinstance(value, dict):
             value = value.get("config", {}).get("name", "float32")
-        elif isinstance(value, dict) and "class_name" in value:
+        elif isinstance(value, dict) and "class_name" in value and direction == "from_keras3":
             value = _translate_object(key, value)
         if key not in accepted:
-            if value in (None, False):
+            if value in (None, False) or (key == "groups" and value == 1) or key.endswith("_initializer"):
                 continue
-            raise LtKerasError(f"from_keras3: layer {layer.name!r} ({type(layer).__name__}) sets {key}={value!r}, "
-                               "which its Keras 2 twin does not have.")
+            raise LtKerasError(f"{direction}: layer {layer.name!r} ({type(layer).__name__}) sets {key}={value!r}, "
+                               "which its twin in the other Keras does not have.")
         config[key] = value
+    axis = config.get("axis")
+    if isinstance(layer, keras.layers.BatchNormalization) and isinstance(axis, (list, tuple)) and len(axis) == 1:
+        config["axis"] = int(config["axis"][0])  # Keras 3 takes one axis as an int
     return config
 
 

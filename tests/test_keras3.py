@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import lt_keras
-from lt_keras import ImpConfig, LtKerasError, find_ticket, from_keras3, mask_model, masked_layers, strip_masks
+from lt_keras import (ImpConfig, LtKerasError, Mask, find_ticket, from_keras3, mask_model, masked_layers,
+                      strip_masks, to_keras3)
 from lt_keras.export import save_saved_model
 from tests.conftest import REPO
 
@@ -76,6 +77,23 @@ def test_keras3_model_to_ticket_to_savedmodel_back_in_keras3(tmp_path):
         elif layer.weights:
             layer.set_weights(plain.get_layer(layer.name).get_weights())
     np.testing.assert_allclose(np.asarray(served(x)["logits"]), np.asarray(k3(x)), atol=1e-5)
+
+
+def test_a_ticket_goes_back_to_keras3_as_a_keras_file(tmp_path):
+    k3 = keras3_model()
+    x, _ = arrays()
+    model = mask_model(k3)
+    Mask({key: (np.random.RandomState(3).rand(*v.shape) < 0.5).astype(np.float32)
+          for key, v in Mask.ones_like(model).items()}).apply_to(model)
+    with pytest.raises(LtKerasError, match="strip_masks"):
+        to_keras3(model)
+    back = to_keras3(strip_masks(model))
+    assert [l.name for l in back.layers[1:]] == ["block_conv", "block_bn", "block_relu", "sep", "cat", "pool", "flat",
+                                                 "drop", "logits"]  # the block inlined
+    back.save(str(tmp_path / "ticket.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "ticket.keras"))
+    np.testing.assert_allclose(np.asarray(loaded(x)), model(x).numpy(), atol=1e-5)
+    assert (np.asarray(loaded.get_layer("logits").kernel) == 0).mean() > 0.4
 
 
 def test_keras3_errors_say_which_keras_and_what_to_do():
