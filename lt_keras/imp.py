@@ -64,9 +64,9 @@ class ImpConfig:
     rounds: int = option(3, "Pruning rounds after the dense round 0.")
     target_density: float = option(None, "One-shot: prune once to this fraction of weights (overrides --rounds).")
     allocation: str = option("layerwise", "layerwise (rates by layer kind) or global (one pooled rate).")
-    prune_rate_fc: float = option(0.2, "Per-round pruning rate of hidden dense layers.")
-    prune_rate_conv: float = option(0.1, "Per-round pruning rate of convolutions.")
-    prune_rate_output: float = option(0.1, "Per-round pruning rate of the output layer.")
+    prune_rate_fc: float = option(0.2, "Per-round pruning rate of hidden dense layers (0: not pruned).")
+    prune_rate_conv: float = option(0.1, "Per-round pruning rate of convolutions (0: not pruned).")
+    prune_rate_output: float = option(0.1, "Per-round pruning rate of the output layer (0: not pruned).")
     prune_rate: float = option(0.2, "Per-round pooled rate with --allocation=global.")
     rewind: str = option("init", "init (theta_0), step:K (weights after K steps) or none.")
     criterion: str = option("large_final", "Mask criterion (Zhou et al.; lt_keras.criteria).")
@@ -85,10 +85,12 @@ class ImpConfig:
             raise ConfigError("target_density", f"must be in (0, 1), got {self.target_density}.")
         if self.allocation not in ("layerwise", "global"):
             raise ConfigError("allocation", f"{self.allocation!r} is not one of ['layerwise', 'global'].")
-        for name in ("prune_rate_fc", "prune_rate_conv", "prune_rate_output", "prune_rate"):
+        for name in ("prune_rate_fc", "prune_rate_conv", "prune_rate_output"):  # 0: that kind stays dense
             value = getattr(self, name)
-            if not 0 < value < 1:
-                raise ConfigError(name, f"pruning rate must be in (0, 1), got {value}.")
+            if not 0 <= value < 1:
+                raise ConfigError(name, f"pruning rate must be in [0, 1), got {value}.")
+        if not 0 < self.prune_rate < 1:
+            raise ConfigError("prune_rate", f"pruning rate must be in (0, 1), got {self.prune_rate}.")
         if self.criterion not in criterion_names():
             raise ConfigError("criterion", f"{self.criterion!r} is not one of {criterion_names()}.")
         if self.mask1 not in mask1_action_names():
@@ -120,9 +122,15 @@ def _rate_flags(model, config: ImpConfig) -> dict:
 
 
 def layer_rates(model, config: ImpConfig) -> dict:
-    """Per-tensor pruning rates by layer kind (the last masked layer is the output)."""
-    return {key: 1.0 - config.target_density if flag == "target_density" else getattr(config, flag)
-            for key, flag in _rate_flags(model, config).items()}
+    """Per-tensor pruning rates by layer kind (the last masked layer is the output); a kind at rate 0 is left
+    out, so its tensors stay dense."""
+    rates = {key: 1.0 - config.target_density if flag == "target_density" else getattr(config, flag)
+             for key, flag in _rate_flags(model, config).items()}
+    kept = {key: rate for key, rate in rates.items() if rate > 0}
+    if not kept:
+        raise ConfigError("prune_rate_conv", "every layer kind of this model has pruning rate 0: nothing would be "
+                          "pruned.")
+    return kept
 
 
 def min_kept(layer) -> int:
@@ -155,7 +163,7 @@ def check_schedule(model, config: ImpConfig):
         key = mask_key(layer)
         kept = layer.kernel.shape.num_elements()
         for k in range(1, config.total_rounds + 1):
-            kept -= prune_count(rates[key], kept)
+            kept -= prune_count(rates.get(key, 0.0), kept)
             if kept < min_kept(layer):
                 fix = "raise target_density" if flags[key] == "target_density" else f"lower {flags[key]} or rounds"
                 _refuse_starved(layer, kept, f" after round {k}", fix)

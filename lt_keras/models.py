@@ -10,7 +10,10 @@ Keras layers, so the same architecture can be compared with and without masks.
 - ``vgg11_bn`` (``vgg11_bn_half``/``_quarter``: narrower, for CPUs), ``vgg16_bn``: the
   CIFAR VGG of network slimming / Early-Bird (conv-BN-ReLU without conv bias, global
   average pool (the 2x2 pool on 32x32 inputs), one linear classifier).
-- ``resnet20``: He et al. (2016) CIFAR ResNet-20 with projection shortcuts.
+- ``vgg19_bn``: Frankle & Carbin's VGG-19 (section 4), the same VGG with 16 convolutions and
+  their Gaussian Glorot init.
+- ``resnet20``: He et al. (2016) CIFAR ResNet-20 with projection shortcuts (Frankle & Carbin's
+  "Resnet-18": 16/32/64 filters, 3 blocks a stage).
 """
 from lt_keras._keras import keras
 from lt_keras.errors import LtKerasError
@@ -103,15 +106,23 @@ def conv6(input_shape=(32, 32, 3), num_classes=10, masked=True):
 VGG_CONFIGS = {
     "vgg11_bn": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
     "vgg16_bn": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512),
+    "vgg19_bn": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512),
 }
 
 
-def _vgg(name, input_shape, num_classes, masked, width=1.0, config=None):
-    """VGG-BN from ``VGG_CONFIGS[config or name]`` with every conv's filters scaled by ``width``."""
+def _vgg(name, input_shape, num_classes, masked, width=1.0, config=None, init="slimming"):
+    """VGG-BN from ``VGG_CONFIGS[config or name]`` with every conv's filters scaled by ``width``.
+
+    ``init="slimming"``: network slimming's (and Early-Bird's) He normal over fan-out, BN scales 0.5 (so
+    the L1 penalty separates unimportant channels early), classifier N(0, 0.01); ``"glorot"``: Frankle &
+    Carbin's Gaussian Glorot everywhere, BN scales 1.
+    """
     dense, conv = _layers(masked)
-    # Network slimming's (and Early-Bird's) init: He normal over fan-out, BN scales 0.5 (so the L1
-    # penalty separates unimportant channels early), classifier N(0, 0.01).
+    gamma = 0.5 if init == "slimming" else 1.0
+
     def conv_init():  # a fresh initializer per layer: Keras repeats an unseeded instance's values
+        if init == "glorot":
+            return keras.initializers.GlorotNormal()
         return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
 
     inputs = keras.Input(input_shape, name="image")
@@ -126,11 +137,12 @@ def _vgg(name, input_shape, num_classes, masked, width=1.0, config=None):
         x = conv(max(1, int(round(item * width))), 3, padding="same", use_bias=False, kernel_initializer=conv_init(),
                  name=f"conv{conv_index}")(x)
         x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"bn{conv_index}",
-                                            gamma_initializer=keras.initializers.Constant(0.5))(x)
+                                            gamma_initializer=keras.initializers.Constant(gamma))(x)
         x = keras.layers.ReLU(name=f"relu{conv_index}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)  # = 2x2 average pool on 32x32 inputs
     x = keras.layers.Flatten(name="flatten")(x)
-    outputs = dense(num_classes, kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01), name="output")(x)
+    head_init = keras.initializers.GlorotNormal() if init == "glorot" else keras.initializers.RandomNormal(0.0, 0.01)
+    outputs = dense(num_classes, kernel_initializer=head_init, name="output")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -154,6 +166,12 @@ def vgg11_bn_half(input_shape=(32, 32, 3), num_classes=10, masked=True):
 @register("vgg16_bn")
 def vgg16_bn(input_shape=(32, 32, 3), num_classes=10, masked=True):
     return _vgg("vgg16_bn", input_shape, num_classes, masked)
+
+
+@register("vgg19_bn")
+def vgg19_bn(input_shape=(32, 32, 3), num_classes=10, masked=True):
+    """Frankle & Carbin's VGG-19 (section 4; the CIFAR VGG of Liu et al. 2019, with BatchNorm), Glorot init."""
+    return _vgg("vgg19_bn", input_shape, num_classes, masked, init="glorot")
 
 
 @register("resnet20")

@@ -85,7 +85,25 @@ def test_there_are_paper_flagfiles():
             "lenet300_mnist_supermask_signed_constant.flags", "conv4_cifar10_supermask.flags",
             "conv6_cifar10_edgepopup.flags", "vgg16_cifar100_early_bird.flags",
             "resnet20_cifar10_early_bird_cpu.flags", "vgg16_cifar10_eb.flags",
-            "vgg11_cifar10_eb_quick.flags", "vgg11_cifar10_eb_quick_int8.flags"} <= names
+            "vgg11_cifar10_eb_quick.flags", "vgg11_cifar10_eb_quick_int8.flags", "vgg19_cifar10_imp.flags",
+            "vgg19_cifar10_imp_warmup.flags", "resnet20_cifar10_imp.flags", "resnet20_cifar10_imp_warmup.flags"} <= names
+
+
+@pytest.mark.parametrize("network, warmup, rate", [("vgg19", 10000, 0.1), ("resnet20", 20000, 0.03)])
+def test_warmup_flagfiles_differ_from_their_base_only_in_warmup(network, warmup, rate, monkeypatch):
+    """Frankle & Carbin section 4: the deep networks with and without warmup, everything else the same."""
+    monkeypatch.chdir(REPO)
+    parsed = {}
+    for suffix in ("", "_warmup"):
+        values = binary_flags("imp")
+        values(["prog", f"--flagfile=flags/{network}_cifar10_imp{suffix}.flags"])
+        parsed[suffix] = {name: values[name].value for name in values}
+        assert "Frankle & Carbin" in open(os.path.join(REPO, f"flags/{network}_cifar10_imp{suffix}.flags")).read()
+    changed = {k for k in parsed[""] if parsed[""][k] != parsed["_warmup"][k]}
+    assert changed <= {"warmup_steps", "learning_rate"}
+    assert parsed[""]["warmup_steps"] == 0 and parsed["_warmup"]["warmup_steps"] == warmup
+    assert parsed["_warmup"]["learning_rate"] == rate
+    assert parsed[""]["prune_rate_output"] == 0.0 and parsed[""]["prune_rate_conv"] == 0.2
 
 
 def test_library_errors_name_the_field_and_binaries_the_flag():

@@ -356,3 +356,19 @@ def test_freeze_init_zero_mask_keeps_earlier_zeros_in_later_rounds(tmp_path, dat
     still_frozen = pruned_in_1 & (frozen[0] != 0)
     assert still_frozen.sum() > 1000
     np.testing.assert_array_equal(frozen[1][still_frozen], frozen[0][still_frozen])
+
+
+def test_a_layer_kind_at_rate_zero_stays_dense():
+    """Frankle & Carbin prune VGG-19's and ResNet's convolutions only: rate 0 leaves a kind out."""
+    from lt_keras.models import build_model
+
+    model = build_model("conv2", (32, 32, 3), 10)
+    rates = imp_module.layer_rates(model, ImpConfig(prune_rate_conv=0.2, prune_rate_fc=0.0, prune_rate_output=0.0))
+    assert rates == {"conv1/kernel": 0.2, "conv2/kernel": 0.2}
+    scores = {key: np.random.RandomState(0).rand(*value.shape) for key, value in Mask.ones_like(model).items()}
+    mask = imp_module.prune_layerwise(scores, Mask.ones_like(model), rates)
+    assert mask.layer_densities()["fc1/kernel"] == 1.0 and mask.layer_densities()["conv1/kernel"] < 0.81
+    with pytest.raises(ConfigError, match="nothing would be pruned"):
+        imp_module.layer_rates(model, ImpConfig(prune_rate_conv=0.0, prune_rate_fc=0.0, prune_rate_output=0.0))
+    with pytest.raises(ConfigError, match=r"prune_rate_fc: pruning rate must be in \[0, 1\)"):
+        ImpConfig(prune_rate_fc=1.0)

@@ -13,6 +13,7 @@ from lt_keras.models import build_model, model_names, parameter_count
         ("conv2", (32, 32, 3), 10, 4_301_642),  # 4.3M
         ("conv4", (32, 32, 3), 10, 2_425_930),  # 2.4M
         ("conv6", (32, 32, 3), 10, 2_262_602),  # the stated architecture; the paper's Table 1 prints 1.7M
+        ("vgg19_bn", (32, 32, 3), 10, 20_046_026),  # 20.0M (+ BN statistics); Frankle & Carbin: 20M
         ("resnet20", (32, 32, 3), 10, None),
     ],
 )
@@ -27,11 +28,12 @@ def test_parameter_counts(name, shape, classes, expected):
         assert 270_000 <= count <= 280_000  # ResNet-20 with projection shortcuts: ~0.27M
 
 
-@pytest.mark.parametrize("name", ["vgg11_bn", "vgg16_bn"])
+@pytest.mark.parametrize("name", ["vgg11_bn", "vgg16_bn", "vgg19_bn"])
 def test_vgg_bn(name):
     model = build_model(name, (32, 32, 3), 100)
     convs = [l for l in masked_layers(model) if l.name.startswith("conv")]
-    assert len(convs) == {"vgg11_bn": 8, "vgg16_bn": 13}[name]
+    assert len(convs) == {"vgg11_bn": 8, "vgg16_bn": 13, "vgg19_bn": 16}[name]
+    assert float(model.get_layer("bn1").gamma.numpy()[0]) == (1.0 if name == "vgg19_bn" else 0.5)  # whose init
     assert all(not l.use_bias for l in convs)
     assert len([l for l in model.layers if l.name.startswith("bn")]) == len(convs)
     assert model.output_shape == (None, 100)

@@ -4,7 +4,7 @@
 
 LeNet-300-100 on MNIST with Frankle & Carbin's optimizer and layer-wise
 rates (flags/lenet300_mnist_imp.flags: Adam 1.2e-3, batch 60, fc 20% /
-output 10% per round, rewind to theta_0), one seed, ``--train_steps``
+output 10% per round, rewind to theta_0), one seed (``--seed``), ``--train_steps``
 iterations per round, test accuracy at early stop (minimum validation loss,
 evaluated every ``--eval_every``) and at the end. Each chain is its own
 ``lt-imp`` run directory under ``--output_dir``, resumed where it stopped;
@@ -37,6 +37,8 @@ define_data_flags("MNIST IDX")
 flags.DEFINE_string("output_dir", "runs/repro_zhou_mnist", "Root of the chains' run directories.")
 flags.DEFINE_integer("train_steps", 5000, "Iterations per round (the paper: 50K; at least 5K here).")
 flags.DEFINE_integer("eval_every", 250, "Evaluate validation and test sets every N iterations (early stop).")
+flags.DEFINE_integer("seed", 0, "Seed of every chain (theta_0, data order, draws); a seed other than 0 writes to "
+                     "<--output_dir>_seed<N> unless --output_dir is given.", lower_bound=0)
 flags.DEFINE_integer("jobs", 1, "Chains trained at once, in separate processes.", lower_bound=1)
 flags.DEFINE_list("chains", [], "Only these chains (names as in the report); default all.")
 flags.DEFINE_bool("report_only", False, "Train nothing; report the rounds finished so far.")
@@ -70,7 +72,8 @@ def chains():
 
 def command(name, extra, data):
     return [sys.executable, "-m", "lt_keras.bin.imp", "--flagfile=flags/lenet300_mnist_imp.flags", *data,
-            "--controls=", f"--train_steps={FLAGS.train_steps}", f"--eval_every={FLAGS.eval_every}", *extra,
+            "--controls=", f"--seed={FLAGS.seed}", f"--train_steps={FLAGS.train_steps}",
+            f"--eval_every={FLAGS.eval_every}", *extra,
             f"--output_dir={os.path.join(FLAGS.output_dir, name)}"]
 
 
@@ -217,7 +220,7 @@ def report(runs, shown):
     criteria_rows = [(c, runs.get(c, [])) for c in CRITERIA]
     lines = [f"Command: `{shown}`", "",
              f"LeNet-300-100, MNIST, {FLAGS.train_steps:,} iterations per round (paper: 50K), evaluation every "
-             f"{FLAGS.eval_every}; one seed. {dense_line}", ""]
+             f"{FLAGS.eval_every}; seed {FLAGS.seed}. {dense_line}", ""]
     lines += table("Mask-1 actions (kept weights at each rewind)", mask1_rows, densities) + [""]
     lines += table("Mask-0 actions (pruned weights)", mask0_rows, densities[:4]) + [""]
     lines += table("Mask criteria", criteria_rows, densities[:4]) + [""]
@@ -253,6 +256,8 @@ def report(runs, shown):
 
 def main(argv):
     del argv
+    if FLAGS.seed and not FLAGS["output_dir"].present:
+        FLAGS.output_dir = f"{FLAGS.output_dir}_seed{FLAGS.seed}"
     todo = chains()
     unknown = sorted(set(FLAGS.chains) - set(todo))
     if unknown:
