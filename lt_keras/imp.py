@@ -537,6 +537,7 @@ def find_ticket(model, train_fn, config: ImpConfig = ImpConfig(), evaluate_fn=No
                            f"convert with lt_keras.mask_model(model, mask0={config.mask0!r}).")
     check_schedule(model, config)
     search = TicketSearch(mask=Mask.from_model(model), masks=[], rounds=[])
+    search.mask.apply_to(model)  # the starting mask, with zeros stored where it prunes
 
     def fresh_draw(k):
         seed_globals(seed, k, "mask1_draw")

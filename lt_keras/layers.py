@@ -1,11 +1,14 @@
 """Keras layers whose kernel is multiplied by a fixed 0/1 mask.
 
 The mask is a non-trainable weight, ``kernel_mask``, created right after the
-layer's own variables. The effective kernel ``kernel * kernel_mask`` is formed
-in ``call()``; the stored kernel is never overwritten with zeros. That keeps
-gradients exact (pruned entries get a zero gradient through the product),
-keeps optimizer state and checkpoints honest, and lets a mask be changed or
-removed without losing the underlying weights.
+layer's own variables. The layer computes with ``kernel * kernel_mask``.
+``Mask.apply_to`` also writes zeros at the pruned entries of the stored
+kernel (and of the optimizer's slots for it), and ``.keras`` loading and
+``lt_keras.training.fit`` do the same, so for a plain fixed mask the forward
+pass uses the stored kernel as it is and only the gradient is masked: pruned
+entries get a zero gradient and stay exactly zero under every optimizer. If
+you write kernels yourself (``set_weights``), re-apply the mask:
+``Mask.from_model(model).apply_to(model)``.
 
 Subclasses change *which* mask is used by overriding ``effective_mask`` only;
 the variable set and its creation order depend on ``get_config()`` alone, so
@@ -186,9 +189,31 @@ class MaskedKernelMixin:
         override = getattr(self, "_kernel_once", None)
         if override is not None:
             object.__setattr__(self, "_kernel_once", None)
+        if self._mask_on_gradient_only and override is None:
+            # The stored kernel holds zeros where pruned (Mask.apply_to, load, fit keep it so): the forward
+            # pass uses it as it is and only the gradient is masked, one pass over the weights fewer.
+            kernel = tf.convert_to_tensor(self.kernel)
+            return straight_through(kernel, kernel, tf.stop_gradient(tf.cast(self.kernel_mask, kernel.dtype)))
         if self._kernel_folds_into_mask and override is None:
             return self.learned_mask(training, factors=[tf.stop_gradient(self.kernel_mask), self.kernel])
         return self._compose(tf.cast(self.effective_mask(training), self.kernel.dtype), override)
+
+    @property
+    def _mask_on_gradient_only(self):
+        """A fixed mask with zeros at the pruned positions of the stored kernel: the forward pass needs no
+        product (``freeze_init`` values, rescaling, supermasks and subclass masks keep theirs)."""
+        return (not self.is_supermask and self.kernel_frozen is None and not self.dynamic_weight_rescaling
+                and type(self).effective_mask is MaskedKernelMixin.effective_mask)
+
+    def store_zeros(self):
+        """Write zeros at the stored kernel's pruned positions (after weights were set by other means)."""
+        if self.kernel_frozen is None:
+            self.kernel.assign(self.kernel * tf.cast(self.kernel_mask, self.kernel.dtype))
+
+    def load_own_variables(self, store):
+        """Load from a ``.keras`` file, then store zeros where pruned (files of older versions kept values)."""
+        super().load_own_variables(store)
+        self.store_zeros()
 
     @property
     def _kernel_folds_into_mask(self):

@@ -16,6 +16,32 @@ from lt_keras.io_utils import atomic_write_bytes, atomic_write_json
 KERNEL_SUFFIX = "/kernel"
 
 
+def _shared_name(variable):
+    return variable.name.split(":")[0]
+
+
+def _optimizer_slots(model) -> dict:
+    """The optimizer's per-variable state (momenta, second moments), keyed by the variable's name.
+
+    Keras names a slot after its variable: ``Adam/m/<layer>/kernel`` (Keras 2's
+    optimizers) or ``Adam/<layer>/kernel/m`` (the legacy ones); neither offers
+    a public slot lookup for every optimizer.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return {}
+    variables = optimizer.variables() if callable(optimizer.variables) else optimizer.variables
+    names = {_shared_name(w) for w in model.trainable_weights}
+    out = {}
+    for slot in variables:
+        parts = _shared_name(slot).split("/")
+        for candidate in ("/".join(parts[2:]), "/".join(parts[1:-1])):
+            if candidate in names:
+                out.setdefault(candidate, []).append(slot)
+                break
+    return out
+
+
 def mask_key(layer) -> str:
     """Stable mask key for a masked layer: its (explicit) name + ``/kernel``."""
     return layer.name + KERNEL_SUFFIX
@@ -104,13 +130,18 @@ class Mask(Mapping):
 
     def apply_to(self, model):
         """Assign these masks to the model's masked layers (all keys must match) and store zeros at the pruned
-        kernel entries: ``layer.kernel`` (``get_weights()``, checkpoints) then holds exactly what the layer
-        computes with. The gradient of a pruned entry is zero, so training keeps it zero (every optimizer,
-        with or without weight decay) when the optimizer starts fresh, as every lt_keras search does."""
+        kernel entries and in the optimizer's slots for them: ``layer.kernel`` (``get_weights()``,
+        checkpoints) then holds exactly what the layer computes with, and since a pruned entry's gradient is
+        zero and its momentum is zero, training keeps it zero (every optimizer, with or without weight
+        decay), also when a mask changes in the middle of a user's training."""
+        slots = _optimizer_slots(model)
         for key, layer in self.check_fits(model).items():
             mask = self[key]
             layer.kernel_mask.assign(mask)
             layer.kernel.assign(np.where(mask == 0, 0, layer.kernel.numpy()).astype(layer.kernel.dtype.as_numpy_dtype))
+            for slot in slots.get(_shared_name(layer.kernel), ()):
+                if tuple(slot.shape) == mask.shape:
+                    slot.assign(np.where(mask == 0, 0, slot.numpy()).astype(slot.dtype.as_numpy_dtype))
         return model
 
     # Statistics.

@@ -19,6 +19,7 @@ from absl import logging
 from lt_keras._keras import keras, tf
 from lt_keras.errors import ConfigError, DivergedError, LtKerasError
 from lt_keras.io_utils import atomic_write_json, read_json
+from lt_keras.layers import masked_layers
 from lt_keras.options import option
 
 OPTIMIZERS = ("adam", "sgd")
@@ -365,6 +366,8 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
     per_call = resolve_steps_per_execution(config.steps_per_execution, interval, exact_steps)
     if compile:
         _compile_or_reset(model, config, total, per_call)
+    for layer in masked_layers(model):  # weights set by any means: the pruned entries are stored as zeros
+        layer.store_zeros()
     recorder = _EvalRecorder(data.eval_dataset("test"), interval, total,
                              os.path.join(backup_dir, "records.json") if backup_dir else None)
     all_callbacks = [recorder, DivergenceGuard(interval, total), *callbacks]

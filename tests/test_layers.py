@@ -21,8 +21,8 @@ def small_cnn(jit=False):
 
 
 def randomize_masks(model, density=0.5, seed=1):
-    for i, layer in enumerate(masked_layers(model)):
-        layer.kernel_mask.assign(random_mask(layer.kernel.shape, density, seed + i))
+    Mask({f"{layer.name}/kernel": random_mask(layer.kernel.shape, density, seed + i)
+          for i, layer in enumerate(masked_layers(model))}).apply_to(model)
 
 
 def batch(n=16, seed=0):
@@ -40,14 +40,61 @@ def test_variables_and_trainability():
         np.testing.assert_array_equal(layer.kernel_mask.numpy(), 1.0)
 
 
-def test_output_uses_masked_kernel_without_touching_weights():
+def test_a_fixed_mask_is_stored_as_zeros_and_masks_the_gradient():
     layer = MaskedDense(2, use_bias=False)
     layer.build((None, 3))
     layer.kernel.assign([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
     layer.kernel_mask.assign([[1, 0], [0, 1], [1, 1]])
-    out = layer(np.array([[1.0, 1.0, 1.0]], np.float32))
+    layer.store_zeros()  # what Mask.apply_to, .keras loading and lt_keras.training.fit do
+    np.testing.assert_array_equal(layer.kernel.numpy(), [[1, 0], [0, 4], [5, 6]])
+    x = np.array([[1.0, 1.0, 1.0]], np.float32)
+    with tf.GradientTape() as tape:
+        out = layer(x)
+        loss = tf.reduce_sum(out)
     np.testing.assert_array_equal(out.numpy(), [[6.0, 10.0]])
-    np.testing.assert_array_equal(layer.kernel.numpy(), [[1, 2], [3, 4], [5, 6]])
+    np.testing.assert_array_equal(tape.gradient(loss, layer.kernel).numpy(), [[1, 0], [0, 1], [1, 1]])
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_gradient_only_masking_equals_the_product_exactly(jit):
+    """The forward pass without ``kernel * mask`` (zeros stored) gives the product's outputs and gradients."""
+    model = small_cnn()
+    randomize_masks(model, seed=5)
+    x, y = batch(8)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def outputs_and_grads(reference):
+        def run(inputs):
+            with tf.GradientTape() as tape:
+                if reference:  # the product, written out
+                    out = inputs
+                    for layer in model.layers[1:]:
+                        out = _product_call(layer, out) if hasattr(layer, "kernel_mask") else layer(out)
+                else:
+                    out = model(inputs)
+                loss = loss_fn(y, out)
+            return out, tape.gradient(loss, [l.kernel for l in masked_layers(model)])
+
+        return (tf.function(run, jit_compile=True) if jit else run)(tf.constant(x))
+
+    out, grads = outputs_and_grads(False)
+    ref_out, ref_grads = outputs_and_grads(True)
+    np.testing.assert_allclose(out.numpy(), ref_out.numpy(), rtol=1e-6, atol=1e-6)
+    for g, r, layer in zip(grads, ref_grads, masked_layers(model)):
+        np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-6, atol=1e-7)
+        assert np.all(g.numpy()[layer.kernel_mask.numpy() == 0] == 0.0)
+
+
+def _product_call(layer, inputs):
+    """The layer's computation with the kernel multiplied by its mask in the forward pass."""
+    kernel = layer.kernel * tf.stop_gradient(layer.kernel_mask)
+    if isinstance(layer, MaskedConv2D):
+        out = layer.convolution_op(inputs, kernel)
+    else:
+        out = tf.matmul(inputs, kernel)
+    if layer.use_bias:
+        out = tf.nn.bias_add(out, layer.bias)
+    return layer.activation(out) if layer.activation is not None else out
 
 
 def test_dense_on_rank3_inputs():
@@ -200,3 +247,37 @@ def test_mask0_freeze_init_round_trips_and_strips(tmp_path):
     loaded = keras.models.load_model(path)
     np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
     np.testing.assert_allclose(strip_masks(model)(x).numpy(), model(x).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", [lambda: keras.optimizers.Adam(1e-2), lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+                                       lambda: keras.optimizers.legacy.Adam(1e-2)], ids=["adam", "sgdm", "legacy_adam"])
+def test_a_mask_applied_in_the_middle_of_training_keeps_pruned_entries_zero(optimizer):
+    """Mask.apply_to zeroes the optimizer's momenta at pruned entries too: without that, a mask applied to a
+    model whose optimizer has state would let the old momentum move pruned weights off zero."""
+    model = small_cnn()
+    model.compile(optimizer(), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = batch(64)
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0, steps_per_epoch=4, shuffle=False)  # momenta everywhere
+    randomize_masks(model, seed=9)
+    model.fit(x, y, batch_size=16, epochs=5, verbose=0, steps_per_epoch=4, shuffle=False)
+    for layer in masked_layers(model):
+        kernel, mask = layer.kernel.numpy(), layer.kernel_mask.numpy()
+        assert np.all(kernel[mask == 0] == 0.0) and np.count_nonzero(kernel[mask == 1]) == int(mask.sum())
+
+
+def test_a_keras_file_with_values_at_pruned_entries_loads_with_zeros(tmp_path):
+    """Files written before stored zeros kept the kernel's values where pruned; loading stores zeros."""
+    model = small_cnn()
+    randomize_masks(model, seed=11)
+    raw = {l.name: np.random.RandomState(4).randn(*l.kernel.shape).astype(np.float32) for l in masked_layers(model)}
+    for layer in masked_layers(model):
+        layer.kernel.assign(raw[layer.name])  # as an older version stored it
+    model.save(str(tmp_path / "old.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "old.keras"))
+    x, _ = batch()
+    for layer in masked_layers(loaded):
+        np.testing.assert_array_equal(layer.kernel.numpy(), raw[layer.name] * layer.kernel_mask.numpy())
+    reference = model
+    for layer in masked_layers(reference):
+        layer.store_zeros()
+    np.testing.assert_allclose(loaded(x).numpy(), reference(x).numpy(), atol=1e-6)

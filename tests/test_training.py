@@ -156,20 +156,22 @@ def test_xla_by_default_only_where_it_is_faster():
 
 def test_step_schedule_and_decoupled_weight_decay_inside_fit():
     """Hand-computed: a pruned weight gets no gradient, so only SGD's decoupled decay moves its stored value:
-    w <- w (1 - lr * wd) each step, with lr 0.1 for steps 1-2 and 0.01 after the decay at step 2."""
-    from lt_keras import Mask
+    w <- w (1 - lr * wd) each step, with lr 0.1 for steps 1-2 and 0.01 after the decay at step 2. A
+    freeze_init layer keeps values stored where pruned (it computes with its frozen ones there), so the decay
+    is visible; a plain fixed mask stores zeros there, which decay keeps at zero."""
+    from lt_keras import Mask, mask_model
     from lt_keras._keras import keras
     from lt_keras.models import build_model
     from lt_keras.training import fit
 
     data = DataConfig(max_train_examples=240).load()
     keras.utils.set_random_seed(0)
-    model = build_model("lenet_300_100", (28, 28, 1), 10)
+    model = mask_model(build_model("lenet_300_100", (28, 28, 1), 10), mask0="freeze_init")
     mask = Mask({k: (np.arange(v.size).reshape(v.shape) % 2).astype(np.float32) for k, v in
                  Mask.ones_like(model).items()})
     before = model.get_layer("fc1").kernel.numpy().copy()
     mask.apply_to(model)
-    model.get_layer("fc1").kernel.assign(before)  # values at pruned entries (as an older checkpoint stores)
+    model.get_layer("fc1").kernel.assign(before)  # values at the pruned entries
     cfg = TrainConfig(optimizer="sgd", learning_rate=0.1, momentum=0.0, weight_decay=0.5, lr_schedule="step",
                       lr_decay_steps=(2,), lr_decay_factor=0.1, train_steps=4, eval_every=2, batch_size=60,
                       jit_compile=False)
@@ -267,3 +269,27 @@ def test_weight_decay_modes_match_hand_computation(optimizer, mode):
     np.testing.assert_allclose(w.numpy(), _reference_steps(optimizer, mode, w0, grad, 0.05, 4), rtol=1e-5)
     other = "decoupled" if mode == "coupled" else "coupled"
     assert not np.allclose(w.numpy(), _reference_steps(optimizer, other, w0, grad, 0.05, 4), rtol=1e-4)
+
+
+def test_fit_stores_zeros_where_weights_were_set_by_hand():
+    """A kernel written with set_weights keeps values where the mask prunes; fit stores zeros there first, so
+    the forward pass (which uses the stored kernel) computes with the mask."""
+    from lt_keras import Mask, masked_layers
+    from lt_keras._keras import keras
+    from lt_keras.models import build_model
+    from lt_keras.training import fit
+
+    data = DataConfig(max_train_examples=240).load()
+    keras.utils.set_random_seed(0)
+    model = build_model("lenet_300_100", (28, 28, 1), 10)
+    dense = {layer.name: layer.kernel.numpy() for layer in masked_layers(model)}
+    mask = Mask({k: (np.random.RandomState(1).rand(*v.shape) < 0.5).astype(np.float32)
+                 for k, v in Mask.ones_like(model).items()})
+    mask.apply_to(model)
+    for layer in masked_layers(model):  # e.g. a rewind by hand: values again where the mask prunes
+        layer.kernel.assign(dense[layer.name])
+    fit(model, data, TrainConfig(optimizer="sgd", learning_rate=1e-3, train_steps=2, eval_every=2, batch_size=60,
+                                 jit_compile=False), verbose=0)
+    for key, values in mask.items():
+        kernel = model.get_layer(key.split("/")[0]).kernel.numpy()
+        assert np.all(kernel[values == 0] == 0.0) and np.all(kernel[values == 1] != 0.0)

@@ -11,6 +11,11 @@ it; the configurations are timed interleaved (A B C A B C ...) and the
 medians give ms/step and the ratio to one step per call. A small model on a
 CPU pays TensorFlow's per-call dispatch at every step; compiling N steps into
 one call pays it once per N (``lt_keras.training.AUTO_STEPS_CAP``).
+With ``--torch_python`` (a separate virtualenv with torch, e.g.
+``python -m venv /tmp/torch && /tmp/torch/bin/pip install torch numpy``), a
+hand-written PyTorch eager loop doing the same LeNet work
+(``tools/bench_torch.py``) runs one round per process between ours, as the
+reference row.
 """
 import json
 import statistics
@@ -32,6 +37,9 @@ flags.DEFINE_integer("steps", None, "Timed steps per round (default 400 for LeNe
 flags.DEFINE_integer("rounds", 5, "Interleaved rounds; medians are reported.")
 flags.DEFINE_bool("quick", False, "3 rounds of fewer steps.")
 flags.DEFINE_string("json_out", None, "Also write the results as JSON here.")
+flags.DEFINE_string("torch_python", None, "A Python with torch (its own virtualenv): adds the reference row of a "
+                    "hand-written PyTorch eager loop (tools/bench_torch.py) for LeNet, one round per process, "
+                    "interleaved. torch is never a dependency of lt_keras.")
 
 SHAPES = {"lenet_300_100": (28, 28, 1)}
 TARGET = 0.75  # LeNet masked step with auto <= 0.75x the one-step-per-call step
@@ -68,15 +76,37 @@ def bench(name, jit, steps, rounds):
     for model in models.values():  # warm-up: tracing and compilation are not timed
         model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
     times = {label: [] for label in models}
+    torch_rounds = [] if (FLAGS.torch_python and name == "lenet_300_100") else None
     for _ in range(rounds):
         for label, model in models.items():
             start = time.perf_counter()
             model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
             times[label].append(1000 * (time.perf_counter() - start) / steps)
+        if torch_rounds is not None:
+            torch_rounds.append(_torch_round(steps))
     ms = {label: statistics.median(v) for label, v in times.items()}
     base = FLAGS.counts[0]
-    return [{"model": name, "jit": jit, "count": label, "steps_per_execution": counts[label],
+    rows = [{"model": name, "jit": jit, "count": label, "steps_per_execution": counts[label],
              "ms_per_step": ms[label], "ratio": ms[label] / ms[base], "vs": base} for label in models]
+    if torch_rounds:
+        torch_ms = statistics.median(torch_rounds)
+        rows.append({"model": name, "jit": jit, "count": "pytorch", "steps_per_execution": 1, "ms_per_step": torch_ms,
+                     "ratio": ms["auto"] / torch_ms if "auto" in ms else ms[base] / torch_ms,
+                     "vs": "ours (auto) / PyTorch eager"})
+    return rows
+
+
+def _torch_round(steps):
+    """One round of tools/bench_torch.py in ``--torch_python``'s own process: ms per step."""
+    import os
+    import subprocess
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch.py")
+    out = subprocess.run([FLAGS.torch_python, script, f"--steps={steps}", "--rounds=1"], capture_output=True,
+                         text=True, timeout=600)
+    if out.returncode:
+        sys.exit(f"bench_steps: --torch_python={FLAGS.torch_python} could not run {script}: {out.stderr[-500:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_step"][0]
 
 
 def main(argv):
@@ -94,6 +124,8 @@ def main(argv):
         target = ""
         if r["model"].startswith("lenet") and r["count"] == "auto" and r["vs"] == "1":
             target = f"<= {TARGET}  {'ok' if r['ratio'] <= TARGET else 'MISSED'}"
+        if r["count"] == "pytorch":  # the ratio is ours (auto) / PyTorch's eager loop
+            target = f"ours/PyTorch <= 1.0  {'ok' if r['ratio'] <= 1.0 else 'MISSED'}"
         print(f"{r['model']:16s} {r['jit']:4s} {r['count']:>6s} {r['steps_per_execution']:4d} {r['ms_per_step']:8.2f} "
               f"{r['ratio']:7.3f}  {target}")
     if FLAGS.json_out:

@@ -41,6 +41,15 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("mask_leaves_stale_momenta", "lt_keras/mask.py",
+             "            for slot in slots.get(_shared_name(layer.kernel), ()):\n",
+             "            for slot in ():\n",
+             ("tests/test_layers.py::test_a_mask_applied_in_the_middle_of_training_keeps_pruned_entries_zero",),
+             "a mask applied mid-training leaves the optimizer's momenta, which move pruned weights off zero"),
+    Mutation("fit_trusts_the_stored_kernel", "lt_keras/training.py",
+             "        layer.store_zeros()\n", "        pass\n",
+             ("tests/test_training.py::test_fit_stores_zeros_where_weights_were_set_by_hand",),
+             "lt_keras.training.fit trains a kernel set by hand with values where the mask prunes"),
     Mutation("controls_are_the_ticket", "lt_keras/imp.py",
              "    if name == \"random_reinit\":\n        used, weights = mask, _seeded_build(build, train.seed, k, name).get_weights()\n",
              "    if True:\n        used, weights = mask, rewind_weights\n",
