@@ -124,3 +124,29 @@ def test_early_bird_says_why_a_batchnorm_is_not_prunable():
     assert "'add' (Add)" in reasons["bn_res"] and "does not follow a Conv2D" in reasons["bn_no_conv"]
     with pytest.raises(LtKerasError, match="bn_res: its channels reach 'add'"):
         eb.add_bn_l1(model, 1e-4)
+
+
+def test_a_nested_ticket_is_found_retrained_and_keeps_its_zeros(tmp_path):
+    """find_ticket on a model with nested blocks writes tickets that lt-retrain's call retrains at fp32."""
+    from lt_keras import ImpConfig, find_ticket
+    from lt_keras.data import DataConfig
+    from lt_keras.ticket import retrain
+    from lt_keras.training import TrainConfig
+
+    data = DataConfig(max_train_examples=300).load()
+    block_in = keras.Input((28, 28, 1))
+    b = keras.layers.Conv2D(4, 3, name="blk_conv")(block_in)
+    b = keras.layers.BatchNormalization(name="blk_bn")(b)
+    block = keras.Model(block_in, keras.layers.ReLU(name="blk_relu")(b), name="block")
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(block(inputs))
+    model = mask_model(keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="nested_user"))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    find_ticket(model, lambda m, cbs: m.fit(data.x_train, data.y_train, batch_size=60, verbose=0, callbacks=cbs),
+                ImpConfig(rounds=1, prune_rate_conv=0.5, prune_rate_output=0.5), output_dir=str(tmp_path / "imp"))
+    summary = retrain(str(tmp_path / "retrained"), str(tmp_path / "imp" / "round_1" / "ticket"), data,
+                      TrainConfig(train_steps=10, eval_every=5, batch_size=60, jit_compile=False))
+    assert summary["pruned_weights_nonzero"] == 0 and summary["method"] == "imp"
+    assert 0.4 < summary["density"] < 0.6  # half of the conv and of the output pruned
+    retrained = keras.models.load_model(str(tmp_path / "retrained" / "ticket" / "model.keras"))
+    assert [l.name for l in masked_layers(retrained)] == ["blk_conv", "logits"]  # still nested, still masked
