@@ -16,7 +16,10 @@ Steps (each resumable; a finished step trains nothing):
 6. the same Early-Bird search in 8 bits (flags/vgg11_cifar10_eb_quick_int8.flags), compared with 5;
 7. Early-Bird, ResNet-20 on the CIFAR-10 subset (flags/resnet20_cifar10_early_bird_cpu.flags);
 8. zeros, signs, criteria and one-shot vs iterative, LeNet-300-100 / MNIST (tools/reproduce_zhou.py),
-   27 IMP chains x 5K iterations a round, two at a time.
+   27 IMP chains x 5K iterations a round, two at a time;
+9. Early-Bird, VGG-11-BN (quarter width) on the full CIFAR-10 training set
+   (flags/vgg11_cifar10_full_eb_cpu.flags, ``--cifar10_full_dir``), every ratio retrained, with the
+   LT one-shot baseline (~3.5 hours alone on 2 cores).
 
 ``--quick`` runs the same pipeline with tiny budgets on the embedded digits
 (checks the plumbing and the report, not the numbers). The report holds the
@@ -35,12 +38,14 @@ from repro_util import REPO, load_json, run_module  # noqa: E402
 
 flags.DEFINE_string("mnist_dir", None, "Folder with the MNIST IDX files.")
 flags.DEFINE_string("cifar10_dir", None, "The cifar-10-batches-py folder.")
+flags.DEFINE_string("cifar10_full_dir", None, "A cifar-10-batches-py folder with all five data_batch files "
+                    "(the full-CIFAR-10 steps).")
 flags.DEFINE_bool("quick", False, "Tiny budgets on the embedded digits (minutes): checks the pipeline only.")
 flags.DEFINE_string("output_root", "runs", "Where the run directories go.")
 flags.DEFINE_string("results", "docs/RESULTS.md", "The report to write.")
 flags.DEFINE_string("bench_json", None, "Also report the speed figures of this tools/bench.py JSON.")
 STEPS = ("imp", "supermask", "int8", "supermask_conv4", "early_bird", "early_bird_int8", "early_bird_resnet20",
-         "zhou")
+         "zhou", "early_bird_full")
 flags.DEFINE_list("steps", list(STEPS), "Which reproductions to run and report.")
 FLAGS = flags.FLAGS
 
@@ -63,6 +68,7 @@ def steps(root, quick):
     py = os.path.join("tools", "")
     if quick:
         mnist, cifar = [QUICK_DATA], ["--dataset=mnist_5k", "--validation_size=500", "--max_train_examples=600"]
+        cifar_full = cifar
         imp = ["--rounds=1", "--train_steps=40"]
         sm = ["--epochs=1", "--eval_every=20", "--dense_steps=40"]
         int8 = ["--rounds=1", "--search_steps=40", "--retrain_steps=40"]
@@ -71,10 +77,14 @@ def steps(root, quick):
         conv = ["--epochs=1", "--batch_size=100", "--eval_samples=2"]
         zhou = ["--train_steps=20", "--eval_every=10", "--chains=oneshot_7.0"]
     else:
-        if not FLAGS.mnist_dir or not FLAGS.cifar10_dir:
-            sys.exit("reproduce: error: give --mnist_dir and --cifar10_dir (or --quick).")
-        mnist = [f"--data_dir={os.path.abspath(FLAGS.mnist_dir)}"]
-        cifar = [f"--data_dir={os.path.abspath(FLAGS.cifar10_dir)}"]
+        needed = {"mnist_dir": ("imp", "supermask", "int8", "zhou"),
+                  "cifar10_dir": ("supermask_conv4", "early_bird", "early_bird_int8", "early_bird_resnet20"),
+                  "cifar10_full_dir": ("early_bird_full",)}
+        missing = [name for name, kinds in needed.items() if set(kinds) & set(FLAGS.steps) and not FLAGS[name].value]
+        if missing:
+            sys.exit(f"reproduce: error: the chosen --steps need {', '.join('--' + m for m in missing)} (or --quick).")
+        mnist, cifar, cifar_full = ([f"--data_dir={os.path.abspath(FLAGS[name].value)}"] if FLAGS[name].value
+                                    else [] for name in needed)
         imp = ["--rounds=15", "--train_steps=20000"]
         sm = ["--epochs=300"]
         int8 = ["--rounds=12", "--search_steps=10000", "--retrain_steps=20000"]
@@ -96,6 +106,9 @@ def steps(root, quick):
                          f"--output_dir={root}/{name}"]) for title, kind, flagfile, name in EARLY_BIRD_STEPS],
         ("Zeros, signs and criteria (Zhou et al.), LeNet-300-100 on MNIST", "zhou",
          [py + "reproduce_zhou.py", *mnist, *zhou, f"--output_dir={root}/repro_zhou_mnist"]),
+        ("Early-Bird tickets, VGG-11-BN on the full CIFAR-10 (CPU scale)", "early_bird_full",
+         ["-m", "lt_keras.bin.early_bird", "--flagfile=flags/vgg11_cifar10_full_eb_cpu.flags", *cifar_full, *eb,
+          f"--output_dir={root}/repro_eb_vgg11_full"]),
     ]
 
 
