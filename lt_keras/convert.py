@@ -159,9 +159,9 @@ def flatten_model(model):
     outputs, one flat graph; ``model`` itself when nothing is nested. TFMOT's
     ``quantize_apply`` and the Early-Bird graph walk both need one flat graph.
     """
-    _check_convertible(model)
     if not is_nested(model):
         return model
+    _check_convertible(model)
     inputs = [keras.Input(shape=x.shape[1:], dtype=x.dtype, name=input_name(x)) for x in model.inputs]
     outputs, pairs = inline(model, inputs, lambda layer: type(layer).from_config(layer.get_config()))
     try:

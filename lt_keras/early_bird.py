@@ -25,9 +25,9 @@ import numpy as np
 from absl import logging
 
 from lt_keras._keras import keras, tf
+from lt_keras.convert import flatten_model
 from lt_keras.errors import ConfigError, LtKerasError
 from lt_keras.io_utils import load_weights, save_weights
-from lt_keras.convert import flatten_model, is_nested
 from lt_keras.layers import masked_layers, unwrapped, walk_layers
 from lt_keras.mask import Mask, mask_key
 from lt_keras.options import option
@@ -111,7 +111,7 @@ def bn_prunability(model) -> dict:
     Nested blocks are read through ``flatten_model``'s one flat graph; the
     graph is read through quantization wrappers too.
     """
-    flat = flatten_model(model) if is_nested(model) else model
+    flat = flatten_model(model)
     layers = set(flat.layers)
     out = {}
     for layer in flat.layers:
@@ -333,7 +333,7 @@ def slim(model, mask: Mask):
     Outputs equal ``channel_masked(model, mask)`` (up to float rounding). A
     model with nested blocks comes back flat (``flatten_model``).
     """
-    model = flatten_model(model) if is_nested(model) else model
+    model = flatten_model(model)
     bns = {bn_key(bn): bn for bn in prunable_bns(model)}
     unknown = sorted(set(mask) - set(bns))
     if unknown:

@@ -122,10 +122,14 @@ def export_ticket(model, saved_model_dir, x_check, tolerance=None):
     plain = plain_model(model)
     tmp = saved_model_dir.rstrip("/") + ".partial"
     dense_dir = saved_model_dir.rstrip("/") + ".dense_for_size"
+
+    def remove_scratch():  # also what a killed earlier export left
+        for folder in (tmp, dense_dir):
+            if os.path.exists(folder):
+                tf.io.gfile.rmtree(folder)
+
     try:
-        for leftover in (tmp, dense_dir):
-            if os.path.exists(leftover):
-                tf.io.gfile.rmtree(leftover)
+        remove_scratch()
         save_saved_model(plain, tmp)
         loaded = tf.saved_model.load(tmp)
         exported = loaded.signatures["serving_default"](inputs=tf.constant(x_check))["logits"].numpy()
@@ -146,9 +150,7 @@ def export_ticket(model, saved_model_dir, x_check, tolerance=None):
             os.rmdir(saved_model_dir)
         os.replace(tmp, saved_model_dir)
     finally:
-        for leftover in (tmp, dense_dir):
-            if os.path.exists(leftover):
-                tf.io.gfile.rmtree(leftover)
+        remove_scratch()
     sparsity = layer_sparsity(plain)
     kernels = [l.kernel.numpy() for l in walk_layers(plain) if getattr(l, "kernel", None) is not None]
     return {

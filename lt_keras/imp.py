@@ -23,8 +23,8 @@ from lt_keras.actions import (MASK0_ACTIONS, NEEDS_FINAL_WEIGHTS, NEEDS_FRESH_DR
 from lt_keras.convert import mask_model
 from lt_keras.criteria import criterion_names, score
 from lt_keras.errors import ConfigError, LtKerasError
-from lt_keras.keras3 import not_keras2_message
 from lt_keras.io_utils import atomic_write_json, load_weights, read_json, save_weights
+from lt_keras.keras3 import not_keras2_message
 from lt_keras.layers import MaskedConv2D, masked_layers
 from lt_keras.mask import Mask, mask_key
 from lt_keras.options import option

@@ -14,7 +14,7 @@ both directions are one walk over the graph (``lt_keras.graph``).
 import inspect
 import sys
 
-from lt_keras._keras import keras
+from lt_keras._keras import keras, keras3
 from lt_keras.errors import LtKerasError
 from lt_keras.graph import inline, input_name, rebuild
 from lt_keras.layers import masked_layers
@@ -115,24 +115,23 @@ def to_keras3(model):
 
     Keras 3 cannot read Keras 2's ``.keras`` files; this rebuilds the model in Keras 3 instead.
     """
-    import keras as keras3  # Keras 3, only here (the users' Keras; see tests/test_import_site.py)
-
+    keras_3 = keras3()
     if keras_line(model) != "keras2" or not isinstance(model, keras.Model):
         raise LtKerasError(f"to_keras3: expected a Keras 2 (tf_keras) model, got {type(model).__name__}.")
     if masked_layers(model):
         raise LtKerasError("to_keras3: the model has masked layers; convert lt_keras.strip_masks(model) instead.")
     bad = [f"{layer.name} ({type(layer).__name__})" for layer in _leaf_layers(model)
-           if getattr(keras3.layers, type(layer).__name__, None) is None]
+           if getattr(keras_3.layers, type(layer).__name__, None) is None]
     if bad:
         raise LtKerasError(f"to_keras3: these layers have no Keras 3 twin: {', '.join(bad)}.")
 
     def twin_of(layer):
-        cls = getattr(keras3.layers, type(layer).__name__)
+        cls = getattr(keras_3.layers, type(layer).__name__)
         return cls.from_config(_translate_config(layer, cls, "to_keras3"))
 
-    inputs = [keras3.Input(shape=tuple(x.shape[1:]), dtype=x.dtype.name, name=input_name(x)) for x in model.inputs]
+    inputs = [keras_3.Input(shape=tuple(x.shape[1:]), dtype=x.dtype.name, name=input_name(x)) for x in model.inputs]
     outputs, pairs = inline(model, inputs, twin_of)
-    converted = keras3.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    converted = keras_3.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
     for old, new in pairs:
         _copy_weights(old, new)
     return converted

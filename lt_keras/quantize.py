@@ -39,7 +39,7 @@ if os.environ.get("TF_USE_LEGACY_KERAS") != _LEGACY_BEFORE:
     logging.warning("TFMOT (the 8-bit search) set TF_USE_LEGACY_KERAS=1: from here on, tf.keras is Keras 2 "
                     "unless this process had used it already. lt_keras models come from lt_keras.keras either way.")
 
-from lt_keras.convert import flatten_model, is_nested
+from lt_keras.convert import flatten_model
 from lt_keras.errors import LtKerasError
 from lt_keras.layers import is_masked, masked_layers, walk_layers
 
@@ -175,7 +175,7 @@ def to_search_precision(model, precision):
         raise LtKerasError(f"model {model.name!r} has no masked layers; convert it with lt_keras.mask_model first.")
     annotate = tfmot.quantization.keras.quantize_annotate_layer
     fp32_saved = (type(model), model.get_config())
-    model = flatten_model(model) if is_nested(model) else model  # TFMOT annotates only a flat graph's layers
+    model = flatten_model(model)  # TFMOT annotates only a flat graph's layers
 
     def clone(layer):
         new = type(layer).from_config(layer.get_config())

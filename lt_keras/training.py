@@ -410,7 +410,7 @@ class StepProgress(keras.callbacks.ProgbarLogger):
     header would count intervals as epochs.
     """
 
-    def __init__(self, interval, total_steps, done=0):
+    def __init__(self, interval, total_steps):
         super().__init__(count_mode="steps")
         self.interval, self.total_steps = interval, total_steps
         self._start = None  # (time, step) of the first interval this process trains
