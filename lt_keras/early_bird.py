@@ -129,16 +129,20 @@ def bn_prunability(model) -> dict:
     return out
 
 
-def prunable_bns(model):
-    """BatchNorm layers whose channels can be removed (see the module docstring), in layer order."""
-    prunable = {name for name, reason in bn_prunability(model).items() if reason is None}
+def prunable_bns(model, reasons=None):
+    """BatchNorm layers whose channels can be removed (see the module docstring), in layer order.
+
+    ``reasons``: ``bn_prunability(model)`` when the caller has it already
+    (reading a nested model's graph clones it)."""
+    reasons = bn_prunability(model) if reasons is None else reasons
+    prunable = {name for name, reason in reasons.items() if reason is None}
     return [layer for layer in walk_layers(model)
             if isinstance(layer, keras.layers.BatchNormalization) and layer.name in prunable]
 
 
-def log_prunability(model):
+def log_prunability(model, reasons=None):
     """Log which BatchNorms Early-Bird can prune and why the others cannot."""
-    reasons = bn_prunability(model)
+    reasons = bn_prunability(model) if reasons is None else reasons
     kept = [name for name, reason in reasons.items() if reason is None]
     logging.info("Early-Bird: %d of %d BatchNorm layers are prunable: %s", len(kept), len(reasons),
                  ", ".join(kept) or "(none)")
@@ -155,19 +159,21 @@ def add_bn_l1(model, l1):
     """Add ``l1 * sum |gamma|`` over the prunable BatchNorm layers to the model's loss (network slimming)."""
     if l1 < 0:
         raise ConfigError("bn_l1", f"must be >= 0, got {l1}.")
-    gammas = [bn.gamma for bn in prunable_bns(model)]
+    reasons = bn_prunability(model)
+    gammas = [bn.gamma for bn in prunable_bns(model, reasons)]
     if not gammas:
-        reasons = "; ".join(f"{name}: {why}" for name, why in bn_prunability(model).items()) or "it has none"
-        raise LtKerasError(f"model {model.name!r} has no prunable BatchNorm channels ({reasons}); "
+        why = "; ".join(f"{name}: {reason}" for name, reason in reasons.items()) or "it has none"
+        raise LtKerasError(f"model {model.name!r} has no prunable BatchNorm channels ({why}); "
                            "use granularity='weight'.")
     if l1:
         model.add_loss(lambda: l1 * tf.add_n([tf.reduce_sum(tf.abs(g)) for g in gammas]))
     return model
 
 
-def channel_mask(model, ratio) -> Mask:
-    """Prune the fraction ``ratio`` of prunable channels with the smallest |gamma| (one global threshold)."""
-    bns = prunable_bns(model)
+def channel_mask(model, ratio, bns=None) -> Mask:
+    """Prune the fraction ``ratio`` of prunable channels with the smallest |gamma| (one global threshold);
+    ``bns``: ``prunable_bns(model)`` when the caller has it already."""
+    bns = prunable_bns(model) if bns is None else bns
     if not bns:
         raise LtKerasError(f"model {model.name!r} has no prunable BatchNorm channels.")
     scores = {bn_key(bn): np.abs(bn.gamma.numpy()) for bn in bns}
@@ -192,10 +198,10 @@ def weight_mask(model, ratio) -> Mask:
     return prune_global(scores, Mask.ones_like(model), ratio)
 
 
-def compute_mask(model, ratio, granularity):
+def compute_mask(model, ratio, granularity, bns=None):
     if granularity not in GRANULARITIES:
         raise ConfigError("granularity", f"{granularity!r} is not one of {list(GRANULARITIES)}.")
-    return channel_mask(model, ratio) if granularity == "channel" else weight_mask(model, ratio)
+    return channel_mask(model, ratio, bns) if granularity == "channel" else weight_mask(model, ratio)
 
 
 class EarlyBirdDetector:
@@ -252,6 +258,7 @@ class EarlyBirdCallback(keras.callbacks.Callback):
         self.granularity, self.stop_at_eb, self.verbose = granularity, stop_at_eb, verbose
         self.history = {r: [] for r in self.detector.ratios}  # masks per epoch
         self.eb_weights = {}
+        self._bns = None  # the prunable BatchNorms, read once per fit: the graph does not change while training
 
     @property
     def emerged(self):
@@ -259,10 +266,14 @@ class EarlyBirdCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.granularity == "channel":
-            log_prunability(self.model)
+            reasons = bn_prunability(self.model)
+            log_prunability(self.model, reasons)
+            self._bns = prunable_bns(self.model, reasons)
 
     def on_epoch_end(self, epoch, logs=None):
-        masks = {r: compute_mask(self.model, r, self.granularity) for r in self.detector.ratios}
+        if self.granularity == "channel" and self._bns is None:
+            self._bns = prunable_bns(self.model)
+        masks = {r: compute_mask(self.model, r, self.granularity, self._bns) for r in self.detector.ratios}
         if self.state_dir:  # before the checkpoint of this epoch is written (callbacks run in order)
             for ratio, mask in masks.items():
                 mask.save(self._state_file(epoch + 1, ratio, "mask"))

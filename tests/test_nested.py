@@ -114,6 +114,19 @@ def test_early_bird_prunes_through_nested_blocks_and_global_pool_dropout_dense()
                                atol=1e-5)
 
 
+def test_early_bird_callback_reads_a_nested_graph_once_per_fit(monkeypatch):
+    """Reading a nested model's graph clones it: the callback does it at train begin, not every epoch."""
+    calls, read = [], eb.bn_prunability
+    monkeypatch.setattr(eb, "bn_prunability", lambda model: calls.append(model.name) or read(model))
+    model = nested_model()
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = eb.EarlyBirdCallback(ratios=(0.5,), queue_length=2, epsilon=0.0, stop_at_eb=False, verbose=0)
+    x, y = np.random.RandomState(3).randn(8, 8, 8, 3).astype(np.float32), np.arange(8) % 3
+    model.fit(x, y, epochs=4, batch_size=4, verbose=0, callbacks=[callback])
+    assert calls == ["user"]
+    assert len(callback.history[0.5]) == 4 and set(callback.history[0.5][0]) == {"inner_bn/gamma", "seq_bn/gamma"}
+
+
 def test_early_bird_says_why_a_batchnorm_is_not_prunable():
     inputs = keras.Input((8, 8, 3))
     a = keras.layers.BatchNormalization(name="bn_res")(keras.layers.Conv2D(3, 3, padding="same", name="c")(inputs))
