@@ -48,8 +48,9 @@ def test_reproduce_quick_writes_the_results_report(tmp_path):
                         "Early-Bird search in 8 bits, VGG-11-BN on the CIFAR-10 subset",
                         "Early-Bird tickets, ResNet-20 on the CIFAR-10 subset",
                         "Zeros, signs and criteria (Zhou et al.), LeNet-300-100 on MNIST",
-                        "Early-Bird tickets, VGG-11-BN on the full CIFAR-10 (CPU scale)"]
-    assert text.count("Command: `bash tools/env.sh python") == 9 and "Versions: " in text and "seed 0" in text
+                        "Early-Bird tickets, VGG-11-BN on the full CIFAR-10 (CPU scale)",
+                        "Zeros and signs (Zhou et al.), Conv-2 on the full CIFAR-10 (CPU scale)"]
+    assert text.count("Command: `bash tools/env.sh python") == 10 and "Versions: " in text and "seed 0" in text
     for image in re.findall(r"\]\((results/[^)]+)\)", text):
         assert (tmp_path / image).exists(), image
     assert len(re.findall(r"\]\(results/", text)) >= 4
@@ -60,6 +61,32 @@ def test_reproduce_quick_writes_the_results_report(tmp_path):
     assert "**Mask-0 actions (pruned weights)**" in zhou and "identical in all 1 chains" in zhou
     one_shot = next(line for line in zhou.splitlines() if line.startswith("| 7.0% |") or line.startswith("| 6."))
     assert one_shot.split("|")[3].strip() not in ("", "-")
+    # Conv-2: the signed_reinit chain starts from the lottery-ticket chain's dense round and prunes once.
+    conv2 = text.split("## Zeros and signs (Zhou et al.), Conv-2")[1]
+    assert "identical in all 2 chains" in conv2 and "Every chain prunes once" in conv2
+    signed = next(line for line in conv2.splitlines() if line.startswith("| signed_reinit |"))
+    assert [cell.strip() for cell in signed.split("|")[2:4]].count("-") == 0
+
+
+def test_a_report_of_some_steps_keeps_the_other_sections():
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    try:
+        from repro_util import merge_report
+    finally:
+        sys.path.pop(0)
+    old = "# head\n\nintro\n\n## A\n\nold a\n\n## B\n\nold b\n\n## Speed\n\nfast\n"
+    merged = merge_report(old, ["## B\n\nnew b\n", "## C\n\nnew c\n"])
+    assert merged == ["## A\n\nold a\n", "## B\n\nnew b\n", "## Speed\n\nfast\n", "## C\n\nnew c\n"]
+    assert "\n".join(merged) == "## A\n\nold a\n\n## B\n\nnew b\n\n## Speed\n\nfast\n\n## C\n\nnew c\n"
+    assert merge_report("", ["## C\n\nc\n"]) == ["## C\n\nc\n"]
+
+
+def test_quick_mode_refuses_to_overwrite_full_results(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# lt_keras results\n\n## IMP\n\nreal numbers\n")
+    result = run_tool("tools/reproduce.py", "--quick", "--steps=imp", f"--results={results}", timeout=120)
+    assert result.returncode != 0 and "holds full-budget results" in result.stderr
+    assert results.read_text() == "# lt_keras results\n\n## IMP\n\nreal numbers\n"
 
 
 ZHOU_CHECKS = """
@@ -85,6 +112,9 @@ runs = {
     "oneshot_7.0": chain([0.97, 0.981]),                                # one-shot above iterative: missed
 }
 print(json.dumps({c["claim"]: c["met"] for c in z.checks(runs)}))
+one_shot = {"large_final": chain([0.6, 0.55]), "mask1_reinit": chain([0.6, 0.53]), "mask1_signed_reinit":
+            chain([0.6, 0.549])}  # Conv-2's ladder: one pruned round; unsigned actions checked at its density
+print(json.dumps({c["claim"]: c["met"] for c in z.checks(one_shot, {7.0: 1})}))
 """
 
 
@@ -92,7 +122,10 @@ def test_zhou_checks_on_hand_made_rounds():
     result = subprocess.run([sys.executable, "-c", ZHOU_CHECKS], cwd=REPO, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout) == {
+    lenet, conv2 = result.stdout.splitlines()
+    assert json.loads(conv2) == {"signs: signed_reinit >= init - 0.3 pp at 7.0%": True,
+                                 "signs: reinit <= init - 0.3 pp at 7.0%": True}
+    assert json.loads(lenet) == {
         "signs: signed_reinit >= init - 0.3 pp at 7.0%": False,
         "signs: signed_constant >= init - 0.3 pp at 7.0%": True,
         "signs: signed_reinit >= init - 0.3 pp at 3.6%": True,

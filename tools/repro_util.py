@@ -37,3 +37,19 @@ def run_module(script, module, args):
 def load_json(*parts):
     with open(os.path.join(REPO, *parts)) as f:
         return json.load(f)
+
+
+QUICK_MARK = "**Quick mode:"  # the line that marks a report of tiny budgets
+
+
+def merge_report(old_text, sections):
+    """The report's sections after a run of some steps: ``sections`` (full "## title" texts) replace the old
+    sections of the same title, in place; every other old section stays; new ones are appended. A run of one
+    step must not erase the others' results (their run directories may be gone)."""
+    def title(text):
+        return text.split("\n", 1)[0]
+
+    new = {title(s): s for s in sections}
+    old = ["## " + part for part in old_text.split("\n## ")[1:]] if old_text else []
+    merged = [new.pop(title(s), s if s.endswith("\n") else s + "\n") for s in old]
+    return merged + [s for s in sections if title(s) in new]

@@ -19,7 +19,10 @@ Steps (each resumable; a finished step trains nothing):
    27 IMP chains x 5K iterations a round, two at a time;
 9. Early-Bird, VGG-11-BN (quarter width) on the full CIFAR-10 training set
    (flags/vgg11_cifar10_full_eb_cpu.flags, ``--cifar10_full_dir``), every ratio retrained, with the
-   LT one-shot baseline (~3.5 hours alone on 2 cores).
+   LT one-shot baseline (~3.5 hours alone on 2 cores);
+10. zeros and signs, Conv-2 on the full CIFAR-10 training set (tools/reproduce_zhou.py
+   --net=conv2_cifar10, ``--cifar10_full_dir``): the mask-1 and mask-0 actions, each pruned once to 7.1%,
+   1,000 iterations a round (~1.5 hours alone on 2 cores).
 
 ``--quick`` runs the same pipeline with tiny budgets on the embedded digits
 (checks the plumbing and the report, not the numbers). The report holds the
@@ -34,7 +37,7 @@ import sys
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from repro_util import REPO, load_json, run_module  # noqa: E402
+from repro_util import QUICK_MARK, REPO, load_json, merge_report, run_module  # noqa: E402
 
 flags.DEFINE_string("mnist_dir", None, "Folder with the MNIST IDX files.")
 flags.DEFINE_string("cifar10_dir", None, "The cifar-10-batches-py folder.")
@@ -42,10 +45,11 @@ flags.DEFINE_string("cifar10_full_dir", None, "A cifar-10-batches-py folder with
                     "(the full-CIFAR-10 steps).")
 flags.DEFINE_bool("quick", False, "Tiny budgets on the embedded digits (minutes): checks the pipeline only.")
 flags.DEFINE_string("output_root", "runs", "Where the run directories go.")
-flags.DEFINE_string("results", "docs/RESULTS.md", "The report to write.")
+flags.DEFINE_string("results", "docs/RESULTS.md", "The report to write; the sections of steps not run this time "
+                    "are kept from it.")
 flags.DEFINE_string("bench_json", None, "Also report the speed figures of this tools/bench.py JSON.")
 STEPS = ("imp", "supermask", "int8", "supermask_conv4", "early_bird", "early_bird_int8", "early_bird_resnet20",
-         "zhou", "early_bird_full")
+         "zhou", "early_bird_full", "zhou_conv2")
 flags.DEFINE_list("steps", list(STEPS), "Which reproductions to run and report.")
 FLAGS = flags.FLAGS
 
@@ -76,10 +80,12 @@ def steps(root, quick):
               "--nojit_compile"]
         conv = ["--epochs=1", "--batch_size=100", "--eval_samples=2"]
         zhou = ["--train_steps=20", "--eval_every=10", "--chains=oneshot_7.0"]
+        zhou_conv2 = ["--train_steps=10", "--eval_every=5", "--chains=large_final,mask1_signed_reinit"]
+        zhou_cifar = [QUICK_DATA]
     else:
         needed = {"mnist_dir": ("imp", "supermask", "int8", "zhou"),
                   "cifar10_dir": ("supermask_conv4", "early_bird", "early_bird_int8", "early_bird_resnet20"),
-                  "cifar10_full_dir": ("early_bird_full",)}
+                  "cifar10_full_dir": ("early_bird_full", "zhou_conv2")}
         missing = [name for name, kinds in needed.items() if set(kinds) & set(FLAGS.steps) and not FLAGS[name].value]
         if missing:
             sys.exit(f"reproduce: error: the chosen --steps need {', '.join('--' + m for m in missing)} (or --quick).")
@@ -91,6 +97,8 @@ def steps(root, quick):
         eb = []
         conv = ["--validation_size=1000", "--max_train_examples=9000", "--epochs=30", "--eval_every=180"]
         zhou = ["--train_steps=5000", "--eval_every=250", "--jobs=2"]
+        zhou_conv2 = ["--train_steps=1000", "--eval_every=250", "--jobs=2"]
+        zhou_cifar = cifar_full
     return [
         ("IMP lottery tickets, LeNet-300-100 on MNIST", "imp",
          [py + "reproduce_imp_mnist.py", *mnist, *imp, f"--output_dir={root}/repro_imp_mnist"]),
@@ -109,6 +117,9 @@ def steps(root, quick):
         ("Early-Bird tickets, VGG-11-BN on the full CIFAR-10 (CPU scale)", "early_bird_full",
          ["-m", "lt_keras.bin.early_bird", "--flagfile=flags/vgg11_cifar10_full_eb_cpu.flags", *cifar_full, *eb,
           f"--output_dir={root}/repro_eb_vgg11_full"]),
+        ("Zeros and signs (Zhou et al.), Conv-2 on the full CIFAR-10 (CPU scale)", "zhou_conv2",
+         [py + "reproduce_zhou.py", "--net=conv2_cifar10", *zhou_cifar,
+          *zhou_conv2, f"--output_dir={root}/repro_zhou_conv2_cifar10"]),
     ]
 
 
@@ -138,14 +149,14 @@ def section(title, kind, command, docs_dir):
     shown = "python " + " ".join(_relative(arg) for arg in command)
     lines = [f"## {title}", "", f"Command: `bash tools/env.sh {shown}`", ""]
     figures = []
-    if kind in ("imp", "supermask", "int8", "zhou"):
+    if kind in ("imp", "supermask", "int8", "zhou", "zhou_conv2"):
         text = open(os.path.join(out, "reproduction.md")).read()
         text = text.split("\n\n", 1)[1] if text.startswith("Command:") else text
         lines.append("\n".join(line for line in text.splitlines() if not line.startswith("![")))
-        if kind == "zhou":
+        if kind in ("zhou", "zhou_conv2"):
             figures += [(f"zhou_{n}.png", caption) for n, caption in (
                 ("mask1", "Mask-1 actions: test accuracy at early stop vs weights remaining"),
-                ("mask0", "Mask-0 actions"), ("criteria", "Mask criteria"))]
+                ("mask0", "Mask-0 actions"), ("criteria", "Mask criteria"))[:3 if kind == "zhou" else 2]]
         if kind == "imp":
             figures.append(("report.png", "Test accuracy and early-stop iteration vs weights remaining"))
         if kind == "supermask":
@@ -242,10 +253,16 @@ def main(argv):
     unknown = sorted(set(FLAGS.steps) - set(STEPS))
     if unknown:
         sys.exit(f"reproduce: error: --steps: unknown {unknown}.")
+    results = os.path.join(REPO, FLAGS.results) if not os.path.isabs(FLAGS.results) else FLAGS.results
+    old = open(results).read() if os.path.exists(results) else ""
+    if FLAGS.quick and old and QUICK_MARK not in old:
+        sys.exit(f"reproduce: error: --results: {FLAGS.results} holds full-budget results; give --quick another "
+                 "file (e.g. --results=/tmp/q/RESULTS.md).")
+    if QUICK_MARK in old and not FLAGS.quick:
+        old = ""  # quick numbers check the pipeline only: never mixed with real ones
     plan = [step for step in steps(root, FLAGS.quick) if step[1] in FLAGS.steps]
     for _, _, command in plan:
         _run(command)
-    results = os.path.join(REPO, FLAGS.results) if not os.path.isabs(FLAGS.results) else FLAGS.results
     docs_dir = os.path.join(os.path.dirname(results), "results")
     os.makedirs(docs_dir, exist_ok=True)
     from lt_keras.io_utils import atomic_write_text
@@ -253,16 +270,16 @@ def main(argv):
 
     versions = library_versions()
     head = ["# lt_keras results", "",
-            f"Written by `tools/reproduce.py{' --quick' if FLAGS.quick else ''}` on "
-            f"{datetime.date.today().isoformat()}, {platform.machine()} {platform.system()}, "
+            f"Written by `tools/reproduce.py{' --quick' if FLAGS.quick else ''}`, each section when its step last "
+            f"ran (this file last on {datetime.date.today().isoformat()}), {platform.machine()} {platform.system()}, "
             f"{os.cpu_count()} CPU cores, no GPU unless stated; seed 0 everywhere.",
             "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if isinstance(v, str)) + ".", "",
-            ("**Quick mode: tiny budgets on the embedded digits; these numbers check the pipeline, not the papers.**"
+            (QUICK_MARK + " tiny budgets on the embedded digits; these numbers check the pipeline, not the papers.**"
              if FLAGS.quick else "Budgets are scaled where a 2-core CPU forces it; each section says how."), ""]
     body = [section(title, kind, command, docs_dir) for title, kind, command in plan]
     if FLAGS.bench_json:
         body.append(bench_section(os.path.abspath(FLAGS.bench_json)))
-    atomic_write_text(results, "\n".join(head) + "\n" + "\n".join(body))
+    atomic_write_text(results, "\n".join(head) + "\n" + "\n".join(merge_report(old, body)))
     print(f"wrote {results}")
 
 

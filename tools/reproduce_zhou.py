@@ -1,6 +1,8 @@
 """Reproduce Zhou et al. (2019), "Deconstructing Lottery Tickets": zeros, signs, criteria, one-shot vs iterative.
 
     bash tools/env.sh python tools/reproduce_zhou.py --data_dir=../shared/data/mnist --jobs=2
+    bash tools/env.sh python tools/reproduce_zhou.py --net=conv2_cifar10 \
+        --data_dir=../shared/data/cifar10_full/cifar-10-batches-py --train_steps=1000 --jobs=2
 
 LeNet-300-100 on MNIST with Frankle & Carbin's optimizer and layer-wise
 rates (flags/lenet300_mnist_imp.flags: Adam 1.2e-3, batch 60, fc 20% /
@@ -17,6 +19,16 @@ pruning to the iterative chain's per-layer densities at 51.3, 21.1, 7.0 and
 3.6%. Each round also records the untrained accuracy of its mask over the
 rewound weights (the supermask observation of section 5).
 
+``--net=conv2_cifar10``: Conv-2 on CIFAR-10 (flags/conv2_cifar10_imp.flags:
+Adam 2e-4, batch 60, conv 10% / fc 20% / output 10% per round), scaled to
+two cores: the mask-1 and mask-0 chains prune once, straight to the rates
+twelve rounds would reach (7.1% of weights), instead of iteratively.
+
+The mask-1 chains differ from the lottery-ticket chain only after round 0,
+so they start from a copy of its dense round (``init_weights.npz`` and
+``round_0/``, the same training bit for bit: a run resumes identically);
+the other chains train their own, and the report checks all are equal.
+
 Prints and writes ``reproduction.md`` / ``reproduction.json`` (tables, the
 TARGETS.md checks marked met or MISSED, never tuned to) and one plot per
 figure into ``--output_dir``; ``tools/reproduce.py`` puts them in
@@ -25,6 +37,7 @@ docs/RESULTS.md. A report can be written from the chains done so far with
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -34,17 +47,25 @@ from absl import app, flags
 from repro_util import REPO, data_args, define_data_flags
 
 define_data_flags("MNIST IDX")
-flags.DEFINE_string("output_dir", "runs/repro_zhou_mnist", "Root of the chains' run directories.")
+flags.DEFINE_enum("net", "lenet300_mnist", ["lenet300_mnist", "conv2_cifar10"], "Network and dataset.")
+flags.DEFINE_string("output_dir", None, "Root of the chains' run directories (default runs/repro_zhou_mnist, "
+                    "runs/repro_zhou_conv2_cifar10).")
 flags.DEFINE_integer("train_steps", 5000, "Iterations per round (the paper: 50K; at least 5K here).")
 flags.DEFINE_integer("eval_every", 250, "Evaluate validation and test sets every N iterations (early stop).")
 flags.DEFINE_integer("seed", 0, "Seed of every chain (theta_0, data order, draws); a seed other than 0 writes to "
-                     "<--output_dir>_seed<N> unless --output_dir is given.", lower_bound=0)
+                     "<the default --output_dir>_seed<N> unless --output_dir is given.", lower_bound=0)
 flags.DEFINE_integer("jobs", 1, "Chains trained at once, in separate processes.", lower_bound=1)
 flags.DEFINE_list("chains", [], "Only these chains (names as in the report); default all.")
 flags.DEFINE_bool("report_only", False, "Train nothing; report the rounds finished so far.")
 FLAGS = flags.FLAGS
 
 ROUND = {51.3: 3, 21.1: 7, 7.0: 12, 3.6: 15}  # LeNet ladder at fc 20% / output 10% per round
+CONV2_ROUNDS = 12  # one-shot to the rates of 12 rounds of conv 10% / fc 20% / output 10%: 7.1% of Conv-2's weights
+NETS = {  # flagfile, what the report calls it, the paper's iterations per round, default output folder
+    "lenet300_mnist": ("flags/lenet300_mnist_imp.flags", "LeNet-300-100, MNIST", "50K", "runs/repro_zhou_mnist"),
+    "conv2_cifar10": ("flags/conv2_cifar10_imp.flags", "Conv-2, CIFAR-10 (45,000 training images)", "20K",
+                      "runs/repro_zhou_conv2_cifar10"),
+}
 CRITERIA = ("large_final", "small_final", "large_init", "small_init", "large_init_large_final",
             "small_init_small_final", "magnitude_increase", "movement", "random", "large_final_same_sign",
             "large_final_diff_sign", "magnitude_increase_same_sign", "magnitude_increase_diff_sign")
@@ -53,8 +74,19 @@ MASK0 = ("zero", "freeze_init", "freeze_init_zero_mask", "freeze_init_zero_all",
 BASE = "large_final"  # the lottery ticket: large_final, mask-1 init, mask-0 zero; shared by all three figures
 
 
+def ladder():
+    """Weights remaining (%) -> round index, for the chosen network."""
+    return ROUND if FLAGS.net == "lenet300_mnist" else {7.0: 1}
+
+
 def chains():
     """name -> extra lt-imp flags; ordered so the targets' chains finish first (the cheap one-shots early)."""
+    if FLAGS.net == "conv2_cifar10":
+        k = CONV2_ROUNDS
+        once = ["--rounds=1", f"--prune_rate_conv={1 - 0.9 ** k:.10f}", f"--prune_rate_fc={1 - 0.8 ** k:.10f}",
+                f"--prune_rate_output={1 - 0.9 ** k:.10f}"]
+        return {BASE: ["--criterion=large_final", *once], **{f"mask1_{a}": [f"--mask1={a}", *once] for a in MASK1[1:]},
+                **{f"mask0_{a}": [f"--mask0={a}", *once] for a in MASK0[1:]}}
     out = {BASE: ["--criterion=large_final", f"--rounds={ROUND[3.6]}"]}
     for density, k in ROUND.items():
         out[f"oneshot_{density}"] = ["--rounds=1", f"--prune_rate_fc={1 - 0.8 ** k:.10f}",
@@ -71,19 +103,41 @@ def chains():
 
 
 def command(name, extra, data):
-    return [sys.executable, "-m", "lt_keras.bin.imp", "--flagfile=flags/lenet300_mnist_imp.flags", *data,
+    return [sys.executable, "-m", "lt_keras.bin.imp", f"--flagfile={NETS[FLAGS.net][0]}", *data,
             "--controls=", f"--seed={FLAGS.seed}", f"--train_steps={FLAGS.train_steps}",
             f"--eval_every={FLAGS.eval_every}", *extra,
             f"--output_dir={os.path.join(FLAGS.output_dir, name)}"]
 
 
+def _share_dense_round(name):
+    """Give a mask-1 chain the lottery-ticket chain's dense round; False while that round is not done yet."""
+    if not name.startswith("mask1_"):
+        return True
+    root, base = os.path.join(REPO, FLAGS.output_dir, name), os.path.join(REPO, FLAGS.output_dir, BASE)
+    if os.path.exists(os.path.join(root, "round_0")):
+        return True
+    if not os.path.exists(os.path.join(base, "round_0", "metrics.json")):
+        return False
+    os.makedirs(root, exist_ok=True)
+    shutil.copyfile(os.path.join(base, "init_weights.npz"), os.path.join(root, "init_weights.npz"))
+    shutil.rmtree(os.path.join(root, "round_0.partial"), ignore_errors=True)
+    shutil.copytree(os.path.join(base, "round_0"), os.path.join(root, "round_0.partial"))
+    os.replace(os.path.join(root, "round_0.partial"), os.path.join(root, "round_0"))
+    return True
+
+
 def train_all(todo, data):
-    """Run the chains, ``--jobs`` at a time; each logs to <chain>.log beside its run directory."""
+    """Run the chains, ``--jobs`` at a time; each logs to <chain>.log beside its run directory. A mask-1 chain
+    waits for the lottery-ticket chain's dense round (it trains its own if that chain failed)."""
     pending, running, failed, start = list(todo.items()), {}, [], time.time()
     os.makedirs(os.path.join(REPO, FLAGS.output_dir), exist_ok=True)
     while pending or running:
         while pending and len(running) < FLAGS.jobs:
-            name, extra = pending.pop(0)
+            waiting_for_base = BASE in running or any(n == BASE for n, _ in pending)
+            ready = [i for i, (n, _) in enumerate(pending) if _share_dense_round(n) or not waiting_for_base]
+            if not ready:
+                break
+            name, extra = pending.pop(ready[0])
             log = open(os.path.join(REPO, FLAGS.output_dir, f"{name}.log"), "a")
             running[name] = subprocess.Popen(command(name, extra, data), cwd=REPO, stdout=log, stderr=log)
             print(f"[{time.time() - start:7.0f} s] started {name} ({len(pending)} waiting)", flush=True)
@@ -119,12 +173,12 @@ def pct(v):
     return "-" if v is None else f"{100 * v:.2f}"
 
 
-def table(title, rows, columns, key="early_stop_test_accuracy"):
-    """Markdown: one row per (label, rounds), one column per density of the ladder."""
+def table(title, rows, columns, key="early_stop_test_accuracy", rounds_at=ROUND):
+    """Markdown: one row per (label, rounds), one column per density of the ladder ``rounds_at``."""
     lines = [f"**{title}** (test accuracy %, {key.replace('_test_accuracy', '').replace('_', ' ')})", "",
              "| | " + " | ".join(f"{d}%" for d in columns) + " |", "|---|" + "---|" * len(columns)]
     for label, rounds in rows:
-        lines.append(f"| {label} | " + " | ".join(pct(acc(rounds, ROUND.get(d, 0), key)) for d in columns) + " |")
+        lines.append(f"| {label} | " + " | ".join(pct(acc(rounds, rounds_at.get(d, 0), key)) for d in columns) + " |")
     return lines
 
 
@@ -132,12 +186,13 @@ def check(claim, measured, needed, met):
     return {"claim": claim, "measured": measured, "needed": needed, "met": met}
 
 
-def checks(runs):
-    """TARGETS.md's Zhou and one-shot rows, for the rounds that exist; never tuned to."""
-    out = []
+def checks(runs, rounds_at=ROUND):
+    """TARGETS.md's Zhou and one-shot rows, for the rounds that exist at the densities of ``rounds_at``; never
+    tuned to. The unsigned mask-1 actions are checked at its lowest density (3.6% on LeNet)."""
+    out, low = [], min(rounds_at)
 
     def at(name, density):
-        return acc(runs.get(name, []), ROUND[density])
+        return acc(runs.get(name, []), rounds_at[density]) if density in rounds_at else None
 
     init = {d: at(BASE, d) for d in (7.0, 3.6)}
     for density in (7.0, 3.6):
@@ -147,9 +202,9 @@ def checks(runs):
                 out.append(check(f"signs: {action} >= init - 0.3 pp at {density}%", f"{pct(v)} vs init {pct(ref)}",
                                  f">= {pct(ref - 0.003)}", v >= ref - 0.003))
     for action in ("reinit", "reshuffle", "constant"):
-        v, ref = at(f"mask1_{action}", 3.6), init[3.6]
+        v, ref = at(f"mask1_{action}", low), at(BASE, low)
         if v is not None and ref is not None:
-            out.append(check(f"signs: {action} <= init - 0.3 pp at 3.6%", f"{pct(v)} vs init {pct(ref)}",
+            out.append(check(f"signs: {action} <= init - 0.3 pp at {low}%", f"{pct(v)} vs init {pct(ref)}",
                              f"<= {pct(ref - 0.003)}", v <= ref - 0.003))
     zero, frozen = at(BASE, 7.0), at("mask0_freeze_init", 7.0)
     zero_mask, reshuffled = at("mask0_freeze_init_zero_mask", 7.0), at("mask0_freeze_init_zero_reshuffle", 7.0)
@@ -209,30 +264,42 @@ def plot(path, title, series):
 
 def report(runs, shown):
     root = os.path.join(REPO, FLAGS.output_dir)
+    os.makedirs(root, exist_ok=True)
     dense = {name: r[0]["early_stop_test_accuracy"] for name, r in runs.items() if r}
     same_dense = len(set(dense.values())) <= 1
     dense_line = (f"Dense round (shared): {pct(next(iter(dense.values()), None))}% at early stop; identical in "
-                  f"all {len(dense)} chains." if same_dense else
+                  f"all {len(dense)} chains (the mask-1 chains start from a copy of the lottery-ticket chain's)."
+                  if same_dense else
                   f"**Dense rounds differ between chains**: {sorted(set(map(pct, dense.values())))}.")
-    densities = [100.0, 51.3, 21.1, 7.0, 3.6]
+    rounds_at, lenet = ladder(), FLAGS.net == "lenet300_mnist"
+    densities = [100.0, *sorted(rounds_at, reverse=True)]
     mask1_rows = [(a, runs.get(BASE if a == "init" else f"mask1_{a}", [])) for a in MASK1]
     mask0_rows = [(a, runs.get(BASE if a == "zero" else f"mask0_{a}", [])) for a in MASK0]
     criteria_rows = [(c, runs.get(c, [])) for c in CRITERIA]
+    flagfile, label, paper_steps, _ = NETS[FLAGS.net]
+    base = runs.get(BASE, [])
+    pruning = ("" if lenet else f" Every chain prunes once, to {100 * base[1]['density']:.1f}% of weights (the rates of "
+               f"{CONV2_ROUNDS} iterative rounds)." if len(base) > 1 else "")
     lines = [f"Command: `{shown}`", "",
-             f"LeNet-300-100, MNIST, {FLAGS.train_steps:,} iterations per round (paper: 50K), evaluation every "
-             f"{FLAGS.eval_every}; seed {FLAGS.seed}. {dense_line}", ""]
-    lines += table("Mask-1 actions (kept weights at each rewind)", mask1_rows, densities) + [""]
-    lines += table("Mask-0 actions (pruned weights)", mask0_rows, densities[:4]) + [""]
-    lines += table("Mask criteria", criteria_rows, densities[:4]) + [""]
-    lines += table("Untrained accuracy of each criterion's mask over theta_0", criteria_rows, densities[:4],
-                   key="untrained_test_accuracy") + [""]
-    lines += ["**One-shot vs iterative** (test accuracy %, early stop)", "", "| weights | iterative | one-shot |",
-              "|---|---|---|"]
-    for d in (51.3, 21.1, 7.0, 3.6):
-        one = runs.get(f"oneshot_{d}", [])
-        density = f"{100 * one[1]['density']:.1f}%" if len(one) > 1 else f"{d}%"
-        lines.append(f"| {density} | {pct(acc(runs.get(BASE, []), ROUND[d]))} | {pct(acc(one, 1))} |")
-    rows = checks(runs)
+             f"{label}, {flagfile}, {FLAGS.train_steps:,} iterations per round (paper: {paper_steps}), evaluation "
+             f"every {FLAGS.eval_every}; seed {FLAGS.seed}.{pruning} {dense_line}", ""]
+    lines += table("Mask-1 actions (kept weights at each rewind)", mask1_rows, densities, rounds_at=rounds_at) + [""]
+    mask0_densities = [d for d in densities if d >= 7.0]
+    lines += table("Mask-0 actions (pruned weights)", mask0_rows, mask0_densities, rounds_at=rounds_at) + [""]
+    if lenet:
+        lines += table("Mask criteria", criteria_rows, densities[:4]) + [""]
+        lines += table("Untrained accuracy of each criterion's mask over theta_0", criteria_rows, densities[:4],
+                       key="untrained_test_accuracy") + [""]
+        lines += ["**One-shot vs iterative** (test accuracy %, early stop)", "", "| weights | iterative | one-shot |",
+                  "|---|---|---|"]
+        for d in (51.3, 21.1, 7.0, 3.6):
+            one = runs.get(f"oneshot_{d}", [])
+            density = f"{100 * one[1]['density']:.1f}%" if len(one) > 1 else f"{d}%"
+            lines.append(f"| {density} | {pct(acc(base, ROUND[d]))} | {pct(acc(one, 1))} |")
+    else:
+        lines += table("Untrained accuracy of the mask over the chain's starting weights", mask1_rows + mask0_rows[1:],
+                       densities, key="untrained_test_accuracy", rounds_at=rounds_at)
+    rows = checks(runs, rounds_at)
     lines += ["", "| target | measured | needed | met |", "|---|---|---|---|"]
     lines += [f"| {c['claim']} | {c['measured']} | {c['needed']} | {'yes' if c['met'] else '**MISSED**'} |"
               for c in rows]
@@ -241,7 +308,7 @@ def report(runs, shown):
         lines += ["", f"Chains without a pruned round yet: {', '.join(missing)}."]
     figures = [("zhou_mask1.png", "Mask-1 actions: the kept weights at each rewind", mask1_rows),
                ("zhou_mask0.png", "Mask-0 actions: the pruned weights", mask0_rows),
-               ("zhou_criteria.png", "Mask criteria", criteria_rows)]
+               ("zhou_criteria.png", "Mask criteria", criteria_rows)][:3 if lenet else 2]
     for name, title, series in figures:
         plot(os.path.join(root, name), title, series)
         lines += ["", f"![{title}]({name})"]
@@ -256,8 +323,8 @@ def report(runs, shown):
 
 def main(argv):
     del argv
-    if FLAGS.seed and not FLAGS["output_dir"].present:
-        FLAGS.output_dir = f"{FLAGS.output_dir}_seed{FLAGS.seed}"
+    if FLAGS.output_dir is None:
+        FLAGS.output_dir = NETS[FLAGS.net][3] + (f"_seed{FLAGS.seed}" if FLAGS.seed else "")
     todo = chains()
     unknown = sorted(set(FLAGS.chains) - set(todo))
     if unknown:
