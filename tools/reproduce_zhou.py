@@ -267,9 +267,11 @@ def report(runs, shown):
     os.makedirs(root, exist_ok=True)
     dense = {name: r[0]["early_stop_test_accuracy"] for name, r in runs.items() if r}
     same_dense = len(set(dense.values())) <= 1
+    base_time = runs.get(BASE, [{}])[0].get("wall_time_s") if runs.get(BASE) else None
+    copies = sum(1 for name, r in runs.items() if name != BASE and r and r[0].get("wall_time_s") == base_time)
+    shared = f"{copies} of them copies of the lottery-ticket chain's" if copies else "each trained its own"
     dense_line = (f"Dense round (shared): {pct(next(iter(dense.values()), None))}% at early stop; identical in "
-                  f"all {len(dense)} chains (the mask-1 chains start from a copy of the lottery-ticket chain's)."
-                  if same_dense else
+                  f"all {len(dense)} chains ({shared})." if same_dense else
                   f"**Dense rounds differ between chains**: {sorted(set(map(pct, dense.values())))}.")
     rounds_at, lenet = ladder(), FLAGS.net == "lenet300_mnist"
     densities = [100.0, *sorted(rounds_at, reverse=True)]
