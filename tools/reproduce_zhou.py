@@ -109,21 +109,19 @@ def command(name, extra, data):
             f"--output_dir={os.path.join(FLAGS.output_dir, name)}"]
 
 
-def _share_dense_round(name):
-    """Give a mask-1 chain the lottery-ticket chain's dense round; False while that round is not done yet."""
-    if not name.startswith("mask1_"):
-        return True
+def _waits_for_dense_round(name):
+    """A mask-1 chain without a dense round of its own: it can start from the lottery-ticket chain's."""
+    return name.startswith("mask1_") and not os.path.exists(os.path.join(REPO, FLAGS.output_dir, name, "round_0"))
+
+
+def _copy_dense_round(name):
+    """Give a chain the lottery-ticket chain's dense round (theta_0 and round_0/, renamed into place)."""
     root, base = os.path.join(REPO, FLAGS.output_dir, name), os.path.join(REPO, FLAGS.output_dir, BASE)
-    if os.path.exists(os.path.join(root, "round_0")):
-        return True
-    if not os.path.exists(os.path.join(base, "round_0", "metrics.json")):
-        return False
     os.makedirs(root, exist_ok=True)
     shutil.copyfile(os.path.join(base, "init_weights.npz"), os.path.join(root, "init_weights.npz"))
     shutil.rmtree(os.path.join(root, "round_0.partial"), ignore_errors=True)
     shutil.copytree(os.path.join(base, "round_0"), os.path.join(root, "round_0.partial"))
     os.replace(os.path.join(root, "round_0.partial"), os.path.join(root, "round_0"))
-    return True
 
 
 def train_all(todo, data):
@@ -133,11 +131,15 @@ def train_all(todo, data):
     os.makedirs(os.path.join(REPO, FLAGS.output_dir), exist_ok=True)
     while pending or running:
         while pending and len(running) < FLAGS.jobs:
-            waiting_for_base = BASE in running or any(n == BASE for n, _ in pending)
-            ready = [i for i, (n, _) in enumerate(pending) if _share_dense_round(n) or not waiting_for_base]
+            base_done = os.path.exists(os.path.join(REPO, FLAGS.output_dir, BASE, "round_0", "metrics.json"))
+            base_coming = BASE in running or any(n == BASE for n, _ in pending)
+            ready = [i for i, (n, _) in enumerate(pending)
+                     if base_done or not base_coming or not _waits_for_dense_round(n)]
             if not ready:
                 break
             name, extra = pending.pop(ready[0])
+            if base_done and _waits_for_dense_round(name):
+                _copy_dense_round(name)
             log = open(os.path.join(REPO, FLAGS.output_dir, f"{name}.log"), "a")
             running[name] = subprocess.Popen(command(name, extra, data), cwd=REPO, stdout=log, stderr=log)
             print(f"[{time.time() - start:7.0f} s] started {name} ({len(pending)} waiting)", flush=True)
@@ -267,8 +269,9 @@ def report(runs, shown):
     os.makedirs(root, exist_ok=True)
     dense = {name: r[0]["early_stop_test_accuracy"] for name, r in runs.items() if r}
     same_dense = len(set(dense.values())) <= 1
-    base_time = runs.get(BASE, [{}])[0].get("wall_time_s") if runs.get(BASE) else None
-    copies = sum(1 for name, r in runs.items() if name != BASE and r and r[0].get("wall_time_s") == base_time)
+    base = runs.get(BASE, [])
+    copies = sum(1 for name, r in runs.items()
+                 if name != BASE and r and base and r[0]["wall_time_s"] == base[0]["wall_time_s"])
     shared = f"{copies} of them copies of the lottery-ticket chain's" if copies else "each trained its own"
     dense_line = (f"Dense round (shared): {pct(next(iter(dense.values()), None))}% at early stop; identical in "
                   f"all {len(dense)} chains ({shared})." if same_dense else
@@ -279,9 +282,8 @@ def report(runs, shown):
     mask0_rows = [(a, runs.get(BASE if a == "zero" else f"mask0_{a}", [])) for a in MASK0]
     criteria_rows = [(c, runs.get(c, [])) for c in CRITERIA]
     flagfile, label, paper_steps, _ = NETS[FLAGS.net]
-    base = runs.get(BASE, [])
-    pruning = ("" if lenet else f" Every chain prunes once, to {100 * base[1]['density']:.1f}% of weights (the rates of "
-               f"{CONV2_ROUNDS} iterative rounds)." if len(base) > 1 else "")
+    pruning = (f" Every chain prunes once, to {100 * base[1]['density']:.1f}% of weights (the rates of "
+               f"{CONV2_ROUNDS} iterative rounds)." if not lenet and len(base) > 1 else "")
     lines = [f"Command: `{shown}`", "",
              f"{label}, {flagfile}, {FLAGS.train_steps:,} iterations per round (paper: {paper_steps}), evaluation "
              f"every {FLAGS.eval_every}; seed {FLAGS.seed}.{pruning} {dense_line}", ""]
