@@ -106,6 +106,21 @@ def test_warmup_flagfiles_differ_from_their_base_only_in_warmup(network, warmup,
     assert parsed[""]["prune_rate_output"] == 0.0 and parsed[""]["prune_rate_conv"] == 0.2
 
 
+def test_the_dense_vgg11_recipe_is_the_early_bird_one_without_the_search(monkeypatch):
+    """tools/reproduce_recipes.py compares runs of both flagfiles: the same training, decay epochs as steps."""
+    monkeypatch.chdir(REPO)
+    dense, eb = binary_flags("train"), binary_flags("early_bird")
+    dense(["prog", "--flagfile=flags/vgg11_cifar10_full_dense_cpu.flags"])
+    eb(["prog", "--flagfile=flags/vgg11_cifar10_full_eb_cpu.flags"])
+    for name in dense:
+        if name != "lr_decay_steps":
+            assert dense[name].value == eb[name].value, name
+    steps_per_epoch = TrainConfig(batch_size=dense["batch_size"].value).steps_per_epoch(
+        50000 - dense["validation_size"].value)
+    assert [int(s) for s in dense["lr_decay_steps"].value] == [
+        round(float(e) * steps_per_epoch) for e in eb["lr_decay_epochs"].value] == [40 * 703, 60 * 703]
+
+
 def test_library_errors_name_the_field_and_binaries_the_flag():
     from lt_keras import ConfigError
     from lt_keras.bin import common_flags

@@ -50,8 +50,9 @@ def test_reproduce_quick_writes_the_results_report(tmp_path):
                         "Early-Bird tickets, ResNet-20 on the CIFAR-10 subset",
                         "Zeros, signs and criteria (Zhou et al.), LeNet-300-100 on MNIST",
                         "Early-Bird tickets, VGG-11-BN on the full CIFAR-10 (CPU scale)",
-                        "Zeros and signs (Zhou et al.), Conv-2 on the full CIFAR-10 (CPU scale)"]
-    assert text.count("Command: `bash tools/env.sh python") == 10 and "Versions: " in text and "seed 0" in text
+                        "Zeros and signs (Zhou et al.), Conv-2 on the full CIFAR-10 (CPU scale)",
+                        "Training recipes: augmentation, the Early-Bird schedule, warmup (full CIFAR-10, CPU scale)"]
+    assert text.count("Command: `bash tools/env.sh python") == 11 and "Versions: " in text and "seed 0" in text
     for image in re.findall(r"\]\((results/[^)]+)\)", text):
         assert (tmp_path / image).exists(), image
     assert len(re.findall(r"\]\(results/", text)) >= 4
@@ -67,6 +68,22 @@ def test_reproduce_quick_writes_the_results_report(tmp_path):
     assert "identical in all 2 chains (1 of them copies" in conv2 and "Every chain prunes once" in conv2
     signed = next(line for line in conv2.splitlines() if line.startswith("| signed_reinit |"))
     assert [cell.strip() for cell in signed.split("|")[2:4]].count("-") == 0
+    # Recipes: both arms of each comparison trained and measured, and the four checks judged.
+    recipes = text.split("## Training recipes")[1]
+    for row in ("| crop_flip |", "| none |", "| 40,60 (late) |", "| 0,50 (early) |", "| 0.1, no warmup |",
+                "| 0.03, warmup |"):
+        line = next(line for line in recipes.splitlines() if line.startswith(row))
+        assert re.search(r"\| \d+\.\d\d \|", line), line
+    assert len(re.findall(r"\| (yes|\*\*MISSED\*\*) \|$", recipes, re.M)) == 4
+
+
+def test_reproduce_recipes_refuses_bad_parts_and_missing_data():
+    result = run_tool("tools/reproduce_recipes.py", "--parts=augment,bogus", timeout=120)
+    assert result.returncode != 0 and "--parts: ['bogus']" in result.stderr
+    result = run_tool("tools/reproduce_recipes.py", "--parts=warmup", "--warmup_density=1.5", timeout=120)
+    assert result.returncode != 0 and "--warmup_density must be in (0, 1)" in result.stderr
+    result = run_tool("tools/reproduce_recipes.py", timeout=120)
+    assert result.returncode != 0 and "give --data_dir" in result.stderr
 
 
 def test_a_report_of_some_steps_keeps_the_other_sections():

@@ -34,12 +34,15 @@ def run_module(script, module, args):
         sys.exit(f"{script}: error: {module} failed (see above); re-run the same command to resume.")
 
 
+def relative_arg(arg):
+    """A flag whose value is an absolute path, shown relative to the repository (docs name no machine paths)."""
+    name, sep, value = arg.partition("=")
+    return f"{name}={os.path.relpath(value, REPO)}" if sep and os.path.isabs(value) else arg
+
+
 def load_json(*parts):
     with open(os.path.join(REPO, *parts)) as f:
         return json.load(f)
-
-
-QUICK_MARK = "**Quick mode:"  # the line that marks a report of tiny budgets
 
 
 def merge_report(old_text, sections):

@@ -22,7 +22,10 @@ Steps (each resumable; a finished step trains nothing):
    LT one-shot baseline (~3.5 hours alone on 2 cores);
 10. zeros and signs, Conv-2 on the full CIFAR-10 training set (tools/reproduce_zhou.py
    --net=conv2_cifar10, ``--cifar10_full_dir``): the mask-1 and mask-0 actions, each pruned once to 7.1%,
-   1,000 iterations a round (~1.5 hours alone on 2 cores).
+   1,000 iterations a round (~1.5 hours alone on 2 cores);
+11. the training-recipe claims on the full CIFAR-10 (tools/reproduce_recipes.py, ``--cifar10_full_dir``):
+   dense VGG-11-BN with and without crop + flip, Early-Bird tickets found under late vs early rate decay
+   and retrained alike, ResNet-20 tickets vs random reinit with and without warmup (~4 hours alone).
 
 ``--quick`` runs the same pipeline with tiny budgets on the embedded digits
 (checks the plumbing and the report, not the numbers). The report holds the
@@ -31,13 +34,14 @@ tables, the plots, the exact commands, date, seed and library versions.
 import datetime
 import os
 import platform
+import re
 import shutil
 import sys
 
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from repro_util import QUICK_MARK, REPO, load_json, merge_report, run_module  # noqa: E402
+from repro_util import REPO, load_json, merge_report, relative_arg, run_module  # noqa: E402
 
 flags.DEFINE_string("mnist_dir", None, "Folder with the MNIST IDX files.")
 flags.DEFINE_string("cifar10_dir", None, "The cifar-10-batches-py folder.")
@@ -49,10 +53,11 @@ flags.DEFINE_string("results", "docs/RESULTS.md", "The report to write; the sect
                     "are kept from it.")
 flags.DEFINE_string("bench_json", None, "Also report the speed figures of this tools/bench.py JSON.")
 STEPS = ("imp", "supermask", "int8", "supermask_conv4", "early_bird", "early_bird_int8", "early_bird_resnet20",
-         "zhou", "early_bird_full", "zhou_conv2")
+         "zhou", "early_bird_full", "zhou_conv2", "recipes")
 flags.DEFINE_list("steps", list(STEPS), "Which reproductions to run and report.")
 FLAGS = flags.FLAGS
 
+QUICK_MARK = "**Quick mode:"  # the line that marks a report of tiny budgets
 QUICK_DATA = "--data_flags=--dataset=mnist_5k,--validation_size=500,--max_train_examples=600"
 
 
@@ -82,10 +87,13 @@ def steps(root, quick):
         zhou = ["--train_steps=20", "--eval_every=10", "--chains=oneshot_7.0"]
         zhou_conv2 = ["--train_steps=10", "--eval_every=5", "--chains=large_final,mask1_signed_reinit"]
         zhou_cifar = [QUICK_DATA]
+        recipes = ["--vgg_flags=--epochs=2,--batch_size=100,--nojit_compile",
+                   "--eb_flags=--epochs=3,--queue_length=2,--epsilon=0.9", "--resnet_steps=10",
+                   "--resnet_flags=--batch_size=50,--eval_every=5"]
     else:
         needed = {"mnist_dir": ("imp", "supermask", "int8", "zhou"),
                   "cifar10_dir": ("supermask_conv4", "early_bird", "early_bird_int8", "early_bird_resnet20"),
-                  "cifar10_full_dir": ("early_bird_full", "zhou_conv2")}
+                  "cifar10_full_dir": ("early_bird_full", "zhou_conv2", "recipes")}
         missing = [name for name, kinds in needed.items() if set(kinds) & set(FLAGS.steps) and not FLAGS[name].value]
         if missing:
             sys.exit(f"reproduce: error: the chosen --steps need {', '.join('--' + m for m in missing)} (or --quick).")
@@ -99,6 +107,7 @@ def steps(root, quick):
         zhou = ["--train_steps=5000", "--eval_every=250", "--jobs=2"]
         zhou_conv2 = ["--train_steps=1000", "--eval_every=250", "--jobs=2"]
         zhou_cifar = cifar_full
+        recipes = []
     return [
         ("IMP lottery tickets, LeNet-300-100 on MNIST", "imp",
          [py + "reproduce_imp_mnist.py", *mnist, *imp, f"--output_dir={root}/repro_imp_mnist"]),
@@ -120,6 +129,8 @@ def steps(root, quick):
         ("Zeros and signs (Zhou et al.), Conv-2 on the full CIFAR-10 (CPU scale)", "zhou_conv2",
          [py + "reproduce_zhou.py", "--net=conv2_cifar10", *zhou_cifar,
           *zhou_conv2, f"--output_dir={root}/repro_zhou_conv2_cifar10"]),
+        ("Training recipes: augmentation, the Early-Bird schedule, warmup (full CIFAR-10, CPU scale)", "recipes",
+         [py + "reproduce_recipes.py", *zhou_cifar, *recipes, f"--output_dir={root}/repro_recipes"]),
     ]
 
 
@@ -138,25 +149,17 @@ def _out_dir(command):
     return next(a.split("=", 1)[1] for a in command if a.startswith("--output_dir="))
 
 
-def _relative(arg):
-    """A flag whose value is an absolute path, shown relative to the repository (docs name no machine paths)."""
-    name, sep, value = arg.partition("=")
-    return f"{name}={os.path.relpath(value, REPO)}" if sep and os.path.isabs(value) else arg
-
-
 def section(title, kind, command, docs_dir):
     out = os.path.join(REPO, _out_dir(command))
-    shown = "python " + " ".join(_relative(arg) for arg in command)
+    shown = "python " + " ".join(relative_arg(arg) for arg in command)
     lines = [f"## {title}", "", f"Command: `bash tools/env.sh {shown}`", ""]
     figures = []
-    if kind in ("imp", "supermask", "int8", "zhou", "zhou_conv2"):
+    if kind in ("imp", "supermask", "int8", "zhou", "zhou_conv2", "recipes"):
         text = open(os.path.join(out, "reproduction.md")).read()
         text = text.split("\n\n", 1)[1] if text.startswith("Command:") else text
         lines.append("\n".join(line for line in text.splitlines() if not line.startswith("![")))
-        if kind in ("zhou", "zhou_conv2"):
-            figures += [(f"zhou_{n}.png", caption) for n, caption in (
-                ("mask1", "Mask-1 actions: test accuracy at early stop vs weights remaining"),
-                ("mask0", "Mask-0 actions"), ("criteria", "Mask criteria"))[:3 if kind == "zhou" else 2]]
+        if kind in ("zhou", "zhou_conv2"):  # the figures its report names
+            figures += [(name, caption) for caption, name in re.findall(r"^!\[(.+)\]\((.+)\)$", text, re.M)]
         if kind == "imp":
             figures.append(("report.png", "Test accuracy and early-stop iteration vs weights remaining"))
         if kind == "supermask":
