@@ -520,11 +520,13 @@ def summarize(records, total_steps, wall_time_s) -> TrainResult:
     )
 
 
-def build_and_train(model_name, data, config: TrainConfig, output_dir=None, callbacks=(), verbose=None):
+def build_and_train(model_name, data, config: TrainConfig, output_dir=None, callbacks=(), verbose=None,
+                    backup_dir=None):
     """Seed, build the registered model for ``data``, compile and fit it.
 
     With ``output_dir`` it also keeps what mask criteria and users read
-    later: init_weights.npz (theta_0), model.keras and history.json.
+    later: init_weights.npz (theta_0), model.keras and history.json. With
+    ``backup_dir`` a killed call resumes at its last evaluation (see ``fit``).
     """
     from lt_keras.io_utils import atomic_save_model, save_weights
     from lt_keras.models import build_model
@@ -535,7 +537,8 @@ def build_and_train(model_name, data, config: TrainConfig, output_dir=None, call
     if output_dir is not None:
         os.makedirs(output_dir, exist_ok=True)
         save_weights(os.path.join(output_dir, "init_weights.npz"), model.get_weights())
-    result = fit(model, data, config, output_dir=output_dir, callbacks=callbacks, verbose=verbose)
+    result = fit(model, data, config, output_dir=output_dir, callbacks=callbacks, verbose=verbose,
+                 backup_dir=backup_dir)
     if output_dir is not None:
         atomic_save_model(model, os.path.join(output_dir, "model.keras"))
         atomic_write_json(os.path.join(output_dir, "history.json"), result.history)
@@ -543,11 +546,17 @@ def build_and_train(model_name, data, config: TrainConfig, output_dir=None, call
 
 
 def train(output_dir, model_name, data, config: TrainConfig, verbose=None) -> dict:
-    """lt-train as one call: train ``model_name`` into ``output_dir`` and return its summary."""
+    """lt-train as one call: train ``model_name`` into ``output_dir`` and return its summary; a killed call
+    resumes from its last evaluation (``backup/``) when made again."""
+    import shutil
+
     from lt_keras.mask import Mask
     from lt_keras.models import parameter_count
 
-    model, result = build_and_train(model_name, data, config, output_dir=output_dir, verbose=verbose)
+    backup = os.path.join(output_dir, "backup")
+    model, result = build_and_train(model_name, data, config, output_dir=output_dir, verbose=verbose,
+                                    backup_dir=backup)
+    shutil.rmtree(backup, ignore_errors=True)
     return {
         "model": model_name,
         "dataset": data.spec.name,

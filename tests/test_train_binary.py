@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.conftest import REPO, kill_binary_when
 
 
 def run_train(*args, timeout=300):
@@ -29,6 +29,22 @@ def test_train_writes_run_dir_and_resume_trains_nothing(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "nothing to train" in again.stderr
     assert json.loads((out / "summary.json").read_text()) == summary
+
+
+def test_killed_train_resumes_to_the_uninterrupted_result(tmp_path):
+    args = ["--train_steps=200", "--eval_every=20", "--max_train_examples=600", "--jit_compile=false", "--seed=1"]
+    whole = run_train("--output_dir", str(tmp_path / "whole"), *args)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert "steps 1-20 of 200" in whole.stdout + whole.stderr
+    out = tmp_path / "killed"
+    kill_binary_when("lt_keras.bin.train", [f"--output_dir={out}", *args],
+                     lambda: (out / "backup" / "chief" / "checkpoint").exists())
+    assert not (out / "summary.json").exists()
+    resumed = run_train("--output_dir", str(out), *args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "steps 1-20 of 200" not in resumed.stdout + resumed.stderr  # continued, not started again
+    assert (out / "history.json").read_text() == (tmp_path / "whole" / "history.json").read_text()
+    assert not (out / "backup").exists()
 
 
 def test_mismatched_run_dir_is_refused_and_left_alone(tmp_path):
