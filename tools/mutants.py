@@ -41,6 +41,10 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("train_keeps_no_backup", "lt_keras/training.py",
+             "    backup = os.path.join(output_dir, \"backup\")\n", "    backup = None\n",
+             ("tests/test_train_binary.py::test_killed_train_resumes_to_the_uninterrupted_result",),
+             "lt-train checkpoints nothing, so a killed run starts again from step 1"),
     Mutation("mask_leaves_stale_momenta", "lt_keras/mask.py",
              "            for slot in slots.get(_shared_name(layer.kernel), ()):\n",
              "            for slot in ():\n",
