@@ -78,14 +78,15 @@ def schedule(data):
         _run("lt_keras.bin.early_bird", [f"--flagfile={EB_FLAGS}", *data, f"--prune_ratios={RATIO}",
                                          "--retrain_ratios=", "--norun_baseline", f"--lr_decay_epochs={decay}",
                                          *FLAGS.vgg_flags, *FLAGS.eb_flags, f"--output_dir={search}"])
-        found = load_json(search, "summary.json")["ratios"][str(RATIO)]
+        searched = load_json(search, "summary.json")
+        found = searched["ratios"][str(RATIO)]
         if not found["emerged"]:
             sys.exit(f"reproduce_recipes: error: no Early-Bird ticket at p = {RATIO} under decay at epochs {decay} "
                      f"(see {search}); nothing to retrain.")
         _run("lt_keras.bin.retrain", [f"--flagfile={DENSE_FLAGS}", *data, f"--ticket_dir={search}/eb_p{RATIO}/ticket",
                                       *FLAGS.vgg_flags, f"--output_dir={_out(f'schedule_{name}', 'retrain')}"])
         rows[name] = {"decay_epochs": decay, "eb_epoch": found["eb_epoch"], "parameters": found["ticket_parameters"],
-                      "schedule_epochs": load_json(search, "summary.json")["schedule_epochs"],
+                      "schedule_epochs": searched["schedule_epochs"],
                       **load_json(_out(f"schedule_{name}", "retrain"), "summary.json")}
     gap = rows["late"]["final_test_accuracy"] - rows["early"]["final_test_accuracy"]
     check = (f"EB ticket p = {RATIO}: late decay >= decay from the start, retrained alike (end)",
@@ -96,17 +97,16 @@ def schedule(data):
 def warmup(data):
     """Ticket and random reinit at ``--warmup_density``, without and with warmup (early-stop test accuracy)."""
     steps = FLAGS.resnet_steps
-    scaled = {"--lr_decay_steps": f"{round(steps * 20 / 30)},{round(steps * 25 / 30)}"}  # 20K, 25K of 30K
     rows = {}
     for name, flagfile, extra in (("without", "resnet20_cifar10_imp.flags", []),
                                   ("with", "resnet20_cifar10_imp_warmup.flags",
                                    [f"--warmup_steps={round(steps * 20 / 30)}"])):  # 20K of 30K
         out = _out(f"warmup_{name}")
         _run("lt_keras.bin.imp", [f"--flagfile=flags/{flagfile}", *data, f"--train_steps={steps}",
-                                  f"--eval_every={max(1, steps // 10)}", *[f"{k}={v}" for k, v in scaled.items()],
+                                  f"--eval_every={max(1, steps // 10)}",
+                                  f"--lr_decay_steps={round(steps * 20 / 30)},{round(steps * 25 / 30)}",  # 20K, 25K
                                   *extra, "--rounds=1", f"--prune_rate_conv={1 - FLAGS.warmup_density:g}",
-                                  "--controls=random_reinit",
-                                  *FLAGS.resnet_flags, f"--output_dir={out}"])
+                                  "--controls=random_reinit", *FLAGS.resnet_flags, f"--output_dir={out}"])
         dense, ticket = load_json(out, "summary.json")["rounds"][:2]
         reinit = ticket["controls"]["random_reinit"]
         rows[name] = {"dense": dense, "ticket": ticket, "reinit": reinit,
