@@ -37,7 +37,7 @@ def test_bench_quick_measures_every_figure(tmp_path):
 def test_reproduce_quick_writes_the_results_report(tmp_path):
     results = tmp_path / "RESULTS.md"
     result = run_tool("tools/reproduce.py", "--quick", f"--output_root={tmp_path / 'runs'}", f"--results={results}",
-                      timeout=2400)  # ten steps of processes; a guard against hangs, not a timing
+                      timeout=2400)  # eleven steps of processes; a guard against hangs, not a timing
     assert result.returncode == 0, result.stderr[-3000:]
     text = results.read_text()
     sections = re.findall(r"^## (.+)$", text, re.M)

@@ -40,6 +40,17 @@ def relative_arg(arg):
     return f"{name}={os.path.relpath(value, REPO)}" if sep and os.path.isabs(value) else arg
 
 
+def pct(v):
+    """A fraction as a percentage with two decimals; "-" for a number not measured yet."""
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def checks_table(rows):
+    """The markdown table of ``(claim, measured, needed, met)`` checks, a miss in bold."""
+    return ["| target | measured | needed | met |", "|---|---|---|---|"] + [
+        f"| {c} | {m} | {t} | {'yes' if ok else '**MISSED**'} |" for c, m, t, ok in rows]
+
+
 def load_json(*parts):
     with open(os.path.join(REPO, *parts)) as f:
         return json.load(f)

@@ -21,7 +21,7 @@ import sys
 
 from absl import app, flags
 
-from repro_util import REPO, data_args, define_data_flags, load_json, run_module
+from repro_util import REPO, checks_table, data_args, define_data_flags, load_json, run_module
 
 define_data_flags("MNIST IDX")
 flags.DEFINE_string("output_dir", "runs/repro_imp_mnist", "Run directory (resumed when it exists).")
@@ -67,8 +67,7 @@ def markdown(rounds, rows, command):
         lines.append(f"| {r['round']} | {100 * r['density']:.1f} | {100 * r['early_stop_test_accuracy']:.2f} | "
                      f"{100 * r['final_test_accuracy']:.2f} | {r['early_stop_step']} | "
                      + (f"{100 * reinit['final_test_accuracy']:.2f} |" if reinit else "- |"))
-    lines += ["", "| target | measured | needed | met |", "|---|---|---|---|"]
-    lines += [f"| {c} | {m} | {t} | {'yes' if ok else '**MISSED**'} |" for c, m, t, ok in rows]
+    lines += ["", *checks_table(rows)]
     return f"Command: `{command}`\n\n" + "\n".join(lines) + "\n"
 
 

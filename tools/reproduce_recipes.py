@@ -15,8 +15,9 @@ re-running resumes every unfinished run and skips the finished ones:
    the ticket, then both tickets retrained the same way, from their EB weights for the full dense
    schedule (``lt-retrain``, the dense flagfile). Target: late >= early.
 3. ``warmup`` (Frankle & Carbin 2019, section 4): ResNet-20 with its convolutions pruned once to
-   ``--warmup_density`` (the output layer dense, as in the paper), the ticket against its random reinit, at rate 0.1 without warmup
-   (flags/resnet20_cifar10_imp.flags) and at 0.03 with warmup (..._warmup.flags), for
+   ``--warmup_density`` (the output layer dense, as in the paper), the ticket against its random
+   reinit, at rate 0.1 without warmup (flags/resnet20_cifar10_imp.flags) and at 0.03 with warmup
+   (..._warmup.flags), for
    ``--resnet_steps`` iterations instead of 30K with the decay points and the warmup scaled alike
    (``lt-imp --rounds=1``). Targets: with warmup the ticket beats its reinit, by more than
    without warmup.
@@ -31,7 +32,8 @@ import sys
 
 from absl import app, flags
 
-from repro_util import REPO, data_args, define_data_flags, load_json, relative_arg, run_module
+from repro_util import (REPO, checks_table, data_args, define_data_flags, load_json, pct, relative_arg,
+                        run_module)
 
 define_data_flags("CIFAR-10 (cifar-10-batches-py)")
 flags.DEFINE_string("output_dir", "runs/repro_recipes", "Folder of all the runs.")
@@ -121,10 +123,6 @@ def warmup(data):
 RUNS = {"augment": augment, "schedule": schedule, "warmup": warmup}
 
 
-def pct(v):
-    return f"{100 * v:.2f}"
-
-
 def markdown(results, checks, command):
     lines = [f"Command: `{command}`", ""]
     if "augment" in results:
@@ -158,8 +156,7 @@ def markdown(results, checks, command):
                   f"{pct(r['reinit']['early_stop_test_accuracy'])} | {100 * r['gap']:+.2f} pp |"
                   for name, r in rows.items()]
         lines.append("")
-    lines += ["| target | measured | needed | met |", "|---|---|---|---|"]
-    lines += [f"| {c} | {m} | {t} | {'yes' if ok else '**MISSED**'} |" for c, m, t, ok in checks]
+    lines += checks_table(checks)
     return "\n".join(lines) + "\n"
 
 

@@ -44,7 +44,7 @@ import time
 
 from absl import app, flags
 
-from repro_util import REPO, data_args, define_data_flags
+from repro_util import REPO, checks_table, data_args, define_data_flags, pct
 
 define_data_flags("MNIST IDX")
 flags.DEFINE_enum("net", "lenet300_mnist", ["lenet300_mnist", "conv2_cifar10"], "Network and dataset.")
@@ -169,10 +169,6 @@ def rounds_of(name):
 
 def acc(rounds, k, key="early_stop_test_accuracy"):
     return rounds[k][key] if len(rounds) > k else None
-
-
-def pct(v):
-    return "-" if v is None else f"{100 * v:.2f}"
 
 
 def table(title, rows, columns, key="early_stop_test_accuracy", rounds_at=ROUND):
@@ -304,9 +300,7 @@ def report(runs, shown):
         lines += table("Untrained accuracy of the mask over the chain's starting weights", mask1_rows + mask0_rows[1:],
                        densities, key="untrained_test_accuracy", rounds_at=rounds_at)
     rows = checks(runs, rounds_at)
-    lines += ["", "| target | measured | needed | met |", "|---|---|---|---|"]
-    lines += [f"| {c['claim']} | {c['measured']} | {c['needed']} | {'yes' if c['met'] else '**MISSED**'} |"
-              for c in rows]
+    lines += ["", *checks_table((c["claim"], c["measured"], c["needed"], c["met"]) for c in rows)]
     missing = [name for name in chains() if len(runs.get(name, [])) < 2]
     if missing:
         lines += ["", f"Chains without a pruned round yet: {', '.join(missing)}."]
