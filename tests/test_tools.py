@@ -160,6 +160,31 @@ def test_zhou_checks_on_hand_made_rounds():
     }
 
 
+def test_early_bird_report_judges_over_pruning():
+    code = """
+import json, sys
+sys.path.insert(0, "tools")
+import reproduce as r
+row = dict(emerged=True, eb_epoch=10, eb_fraction_of_schedule=0.125, eb_total_flops=1e12, lt_total_flops=3e12,
+           flops_ratio=3.0, baseline_test_accuracy=None)
+summary = {"schedule_epochs": 80, "search_epochs": 12, "search_wall_time_s": 60, "retrain_from": "EB",
+           "ratios": {"0.3": dict(row, retrain_test_accuracy=0.87), "0.5": dict(row, retrain_test_accuracy=0.86),
+                      "0.7": dict(row, retrain_test_accuracy=None)}}
+print(json.dumps(r._early_bird_table(summary)[-1]))
+summary["ratios"]["0.7"]["retrain_test_accuracy"] = 0.84
+print(json.dumps(r._early_bird_table(summary)[-1]))
+summary["ratios"]["0.7"]["retrain_test_accuracy"] = 0.875
+print(json.dumps(r._early_bird_table(summary)[-1]))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    waiting, hurts, does_not = (json.loads(line) for line in result.stdout.splitlines())
+    assert waiting.startswith("| 0.7 |")  # no p = 0.7 retrain yet: no verdict
+    assert hurts == ("Over-pruning hurts (You et al., p >= 0.7): the p = 0.7 ticket retrains to 84.00%, "
+                     "3.00 pp below p = 0.3 (87.00%): shown.")
+    assert does_not.endswith("-0.50 pp below p = 0.3 (87.00%): **not shown**.")
+
+
 def test_bench_reports_the_median_of_repeated_processes():
     sys.path.insert(0, os.path.join(REPO, "tools"))
     try:

@@ -201,7 +201,19 @@ def _early_bird_table(summary):
         lines.append(f"| {ratio} | {r['eb_epoch']} ({100 * r['eb_fraction_of_schedule']:.0f}%){eb_ok} | "
                      f"{_pct(acc)}{acc_ok} | {_pct(base)} | {r['eb_total_flops'] / 1e12:.2f} T | "
                      f"{r['lt_total_flops'] / 1e12:.2f} T | {r['flops_ratio']:.2f}x{flops_ok} |")
-    return lines
+    return lines + _over_pruning(summary)
+
+
+def _over_pruning(summary):
+    """You et al.'s over-pruning claim (p >= 0.7 hurts): the highest ratio's EB retrain below the lowest's."""
+    done = {float(p): r["retrain_test_accuracy"] for p, r in summary["ratios"].items()
+            if r.get("retrain_test_accuracy") is not None}
+    if len(done) < 2 or max(done) < 0.7:
+        return []
+    low, high = min(done), max(done)
+    verdict = "shown" if done[high] < done[low] else "**not shown**"
+    return ["", f"Over-pruning hurts (You et al., p >= 0.7): the p = {high:g} ticket retrains to {_pct(done[high])}, "
+            f"{100 * (done[low] - done[high]):.2f} pp below p = {low:g} ({_pct(done[low])}): {verdict}."]
 
 
 def _supermask_conv_lines(summary):
