@@ -37,7 +37,7 @@ def test_bench_quick_measures_every_figure(tmp_path):
 def test_reproduce_quick_writes_the_results_report(tmp_path):
     results = tmp_path / "RESULTS.md"
     result = run_tool("tools/reproduce.py", "--quick", f"--output_root={tmp_path / 'runs'}", f"--results={results}",
-                      timeout=2400)  # eleven steps of processes; a guard against hangs, not a timing
+                      timeout=2400)  # twelve steps of processes; a guard against hangs, not a timing
     assert result.returncode == 0, result.stderr[-3000:]
     text = results.read_text()
     sections = re.findall(r"^## (.+)$", text, re.M)
@@ -51,8 +51,9 @@ def test_reproduce_quick_writes_the_results_report(tmp_path):
                         "Zeros, signs and criteria (Zhou et al.), LeNet-300-100 on MNIST",
                         "Early-Bird tickets, VGG-11-BN on the full CIFAR-10 (CPU scale)",
                         "Zeros and signs (Zhou et al.), Conv-2 on the full CIFAR-10 (CPU scale)",
-                        "Training recipes: augmentation, the Early-Bird schedule, warmup (full CIFAR-10, CPU scale)"]
-    assert text.count("Command: `bash tools/env.sh python") == 11 and "Versions: " in text and "seed 0" in text
+                        "Training recipes: augmentation, the Early-Bird schedule, warmup (full CIFAR-10, CPU scale)",
+                        "Learned supermasks, Conv-4 and Conv-6 on the full CIFAR-10"]
+    assert text.count("Command: `bash tools/env.sh python") == 12 and "Versions: " in text and "seed 0" in text
     for image in re.findall(r"\]\((results/[^)]+)\)", text):
         assert (tmp_path / image).exists(), image
     assert len(re.findall(r"\]\(results/", text)) >= 4
@@ -74,7 +75,10 @@ def test_reproduce_quick_writes_the_results_report(tmp_path):
                 "| 0.03, warmup |"):
         line = next(line for line in recipes.splitlines() if line.startswith(row))
         assert re.search(r"\| \d+\.\d\d \|", line), line
-    assert len(re.findall(r"\| (yes|\*\*MISSED\*\*) \|$", recipes, re.M)) == 4
+    assert len(re.findall(r"\| (yes|\*\*MISSED\*\*) \|$", recipes.split("## ")[0], re.M)) == 4
+    supermasks = text.split("## Learned supermasks")[1]
+    assert re.search(r"^\| conv4_glorot \| finished \| 1 of 1 \| \d+ \|", supermasks, re.M)
+    assert re.search(r"^\| learned supermask Conv-4 >= 65% \| \d+\.\d\d% ", supermasks, re.M)
 
 
 def test_reproduce_recipes_refuses_bad_parts_and_missing_data():
@@ -84,6 +88,32 @@ def test_reproduce_recipes_refuses_bad_parts_and_missing_data():
     assert result.returncode != 0 and "--warmup_density must be in (0, 1)" in result.stderr
     result = run_tool("tools/reproduce_recipes.py", timeout=120)
     assert result.returncode != 0 and "give --data_dir" in result.stderr
+
+
+def test_reproduce_supermask_cifar_reports_finished_and_unfinished_runs(tmp_path):
+    out = tmp_path / "sm"
+    args = ["tools/reproduce_supermask_cifar.py", "--data_flags=--dataset=mnist_5k,--validation_size=500,"
+            "--max_train_examples=600", "--runs=conv2_glorot,conv4_edgepopup",
+            "--run_flags=--epochs=2,--batch_size=100,--eval_samples=2", f"--output_dir={out}"]
+    result = run_tool(*args, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {r["run"]: r for r in json.loads((out / "reproduction.json").read_text())["runs"]}
+    assert [r["status"] for r in rows.values()] == ["finished", "finished"]
+    assert rows["conv2_glorot"]["iterations"] == 12 and 0 < rows["conv2_glorot"]["test_accuracy"] <= 1
+    assert rows["conv2_glorot"]["paper"] == 0.66 and rows["conv4_edgepopup"]["paper"] is None
+    text = (out / "reproduction.md").read_text()
+    assert "| conv2_glorot | finished | 2 of 2 | 12 |" in text
+    assert "Not measured yet: Conv-4 (target >= 65%), Conv-6 (target >= 70%)." in text  # top-k is no Bernoulli
+    # A run still training is reported from its TensorBoard log: its last epoch, its iterations so far.
+    (out / "conv2_glorot" / "summary.json").unlink()
+    result = run_tool(*args, "--report_only", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    unfinished = json.loads((out / "reproduction.json").read_text())["runs"][0]
+    assert unfinished["status"] == "unfinished" and unfinished["epochs_done"] == 2
+    assert unfinished["iterations"] == 12 and 0 < unfinished["test_accuracy"] <= 1
+    assert unfinished["wall_time_s"] > 0
+    result = run_tool("tools/reproduce_supermask_cifar.py", "--runs=conv4_bogus", timeout=120)
+    assert result.returncode != 0 and "--runs: ['conv4_bogus']" in result.stderr
 
 
 def test_a_report_of_some_steps_keeps_the_other_sections():

@@ -25,7 +25,9 @@ Steps (each resumable; a finished step trains nothing):
    1,000 iterations a round (~1.5 hours alone on 2 cores);
 11. the training-recipe claims on the full CIFAR-10 (tools/reproduce_recipes.py, ``--cifar10_full_dir``):
    dense VGG-11-BN with and without crop + flip, Early-Bird tickets found under late vs early rate decay
-   and retrained alike, ResNet-20 tickets vs random reinit with and without warmup (~4 hours alone).
+   and retrained alike, ResNet-20 tickets vs random reinit with and without warmup (~4 hours alone);
+12. learned supermasks on the full CIFAR-10 (tools/reproduce_supermask_cifar.py, ``--cifar10_full_dir``):
+   Conv-4 and Conv-6, Glorot weights, Zhou's optimizer, 200 epochs each (days on 2 cores).
 
 ``--quick`` runs the same pipeline with tiny budgets on the embedded digits
 (checks the plumbing and the report, not the numbers). The report holds the
@@ -53,7 +55,7 @@ flags.DEFINE_string("results", "docs/RESULTS.md", "The report to write; the sect
                     "are kept from it.")
 flags.DEFINE_string("bench_json", None, "Also report the speed figures of this tools/bench.py JSON.")
 STEPS = ("imp", "supermask", "int8", "supermask_conv4", "early_bird", "early_bird_int8", "early_bird_resnet20",
-         "zhou", "early_bird_full", "zhou_conv2", "recipes")
+         "zhou", "early_bird_full", "zhou_conv2", "recipes", "supermask_full")
 flags.DEFINE_list("steps", list(STEPS), "Which reproductions to run and report.")
 FLAGS = flags.FLAGS
 
@@ -90,10 +92,11 @@ def steps(root, quick):
         recipes = ["--vgg_flags=--epochs=2,--batch_size=100,--nojit_compile",
                    "--eb_flags=--epochs=3,--queue_length=2,--epsilon=0.9", "--resnet_steps=10",
                    "--resnet_flags=--batch_size=50,--eval_every=5"]
+        supermask_full = ["--runs=conv4_glorot", "--run_flags=--epochs=1,--batch_size=100,--eval_samples=2"]
     else:
         needed = {"mnist_dir": ("imp", "supermask", "int8", "zhou"),
                   "cifar10_dir": ("supermask_conv4", "early_bird", "early_bird_int8", "early_bird_resnet20"),
-                  "cifar10_full_dir": ("early_bird_full", "zhou_conv2", "recipes")}
+                  "cifar10_full_dir": ("early_bird_full", "zhou_conv2", "recipes", "supermask_full")}
         missing = [name for name, kinds in needed.items() if set(kinds) & set(FLAGS.steps) and not FLAGS[name].value]
         if missing:
             sys.exit(f"reproduce: error: the chosen --steps need {', '.join('--' + m for m in missing)} (or --quick).")
@@ -108,6 +111,7 @@ def steps(root, quick):
         zhou_conv2 = ["--train_steps=1000", "--eval_every=250", "--jobs=2"]
         zhou_cifar = cifar_full
         recipes = []
+        supermask_full = ["--runs=conv4_glorot,conv6_glorot"]
     return [
         ("IMP lottery tickets, LeNet-300-100 on MNIST", "imp",
          [py + "reproduce_imp_mnist.py", *mnist, *imp, f"--output_dir={root}/repro_imp_mnist"]),
@@ -131,6 +135,9 @@ def steps(root, quick):
           *zhou_conv2, f"--output_dir={root}/repro_zhou_conv2_cifar10"]),
         ("Training recipes: augmentation, the Early-Bird schedule, warmup (full CIFAR-10, CPU scale)", "recipes",
          [py + "reproduce_recipes.py", *zhou_cifar, *recipes, f"--output_dir={root}/repro_recipes"]),
+        ("Learned supermasks, Conv-4 and Conv-6 on the full CIFAR-10", "supermask_full",
+         [py + "reproduce_supermask_cifar.py", *zhou_cifar, *supermask_full,
+          f"--output_dir={root}/repro_supermask_cifar"]),
     ]
 
 
@@ -154,7 +161,7 @@ def section(title, kind, command, docs_dir):
     shown = "python " + " ".join(relative_arg(arg) for arg in command)
     lines = [f"## {title}", "", f"Command: `bash tools/env.sh {shown}`", ""]
     figures = []
-    if kind in ("imp", "supermask", "int8", "zhou", "zhou_conv2", "recipes"):
+    if kind in ("imp", "supermask", "int8", "zhou", "zhou_conv2", "recipes", "supermask_full"):
         text = open(os.path.join(out, "reproduction.md")).read()
         text = text.split("\n\n", 1)[1] if text.startswith("Command:") else text
         lines.append("\n".join(line for line in text.splitlines() if not line.startswith("![")))

@@ -1,0 +1,159 @@
+"""Learned supermasks on the full CIFAR-10 (Zhou et al. 2019; edge-popup, Ramanujan et al. 2020), resumable.
+
+    bash tools/env.sh python tools/reproduce_supermask_cifar.py \
+        --data_dir=../shared/data/cifar10_full/cifar-10-batches-py --runs=conv4_glorot
+
+Each run of ``--runs`` is one ``lt-supermask`` run directory under ``--output_dir``, trained in turn;
+re-running resumes the unfinished one and skips the finished ones:
+
+- ``conv{2,4,6}_{glorot,signed_constant}``: the Bernoulli supermask with Zhou's optimizer (SGD lr 100,
+  momentum 0.9, batch 250, 200 epochs: flags/conv4_cifar10_supermask.flags with ``--model`` and
+  ``--weight_init``);
+- ``conv{4,6}_edgepopup``: the top-k supermask of flags/conv6_cifar10_edgepopup.flags (100 epochs).
+
+Each is a day or more of 2 CPU cores (Conv-4: 5-15 minutes an epoch). The Bernoulli runs keep the rate
+constant, so an unfinished run's accuracy at epoch k is that of a k-epoch budget: ``--report_only``
+reports every run as far as it got (from its TensorBoard log) while another process trains it.
+
+Writes ``reproduction.md`` / ``reproduction.json``: per run the budget (epochs, iterations, wall time),
+the test accuracy (at the end: the mean over ``--eval_samples`` sampled masks; unfinished: the last
+epoch's evaluation, masks sampled per batch), the paper's number, and the targets (Conv-4 >= 65%,
+Conv-6 >= 70%, the better Bernoulli run of each). ``tools/reproduce.py --steps=supermask_full`` runs it.
+"""
+import glob
+import os
+import sys
+
+from absl import app, flags
+
+from repro_util import REPO, checks_table, data_args, define_data_flags, load_json, pct, relative_arg, run_module
+
+BERNOULLI, TOPK = "flags/conv4_cifar10_supermask.flags", "flags/conv6_cifar10_edgepopup.flags"
+INITS = {"glorot": "glorot_normal", "signed_constant": "signed_constant"}  # run name part -> --weight_init
+RUNS = {  # name -> (net, flagfile, extra flags), in the order the default trains them
+    **{f"{net}_{init}": (net, BERNOULLI, [f"--model={net}", f"--weight_init={INITS[init]}"])
+       for init in INITS for net in ("conv4", "conv6", "conv2")},
+    **{f"{net}_edgepopup": (net, TOPK, [f"--model={net}"]) for net in ("conv4", "conv6")},
+}
+ZHOU = {"conv2": 0.660, "conv4": 0.725, "conv6": 0.765}  # learned supermasks, full CIFAR-10
+TARGETS = {"conv4": 0.65, "conv6": 0.70}
+
+define_data_flags("CIFAR-10 (cifar-10-batches-py, all five training batches)")
+flags.DEFINE_string("output_dir", "runs/repro_supermask_cifar", "Folder of all the runs.")
+flags.DEFINE_list("runs", list(RUNS), "Which runs, trained in this order: " + ", ".join(RUNS) + ".")
+flags.DEFINE_list("run_flags", [], "Extra flags for every run (the quick pipeline check shrinks the budget).")
+flags.DEFINE_bool("report_only", False, "Train nothing; report every run as far as it got.")
+FLAGS = flags.FLAGS
+
+
+def progress(run_dir):
+    """How far an unfinished run got, from its TensorBoard log (the only per-epoch record before the end):
+    epochs done, the last epoch's test accuracy, iterations, and the seconds its processes trained."""
+    import tensorflow as tf
+
+    accuracy, iterations, seconds = {}, 0, 0.0
+    for path in sorted(glob.glob(os.path.join(run_dir, "tensorboard", "*", "events.out.tfevents.*"))):
+        times = []
+        for event in tf.compat.v1.train.summary_iterator(path):
+            times.append(event.wall_time)
+            for value in event.summary.value:
+                if value.tag == "epoch_test_accuracy":
+                    accuracy[event.step] = float(tf.make_ndarray(value.tensor))
+                elif value.tag == "evaluation_accuracy_vs_iterations":
+                    iterations = max(iterations, event.step)
+        if os.path.basename(os.path.dirname(path)) == "train" and times:
+            seconds += max(times) - min(times)
+    if not accuracy:
+        return None
+    return {"epochs_done": max(accuracy) + 1, "test_accuracy": accuracy[max(accuracy)], "iterations": iterations,
+            "wall_time_s": seconds}
+
+
+def row(name):
+    """One run's line of the table: finished (its summary), unfinished (its TensorBoard log) or not started."""
+    net, flagfile, _ = RUNS[name]
+    out = os.path.join(REPO, FLAGS.output_dir, name)
+    base = {"run": name, "net": net, "estimator": "topk" if flagfile == TOPK else "bernoulli", "paper": ZHOU[net]
+            if flagfile == BERNOULLI else None}
+    if os.path.exists(os.path.join(out, "summary.json")):
+        summary, config = load_json(out, "summary.json"), load_json(out, "config.json")
+        return {**base, "status": "finished", "epochs_done": config["train"]["epochs"],
+                "epochs_planned": config["train"]["epochs"], "iterations": summary["total_steps"],
+                "wall_time_s": summary["wall_time_s"], "test_accuracy": summary["test_accuracy"],
+                "ticket_density": summary["ticket_density"]}
+    seen = progress(out) if os.path.exists(os.path.join(out, "config.json")) else None
+    if seen is None:
+        return {**base, "status": "not started"}
+    return {**base, "status": "unfinished", "epochs_planned": load_json(out, "config.json")["train"]["epochs"],
+            **seen}
+
+
+def checks(rows):
+    """Conv-4 >= 65% and Conv-6 >= 70% on the better Bernoulli run of each net measured so far."""
+    out = []
+    for net, needed in TARGETS.items():
+        measured = [r for r in rows if r["net"] == net and r["estimator"] == "bernoulli" and "test_accuracy" in r]
+        if measured:
+            best = max(measured, key=lambda r: r["test_accuracy"])
+            where = "at the end" if best["status"] == "finished" else f"epoch {best['epochs_done']:g}, unfinished"
+            out.append((f"learned supermask {net.replace('conv', 'Conv-')} >= {100 * needed:g}%",
+                        f"{pct(best['test_accuracy'])}% ({best['run']}, {where})", f">= {100 * needed:g}%",
+                        best["test_accuracy"] >= needed))
+    return out
+
+
+def _duration(seconds):
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def markdown(rows, checks_, command):
+    lines = [f"Command: `{command}`", "",
+             "Test accuracy of a finished Bernoulli run: "
+             "the mean over its sampled masks at the end; of an unfinished one: its last epoch's evaluation (masks "
+             "sampled per batch; the rate is constant, so this is the accuracy of that budget).", "",
+             "| run | status | epochs | iterations | wall time | test accuracy (%) | paper (Zhou et al., %) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["status"] == "not started":
+            lines.append(f"| {r['run']} | not started | - | - | - | - | {pct(r['paper'])} |")
+            continue
+        lines.append(f"| {r['run']} | {r['status']} | {r['epochs_done']:g} of {r['epochs_planned']:g} | "
+                     f"{r['iterations']:,} | {_duration(r['wall_time_s'])} | {pct(r['test_accuracy'])} | "
+                     f"{pct(r['paper'])} |")
+    missing = [net for net in TARGETS if not any(c[0].startswith(f"learned supermask {net.replace('conv', 'Conv-')}")
+                                                 for c in checks_)]
+    lines += ["", *checks_table(checks_)] if checks_ else [""]
+    if missing:
+        lines += ["", "Not measured yet: " + ", ".join(f"{n.replace('conv', 'Conv-')} (target >= "
+                                                        f"{100 * TARGETS[n]:g}%)" for n in missing) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    unknown = sorted(set(FLAGS.runs) - set(RUNS))
+    if unknown or not FLAGS.runs:
+        sys.exit(f"reproduce_supermask_cifar: error: --runs: {unknown or 'empty'}; choose from {list(RUNS)}.")
+    if not FLAGS.report_only:
+        data = data_args("reproduce_supermask_cifar")
+        for name in FLAGS.runs:
+            _, flagfile, extra = RUNS[name]
+            run_module("reproduce_supermask_cifar", "lt_keras.bin.supermask",
+                       [f"--flagfile={flagfile}", *data, *extra, *FLAGS.run_flags,
+                        f"--output_dir={os.path.join(FLAGS.output_dir, name)}"])
+    rows = [row(name) for name in FLAGS.runs]
+    found = checks(rows)
+    from lt_keras.io_utils import atomic_write_json, atomic_write_text
+
+    root = os.path.join(REPO, FLAGS.output_dir)
+    os.makedirs(root, exist_ok=True)
+    command = " ".join(["python tools/reproduce_supermask_cifar.py", *map(relative_arg, sys.argv[1:])])
+    text = markdown(rows, found, command)
+    atomic_write_json(os.path.join(root, "reproduction.json"), {
+        "runs": rows, "checks": [{"claim": c, "measured": m, "target": t, "met": ok} for c, m, t, ok in found]})
+    atomic_write_text(os.path.join(root, "reproduction.md"), text)
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)
