@@ -102,6 +102,10 @@ def checks(rows):
     return out
 
 
+def _g(epochs):
+    return "-" if epochs is None else f"{epochs:g}"  # None: a run budgeted in --train_steps
+
+
 def _duration(seconds):
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
@@ -117,7 +121,7 @@ def markdown(rows, checks_, command):
         if r["status"] == "not started":
             lines.append(f"| {r['run']} | not started | - | - | - | - | {pct(r['paper'])} |")
             continue
-        lines.append(f"| {r['run']} | {r['status']} | {r['epochs_done']:g} of {r['epochs_planned']:g} | "
+        lines.append(f"| {r['run']} | {r['status']} | {_g(r['epochs_done'])} of {_g(r['epochs_planned'])} | "
                      f"{r['iterations']:,} | {_duration(r['wall_time_s'])} | {pct(r['test_accuracy'])} | "
                      f"{pct(r['paper'])} |")
     missing = [net for net in TARGETS if not any(c[0].startswith(f"learned supermask {net.replace('conv', 'Conv-')}")
