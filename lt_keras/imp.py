@@ -186,8 +186,16 @@ class _Snapshot(keras.callbacks.Callback):
 
     def __init__(self, step):
         super().__init__()
-        self.step, self.weights = step, None
+        self.step, self.weights, self.path = step, None, None
         self.exact_steps = (step,)
+
+    def keep_at(self, path):
+        """Save the snapshot to ``path`` when taken, and read it from there if taken before: a round resumed
+        past ``step`` from its backup still has it."""
+        self.path = path
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.path.exists(path):
+            self.weights = load_weights(path)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.weights is not None:
@@ -195,6 +203,8 @@ class _Snapshot(keras.callbacks.Callback):
         done = int(self.model.optimizer.iterations.numpy())
         if done == self.step:
             self.weights = self.model.get_weights()
+            if self.path:
+                save_weights(self.path, self.weights)
         elif done > self.step:
             per_call = getattr(self.model, "_steps_per_execution", None)
             per_call = int(per_call.numpy()) if per_call is not None else 1
@@ -320,8 +330,9 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
     weights. ``precision`` turns the trained model into its fake-quantized
     twin; tickets are fp32. Each round is saved to ``round_<k>/`` (mask,
     metrics, ticket, and ``next.npz``: the next mask, the rewind weights and
-    theta_final) only once complete, so a resumed run is bit-identical to an
-    uninterrupted one.
+    theta_final) only once complete; a killed round resumes at its last
+    evaluation from ``round_<k>.backup/``. A resumed run is bit-identical to
+    an uninterrupted one.
     """
     base = build
     if imp.mask0 != "zero":
@@ -346,6 +357,7 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
     while state.k <= imp.total_rounds and os.path.exists(_round_file(run_dir, state.k, "metrics.json")):
         results.append(read_json(_round_file(run_dir, state.k, "metrics.json")))
         state = _load_round_state(run_dir, state.k, len(init_weights))
+        shutil.rmtree(_backup_dir(run_dir, state.k - 1), ignore_errors=True)  # a kill right after the round
         logging.info("round %d is complete; skipping.", state.k - 1)
     if state.k > imp.total_rounds:
         return results
@@ -365,8 +377,12 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
         _write_ticket(os.path.join(tmp, "ticket"), model, mask, imp, k, precision)
 
     def train_round(k, model, callbacks):
+        for callback in callbacks:
+            if isinstance(callback, _Snapshot):
+                callback.keep_at(os.path.join(_backup_dir(run_dir, k), "rewind_weights.npz"))
         seed_globals(train.seed, k, "train")
-        return fit(model, data, train, callbacks=callbacks, verbose=verbose)
+        return fit(model, data, train, callbacks=callbacks, verbose=verbose,
+                   backup_dir=os.path.join(_backup_dir(run_dir, k), "round"))
 
     def after_round(done: TrainedRound):
         k, mask, result, tmp = done.k, done.mask, done.trained, _round_file(run_dir, done.k) + ".partial"
@@ -378,7 +394,8 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
             "final_val_accuracy": result.final_val_accuracy, "final_test_accuracy": result.final_test_accuracy,
             "untrained_test_accuracy": untrained[k], "wall_time_s": result.wall_time_s,
             "search_precision": precision.describe(),
-            "controls": {c: _control(c, model, build, data, train, mask, done.next.rewind_weights, k, verbose)
+            "controls": {c: _control(c, model, build, data, train, mask, done.next.rewind_weights, k, verbose,
+                                     os.path.join(_backup_dir(run_dir, k), c))
                          for c in (imp.controls if k > 0 else ())},
         }
         mask.save(os.path.join(tmp, "mask.npz"))
@@ -389,6 +406,7 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
         atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)
         shutil.rmtree(_round_file(run_dir, k), ignore_errors=True)
         os.replace(tmp, _round_file(run_dir, k))  # the round exists only once complete
+        shutil.rmtree(_backup_dir(run_dir, k), ignore_errors=True)
         results.append(metrics)
 
     imp_rounds(model, imp, train.seed, train_round, state, kernels(model),
@@ -400,6 +418,12 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
 def _round_file(run_dir, k, name=None):
     folder = os.path.join(run_dir, f"round_{k}")
     return folder if name is None else os.path.join(folder, name)
+
+
+def _backup_dir(run_dir, k):
+    """Round ``k``'s trainings in progress (Keras ``BackupAndRestore`` state per training, the late-rewind
+    snapshot): a killed round resumes at its last evaluation; removed once the round is complete."""
+    return _round_file(run_dir, k) + ".backup"
 
 
 def _load_round_state(run_dir, k, num_weights) -> RoundState:
@@ -432,7 +456,7 @@ def _compiled(model):
     return model
 
 
-def _control(name, model, build, data, train, mask, rewind_weights, k, verbose):
+def _control(name, model, build, data, train, mask, rewind_weights, k, verbose, backup_dir=None):
     """Train a baseline with the ticket's per-layer densities (Frankle & Carbin's controls).
 
     random_reinit: the ticket's mask over a fresh initialization; random_prune:
@@ -447,7 +471,7 @@ def _control(name, model, build, data, train, mask, rewind_weights, k, verbose):
     model.set_weights(weights)
     used.apply_to(model)
     seed_globals(train.seed, k, "train")
-    result = fit(model, data, train, verbose=verbose)
+    result = fit(model, data, train, verbose=verbose, backup_dir=backup_dir)
     return {"density": used.density(), "layer_density": used.layer_densities(),
             "early_stop_step": result.early_stop_step,
             "early_stop_test_accuracy": result.early_stop_test_accuracy,

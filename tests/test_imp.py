@@ -108,6 +108,67 @@ def test_resumed_round_trains_from_the_saved_rewind_weights(tmp_path, data, monk
     assert round_record(killed, 2)[1]["final_test_accuracy"] > 0.5  # it learned: the rewind weights are real
 
 
+def kill_inside_fit(monkeypatch, run_dir, config, call):
+    """Run IMP until the ``call``-th training (1-based) has saved its first evaluation, then kill it there."""
+    real_fit, calls = imp_module.fit, []
+
+    class Die(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:  # the first evaluation (step 6 of 12) is backed up
+                raise KeyboardInterrupt
+
+    def dying_fit(*args, callbacks=(), **kwargs):
+        calls.append(1)
+        extra = [Die()] if len(calls) == call else []
+        return real_fit(*args, callbacks=[*callbacks, *extra], **kwargs)
+
+    monkeypatch.setattr(imp_module, "fit", dying_fit)
+    with pytest.raises(KeyboardInterrupt):
+        imp_search(run_dir, build, data_for_kills, config, TRAIN, verbose=0)
+    monkeypatch.setattr(imp_module, "fit", real_fit)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(123)
+
+
+def first_epochs_of_each_fit(monkeypatch):
+    """The first Keras epoch (evaluation interval) each ``fit`` call trains: 0 unless it resumed."""
+    real_fit, firsts = imp_module.fit, []
+
+    def recording_fit(*args, callbacks=(), **kwargs):
+        seen = []
+        first = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(epoch))
+        result = real_fit(*args, callbacks=[*callbacks, first], **kwargs)
+        firsts.append(seen[0] if seen else None)  # None: nothing left to train
+        return result
+
+    monkeypatch.setattr(imp_module, "fit", recording_fit)
+    return firsts
+
+
+@pytest.mark.parametrize("config, kill_at", [
+    (ImpConfig(rounds=2, controls=("random_reinit",)), 2),  # round 1's training
+    (ImpConfig(rounds=2, controls=("random_reinit",)), 3),  # round 1's control
+    (ImpConfig(rounds=1, rewind="step:3"), 1),  # round 0, past its late-rewind snapshot
+])
+def test_round_killed_mid_training_resumes_at_its_last_evaluation(tmp_path, data, monkeypatch, config, kill_at):
+    """A long round is not retrained from scratch: the killed training continues from its backed-up evaluation
+    (with the rewind snapshot taken before the kill) and the run ends as one never killed."""
+    global data_for_kills
+    data_for_kills = data
+    reference = str(tmp_path / "reference")
+    imp_search(reference, build, data, config, TRAIN, verbose=0)
+    killed = str(tmp_path / "killed")
+    kill_inside_fit(monkeypatch, killed, config, kill_at)
+    k = 0 if kill_at == 1 else 1
+    assert os.path.isdir(os.path.join(killed, f"round_{k}.backup"))
+    firsts = first_epochs_of_each_fit(monkeypatch)
+    imp_search(killed, build, data, config, TRAIN, verbose=0)
+    resumed = firsts[0] if k == 0 else firsts[kill_at - 2]  # round 0 was complete before a kill in round 1
+    assert resumed == 1, firsts
+    assert_same_rounds(killed, reference, config.rounds)
+    assert not [name for name in os.listdir(killed) if name.endswith(".backup")]  # gone once rounds complete
+
+
 def models_at_fit(monkeypatch):
     """Record each model's kernels and masks as ``fit`` receives it."""
     from lt_keras.layers import masked_layers
