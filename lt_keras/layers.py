@@ -228,8 +228,10 @@ class MaskedKernelMixin:
 
     def _compose(self, mask, kernel=None):
         kernel = (self.kernel if kernel is None else kernel) * mask
-        if self.dynamic_weight_rescaling:  # Zhou et al.: scale by numel / ones of the current mask
-            ones = tf.maximum(tf.reduce_sum(tf.stop_gradient(mask)), 1.0)
+        if self.dynamic_weight_rescaling:
+            # Zhou et al.: scale by numel / ones of the current mask; as in their code, a learned mask's gradient
+            # also flows through the count (each score's slope), which pulls the layer's density.
+            ones = tf.maximum(tf.reduce_sum(mask), 1.0)
             kernel *= tf.cast(tf.size(mask), kernel.dtype) / ones
         if self.kernel_frozen is not None:
             kernel += tf.stop_gradient(self.kernel_frozen) * (1.0 - mask)

@@ -44,9 +44,11 @@ def test_training_moves_only_the_scores(estimator, jit):
 @pytest.mark.parametrize("rescale", [False, True])
 @pytest.mark.parametrize("jit", [False, True])
 def test_straight_through_gradient_of_the_scores(estimator, eval_mask, rescale, jit):
-    """d loss / d scores = d loss / d (masked kernel) * kernel * kernel_mask * slope (* numel / kept with dynamic
-    weight rescaling), the slope being sign(scores) for top-k (edge-popup's |scores|) and sigmoid'(scores) for
-    Bernoulli (Zhou et al.). Without rescaling the sampler returns the masked kernel itself; with it, a mask."""
+    """d loss / d scores = d loss / d (masked kernel) * kernel * kernel_mask * slope, the slope being
+    sign(scores) for top-k (edge-popup's |scores|) and sigmoid'(scores) for Bernoulli (Zhou et al.). Dynamic
+    weight rescaling multiplies the kernel by c = numel / kept, and as in Zhou et al.'s code the count takes the
+    gradient too (d loss / d mask by hand below).
+    Without rescaling the sampler returns the masked kernel itself; with it, a mask."""
     rng = np.random.default_rng(0)
     layer = MaskedDense(5, use_bias=False, mask_mode=estimator, keep_fraction=0.4, eval_mask=eval_mask,
                         dynamic_weight_rescaling=rescale)
@@ -66,10 +68,17 @@ def test_straight_through_gradient_of_the_scores(estimator, eval_mask, rescale, 
     s = layer.kernel_scores.numpy()
     prob = 1.0 / (1.0 + np.exp(-s))
     slope = np.sign(s) if estimator == "topk" else prob * (1.0 - prob)
-    expected = upstream.numpy() * layer.kernel.numpy() * layer.kernel_mask.numpy() * slope
+    u, w, fixed = upstream.numpy(), layer.kernel.numpy(), layer.kernel_mask.numpy()
     if rescale:
-        expected *= s.size / np.count_nonzero(kernel.numpy())
-    np.testing.assert_allclose(gradient.numpy(), expected, rtol=1e-5, atol=1e-7)
+        kept = np.count_nonzero(kernel.numpy())
+        c = s.size / kept
+        m = (kernel.numpy() != 0).astype(np.float32)  # the mask this pass used (kernel entries are nonzero)
+        # loss = c(m) * sum(u * w * m) with c = numel / sum(m): d loss / d m_i = c * u_i * w_i - c / kept * S
+        d_mask = c * u * w - c / kept * np.sum(u * w * m)
+        expected = d_mask * fixed * slope
+    else:
+        expected = u * w * fixed * slope
+    np.testing.assert_allclose(gradient.numpy(), expected, rtol=1e-5, atol=1e-6)  # the count term cancels
 
 
 def test_topk_keeps_exactly_the_requested_count():

@@ -93,25 +93,32 @@ def test_reproduce_recipes_refuses_bad_parts_and_missing_data():
 def test_reproduce_supermask_cifar_reports_finished_and_unfinished_runs(tmp_path):
     out = tmp_path / "sm"
     args = ["tools/reproduce_supermask_cifar.py", "--data_flags=--dataset=mnist_5k,--validation_size=500,"
-            "--max_train_examples=600", "--runs=conv2_glorot,conv4_edgepopup",
+            "--max_train_examples=600", "--runs=conv2_signed_constant,conv4_edgepopup",
             "--run_flags=--epochs=2,--batch_size=100,--eval_samples=2", f"--output_dir={out}"]
     result = run_tool(*args, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {r["run"]: r for r in json.loads((out / "reproduction.json").read_text())["runs"]}
     assert [r["status"] for r in rows.values()] == ["finished", "finished"]
-    assert rows["conv2_glorot"]["iterations"] == 12 and 0 < rows["conv2_glorot"]["test_accuracy"] <= 1
-    assert rows["conv2_glorot"]["paper"] == 0.66 and rows["conv4_edgepopup"]["paper"] is None
+    bernoulli = rows["conv2_signed_constant"]
+    assert bernoulli["iterations"] == 12 and 0 < bernoulli["test_accuracy"] <= 1
+    assert bernoulli["paper"] == 0.66 and rows["conv4_edgepopup"]["paper"] is None
+    config = json.loads((out / "conv2_signed_constant" / "config.json").read_text())["supermask"]
+    assert config["weight_init"] == "signed_constant" and config["dynamic_weight_rescaling"]  # the paper's recipe
     text = (out / "reproduction.md").read_text()
-    assert "| conv2_glorot | finished | 2 of 2 | 12 |" in text
+    assert "| conv2_signed_constant | finished | 2 of 2 | 12 |" in text
     assert "Not measured yet: Conv-4 (target >= 65%), Conv-6 (target >= 70%)." in text  # top-k is no Bernoulli
     # A run still training is reported from its TensorBoard log: its last epoch, its iterations so far.
-    (out / "conv2_glorot" / "summary.json").unlink()
+    (out / "conv2_signed_constant" / "summary.json").unlink()
     result = run_tool(*args, "--report_only", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     unfinished = json.loads((out / "reproduction.json").read_text())["runs"][0]
     assert unfinished["status"] == "unfinished" and unfinished["epochs_done"] == 2
     assert unfinished["iterations"] == 12 and 0 < unfinished["test_accuracy"] <= 1
     assert unfinished["wall_time_s"] > 0
+    result = run_tool(*args[:-3], "--runs=conv2_glorot", "--report_only", f"--output_dir={out}", timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    glorot = json.loads((out / "reproduction.json").read_text())["runs"][0]
+    assert glorot["status"] == "not started" and glorot["paper"] is None  # the paper's number is not Glorot's
     result = run_tool("tools/reproduce_supermask_cifar.py", "--runs=conv4_bogus", timeout=120)
     assert result.returncode != 0 and "--runs: ['conv4_bogus']" in result.stderr
 
