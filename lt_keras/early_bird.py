@@ -491,7 +491,6 @@ def search(output_dir, model_name, data, train_cfg, config: EarlyBirdConfig = Ea
     """
     import glob
     import shutil
-    import time
 
     from lt_keras.flops import training_flops_per_step
     from lt_keras.io_utils import atomic_write_json
@@ -512,9 +511,8 @@ def search(output_dir, model_name, data, train_cfg, config: EarlyBirdConfig = Ea
     def search_build():  # the search runs at --precision; tickets, retraining and baselines are fp32
         return precision.to_search(build())
 
-    start = time.perf_counter()
     model, callback, search_result = _detect(output_dir, search_build, data, train_cfg, config)
-    search_time = time.perf_counter() - start
+    search_time = search_result.wall_time_s  # all of its processes' training seconds (a resumed search too)
     searched_epochs = len(search_result.history)
     dense_step = training_flops_per_step(build(), train_cfg.batch_size)
     summary = {"model": model_name, "dataset": data.spec.name, "data_source": data.source,
@@ -557,11 +555,9 @@ def search(output_dir, model_name, data, train_cfg, config: EarlyBirdConfig = Ea
                 ticket_mask.apply_to(retrain_model)
             phase = schedule(train_cfg, config, num_train, retrain_epochs,
                              start_epoch=eb_epoch if config.retrain_from == "eb" else 0)
-            start = time.perf_counter()
             result = fit(retrain_model, data, phase, output_dir=os.path.join(folder, "retrain"),
                          backup_dir=os.path.join(folder, BACKUP + "retrain"))
-            entry.update(retrain_test_accuracy=result.final_test_accuracy,
-                         retrain_wall_time_s=time.perf_counter() - start)
+            entry.update(retrain_test_accuracy=result.final_test_accuracy, retrain_wall_time_s=result.wall_time_s)
             atomic_write_json(os.path.join(folder, "retrain_history.json"), result.history)
         if config.run_baseline and ratio in config.retrain_ratios:
             if dense_baseline is None:
@@ -575,7 +571,6 @@ def search(output_dir, model_name, data, train_cfg, config: EarlyBirdConfig = Ea
 
 def _train_dense_baseline(output_dir, data, train_cfg, config, build):
     """LT one-shot, part 1: the full dense training (with the same BN L1), once for every ratio."""
-    import time
 
     from lt_keras.training import fit
 
@@ -584,17 +579,15 @@ def _train_dense_baseline(output_dir, data, train_cfg, config, build):
     model = build()
     if config.granularity == "channel":
         add_bn_l1(model, config.bn_l1)
-    start = time.perf_counter()
     phase = schedule(train_cfg, config, len(data.y_train), train_cfg.epochs)
     result = fit(model, data, phase, output_dir=os.path.join(output_dir, "baseline_dense"),
                  backup_dir=os.path.join(output_dir, BACKUP + "dense"))
     return {"weights": model.get_weights(), "test_accuracy": result.final_test_accuracy,
-            "wall_time_s": time.perf_counter() - start}
+            "wall_time_s": result.wall_time_s}
 
 
 def _baseline_retrain(data, train_cfg, config, ratio, build, dense, folder):
     """LT one-shot, part 2: prune the trained dense net at ``ratio`` (slimmed) and retrain the full schedule."""
-    import time
 
     from lt_keras.training import fit
 
@@ -607,10 +600,9 @@ def _baseline_retrain(data, train_cfg, config, ratio, build, dense, folder):
         model = slim(model, mask)
     else:
         mask.apply_to(model)
-    start = time.perf_counter()
     phase = schedule(train_cfg, config, len(data.y_train), train_cfg.epochs)
     retrained = fit(model, data, phase, output_dir=os.path.join(folder, "baseline_retrain"),
                     backup_dir=os.path.join(folder, BACKUP + "baseline_retrain"))
     return {"baseline_dense_test_accuracy": dense["test_accuracy"],
             "baseline_test_accuracy": retrained.final_test_accuracy,
-            "baseline_wall_time_s": dense["wall_time_s"] + time.perf_counter() - start}
+            "baseline_wall_time_s": dense["wall_time_s"] + retrained.wall_time_s}

@@ -355,7 +355,8 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
     ``verbose`` defaults to progress bars on a terminal and one line per
     evaluation otherwise (logs, CI). With ``backup_dir``, Keras's
     ``BackupAndRestore`` saves weights, optimizer and position at every
-    evaluation, and a killed run continues from the last one.
+    evaluation, and a killed run continues from the last one; its
+    ``wall_time_s`` adds the seconds the saved evaluations took before.
     """
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
@@ -371,14 +372,16 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
     recorder = _EvalRecorder(data.eval_dataset("test"), interval, total,
                              os.path.join(backup_dir, "records.json") if backup_dir else None)
     all_callbacks = [recorder, DivergenceGuard(interval, total), *callbacks]
+    done = _backed_up_steps(backup_dir, interval)
+    before = _saved_seconds(backup_dir) if done else 0.0  # training seconds up to the checkpoint resumed from
     if backup_dir:  # last, so a saved position always has its evaluation recorded
-        all_callbacks.append(_BeforeCheckpoint(recorder, os.path.join(backup_dir, "stopped.json"), interval, total))
+        all_callbacks.append(_BeforeCheckpoint(recorder, backup_dir, interval, total,
+                                               seconds=lambda: before + time.perf_counter() - start))
         all_callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False))
     if output_dir:
         all_callbacks.append(
             keras.callbacks.TensorBoard(log_dir=f"{output_dir}/tensorboard", update_freq="epoch", profile_batch=0)
         )
-    done = _backed_up_steps(backup_dir, interval)
     if verbose:
         all_callbacks.append(StepProgress(interval, total))
     # A run a callback stopped (Early-Bird, EarlyStopping) and then killed: restore it where it stopped.
@@ -399,7 +402,7 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
     if remainder and not (stopped or model.stop_training):
         model.fit(batches(full * interval), initial_epoch=full, epochs=full + 1, steps_per_epoch=remainder,
                   validation_data=val_ds, callbacks=all_callbacks, verbose=verbose)
-    wall = time.perf_counter() - start
+    wall = before + time.perf_counter() - start
     return summarize(recorder.records, total, wall)
 
 
@@ -466,16 +469,26 @@ def _compile_or_reset(model, config, total, per_call):
 
 class _BeforeCheckpoint(keras.callbacks.Callback):
     """Runs after every other callback and just before ``BackupAndRestore``: persists the epoch's records (with
-    what every callback added) and, when a callback stopped training, the step where it did."""
+    what every callback added), the training seconds so far and, when a callback stopped training, the step
+    where it did."""
 
-    def __init__(self, recorder, path, interval, total_steps):
+    def __init__(self, recorder, backup_dir, interval, total_steps, seconds):
         super().__init__()
-        self.recorder, self.path, self.interval, self.total_steps = recorder, path, interval, total_steps
+        self.recorder, self.backup_dir, self.interval, self.total_steps = recorder, backup_dir, interval, total_steps
+        self.seconds = seconds
 
     def on_epoch_end(self, epoch, logs=None):
         self.recorder._persist()
+        os.makedirs(self.backup_dir, exist_ok=True)
+        atomic_write_json(os.path.join(self.backup_dir, "seconds.json"), {"seconds": self.seconds()})
         if self.model.stop_training:
-            atomic_write_json(self.path, {"step": min((epoch + 1) * self.interval, self.total_steps)})
+            atomic_write_json(os.path.join(self.backup_dir, "stopped.json"),
+                              {"step": min((epoch + 1) * self.interval, self.total_steps)})
+
+
+def _saved_seconds(backup_dir):
+    path = os.path.join(backup_dir, "seconds.json")
+    return float(read_json(path)["seconds"]) if os.path.exists(path) else 0.0
 
 
 def _stopped_step(backup_dir):

@@ -1,4 +1,8 @@
 """Training: config validation, schedules, early-stop bookkeeping, fit with masks."""
+import json
+import os
+import time
+
 import numpy as np
 import pytest
 
@@ -87,6 +91,10 @@ def test_killed_fit_with_backup_resumes_at_its_last_evaluation(tmp_path):
     backup = str(tmp_path / "backup")
 
     class Die(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 0:
+                time.sleep(3.0)  # training seconds before the checkpoint the resumed fit starts from
+
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 1:  # after the 2nd evaluation was recorded
                 raise KeyboardInterrupt
@@ -95,6 +103,7 @@ def test_killed_fit_with_backup_resumes_at_its_last_evaluation(tmp_path):
     model = build_model("lenet_300_100", (28, 28, 1), 10)
     with pytest.raises(KeyboardInterrupt):
         fit(model, data, cfg, callbacks=[Die()], verbose=0, backup_dir=backup)
+    saved = json.load(open(os.path.join(backup, "seconds.json")))["seconds"]
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     fresh = build_model("lenet_300_100", (28, 28, 1), 10)
@@ -104,6 +113,7 @@ def test_killed_fit_with_backup_resumes_at_its_last_evaluation(tmp_path):
     assert [r["step"] for r in result.history] == [10, 20, 30, 40]
     assert epochs == [1, 2, 3]  # continued after the last saved evaluation (step 10), not from scratch
     assert int(fresh.optimizer.iterations.numpy()) == 40
+    assert saved >= 3.0 and result.wall_time_s > saved  # the killed process's seconds up to its checkpoint count
     # ... on the batches it would have seen: the same weights and records as a run never killed.
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
