@@ -79,6 +79,12 @@ def test_reproduce_quick_writes_the_results_report(tmp_path):
     supermasks = text.split("## Learned supermasks")[1]
     assert re.search(r"^\| conv4_glorot \| finished \| 1 of 1 \| \d+ \|", supermasks, re.M)
     assert re.search(r"^\| learned supermask Conv-4 >= 65% \| \d+\.\d\d% ", supermasks, re.M)
+    # --report_only trains nothing and writes the same sections from the run directories.
+    result = run_tool("tools/reproduce.py", "--quick", "--report_only", "--steps=imp,supermask_full",
+                      f"--output_root={tmp_path / 'runs'}", f"--results={results}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reproduce_imp_mnist.py" not in result.stdout and "--report_only" in result.stdout
+    assert results.read_text().split("\n## ")[1:] == text.split("\n## ")[1:]
 
 
 def test_reproduce_recipes_refuses_bad_parts_and_missing_data():
@@ -88,6 +94,14 @@ def test_reproduce_recipes_refuses_bad_parts_and_missing_data():
     assert result.returncode != 0 and "--warmup_density must be in (0, 1)" in result.stderr
     result = run_tool("tools/reproduce_recipes.py", timeout=120)
     assert result.returncode != 0 and "give --data_dir" in result.stderr
+
+
+def test_reproduce_report_only_refuses_steps_that_never_ran(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    result = run_tool("tools/reproduce.py", "--quick", "--report_only", "--steps=imp,recipes",
+                      f"--output_root={tmp_path / 'runs'}", f"--results={results}", timeout=120)
+    assert result.returncode != 0 and "no results yet for imp, recipes" in result.stderr
+    assert not results.exists() and not (tmp_path / "runs").exists()  # nothing trained, nothing written
 
 
 def test_reproduce_supermask_cifar_reports_finished_and_unfinished_runs(tmp_path):

@@ -27,9 +27,11 @@ Steps (each resumable; a finished step trains nothing):
    dense VGG-11-BN with and without crop + flip, Early-Bird tickets found under late vs early rate decay
    and retrained alike, ResNet-20 tickets vs random reinit with and without warmup (~4 hours alone);
 12. learned supermasks on the full CIFAR-10 (tools/reproduce_supermask_cifar.py, ``--cifar10_full_dir``):
-   Conv-4 and Conv-6, Glorot weights, Zhou's optimizer, 200 epochs each (days on 2 cores).
+   Conv-6 with the paper's signed constants and dynamic weight rescaling, then Conv-4 with Glorot weights,
+   Zhou's optimizer, 200 epochs each (days on 2 cores).
 
-``--quick`` runs the same pipeline with tiny budgets on the embedded digits
+``--report_only`` trains nothing: it writes the chosen steps' sections from their run directories as
+they stand (e.g. while step 12 trains in another process). ``--quick`` runs the same pipeline with tiny budgets on the embedded digits
 (checks the plumbing and the report, not the numbers). The report holds the
 tables, the plots, the exact commands, date, seed and library versions.
 """
@@ -57,6 +59,8 @@ flags.DEFINE_string("bench_json", None, "Also report the speed figures of this t
 STEPS = ("imp", "supermask", "int8", "supermask_conv4", "early_bird", "early_bird_int8", "early_bird_resnet20",
          "zhou", "early_bird_full", "zhou_conv2", "recipes", "supermask_full")
 flags.DEFINE_list("steps", list(STEPS), "Which reproductions to run and report.")
+flags.DEFINE_bool("report_only", False, "Train nothing: write the chosen steps' sections from their run directories "
+                  "as they stand (supermask_full re-reads its unfinished runs' logs).")
 FLAGS = flags.FLAGS
 
 QUICK_MARK = "**Quick mode:"  # the line that marks a report of tiny budgets
@@ -111,7 +115,7 @@ def steps(root, quick):
         zhou_conv2 = ["--train_steps=1000", "--eval_every=250", "--jobs=2"]
         zhou_cifar = cifar_full
         recipes = []
-        supermask_full = ["--runs=conv4_glorot,conv6_glorot"]
+        supermask_full = ["--runs=conv6_signed_constant,conv4_glorot"]  # the paper's recipe for the open target
     return [
         ("IMP lottery tickets, LeNet-300-100 on MNIST", "imp",
          [py + "reproduce_imp_mnist.py", *mnist, *imp, f"--output_dir={root}/repro_imp_mnist"]),
@@ -156,12 +160,23 @@ def _out_dir(command):
     return next(a.split("=", 1)[1] for a in command if a.startswith("--output_dir="))
 
 
+REPORTED = ("imp", "supermask", "int8", "zhou", "zhou_conv2", "recipes", "supermask_full")  # reproduction.md
+
+
+def _report_source(kind, command):
+    """The file a step's section is written from (reproduction.md of a driver, or a binary's summary.json)."""
+    out = os.path.join(REPO, _out_dir(command))
+    if kind == "supermask_full":  # its driver reports any run state, as long as it has a folder
+        return out
+    return os.path.join(out, "reproduction.md" if kind in REPORTED else "summary.json")
+
+
 def section(title, kind, command, docs_dir):
     out = os.path.join(REPO, _out_dir(command))
     shown = "python " + " ".join(relative_arg(arg) for arg in command)
     lines = [f"## {title}", "", f"Command: `bash tools/env.sh {shown}`", ""]
     figures = []
-    if kind in ("imp", "supermask", "int8", "zhou", "zhou_conv2", "recipes", "supermask_full"):
+    if kind in REPORTED:
         text = open(os.path.join(out, "reproduction.md")).read()
         text = text.split("\n\n", 1)[1] if text.startswith("Command:") else text
         lines.append("\n".join(line for line in text.splitlines() if not line.startswith("![")))
@@ -283,8 +298,16 @@ def main(argv):
     if QUICK_MARK in old and not FLAGS.quick:
         old = ""  # quick numbers check the pipeline only: never mixed with real ones
     plan = [step for step in steps(root, FLAGS.quick) if step[1] in FLAGS.steps]
-    for _, _, command in plan:
-        _run(command)
+    if FLAGS.report_only:
+        not_run = [kind for _, kind, command in plan if not os.path.exists(_report_source(kind, command))]
+        if not_run:
+            sys.exit(f"reproduce: error: --report_only: no results yet for {', '.join(not_run)}; run "
+                     "those steps without --report_only first.")
+    for _, kind, command in plan:
+        if not FLAGS.report_only:
+            _run(command)
+        elif kind == "supermask_full":
+            _run([*command, "--report_only"])
     docs_dir = os.path.join(os.path.dirname(results), "results")
     os.makedirs(docs_dir, exist_ok=True)
     from lt_keras.io_utils import atomic_write_text
