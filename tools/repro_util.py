@@ -40,6 +40,21 @@ def relative_arg(arg):
     return f"{name}={os.path.relpath(value, REPO)}" if sep and os.path.isabs(value) else arg
 
 
+def command_line():
+    """This driver's command as the docs show it: ``python tools/<script> <flags>``, paths relative."""
+    return " ".join(["python", os.path.relpath(os.path.abspath(sys.argv[0]), REPO), *map(relative_arg, sys.argv[1:])])
+
+
+def write_reproduction(folder, record, text):
+    """A driver's results, atomically: ``reproduction.json`` (``record``) and ``reproduction.md`` (``text``)."""
+    from lt_keras.io_utils import atomic_write_json, atomic_write_text
+
+    folder = os.path.join(REPO, folder)
+    os.makedirs(folder, exist_ok=True)
+    atomic_write_json(os.path.join(folder, "reproduction.json"), record)
+    atomic_write_text(os.path.join(folder, "reproduction.md"), text)
+
+
 def pct(v):
     """A fraction as a percentage with two decimals; "-" for a number not measured yet."""
     return "-" if v is None else f"{100 * v:.2f}"

@@ -17,11 +17,11 @@ Writes ``reproduction.json`` and ``reproduction.md`` into the run directory
 next to lt-imp's ``report.png``.
 """
 import os
-import sys
 
 from absl import app, flags
 
-from repro_util import REPO, checks_table, data_args, define_data_flags, load_json, run_module
+from repro_util import (REPO, checks_table, command_line, data_args, define_data_flags, load_json, run_module,
+                        write_reproduction)
 
 define_data_flags("MNIST IDX")
 flags.DEFINE_string("output_dir", "runs/repro_imp_mnist", "Run directory (resumed when it exists).")
@@ -83,13 +83,9 @@ def main(argv):
     print(f"\n{'target':<58} {'measured':<28} {'needed':<16} met")
     for claim, measured, target, ok in rows:
         print(f"{claim:<58} {measured:<28} {target:<16} {'yes' if ok else 'MISSED'}")
-    shown = "python tools/reproduce_imp_mnist.py " + " ".join(a for a in sys.argv[1:])
-    from lt_keras.io_utils import atomic_write_json, atomic_write_text
-
-    atomic_write_json(os.path.join(run_dir, "reproduction.json"),
-                      {"train_steps": FLAGS.train_steps, "rounds": FLAGS.rounds,
-                       "checks": [{"claim": c, "measured": m, "target": t, "met": ok} for c, m, t, ok in rows]})
-    atomic_write_text(os.path.join(run_dir, "reproduction.md"), markdown(rounds, rows, shown))
+    write_reproduction(run_dir, {"train_steps": FLAGS.train_steps, "rounds": FLAGS.rounds, "checks": [
+        {"claim": c, "measured": m, "target": t, "met": ok} for c, m, t, ok in rows]},
+        markdown(rounds, rows, command_line()))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 
 from absl import app, flags
 
-from repro_util import REPO, data_args, define_data_flags, load_json, run_module
+from repro_util import REPO, command_line, data_args, define_data_flags, load_json, run_module, write_reproduction
 
 define_data_flags("MNIST IDX")
 flags.DEFINE_string("fp32_run", "runs/repro_imp_mnist", "The fp32 IMP run to compare with.")
@@ -58,12 +58,8 @@ def main(argv):
               f"| {r['gap_pp']:+.2f} | {'yes' if r['met'] else '**MISSED**'} |" for r in rows]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    from lt_keras.io_utils import atomic_write_json, atomic_write_text
-
-    atomic_write_json(os.path.join(REPO, out, "reproduction.json"), {"rows": rows, "search_steps": FLAGS.search_steps,
-                                                                     "retrain_steps": FLAGS.retrain_steps})
-    atomic_write_text(os.path.join(REPO, out, "reproduction.md"),
-                      f"Command: `python tools/reproduce_int8_imp_mnist.py {' '.join(sys.argv[1:])}`\n\n{text}")
+    write_reproduction(out, {"rows": rows, "search_steps": FLAGS.search_steps, "retrain_steps": FLAGS.retrain_steps},
+                       f"Command: `{command_line()}`\n\n{text}")
 
 
 if __name__ == "__main__":

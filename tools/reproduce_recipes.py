@@ -32,8 +32,8 @@ import sys
 
 from absl import app, flags
 
-from repro_util import (REPO, checks_table, data_args, define_data_flags, load_json, pct, relative_arg,
-                        run_module)
+from repro_util import (checks_table, command_line, data_args, define_data_flags, load_json, pct, run_module,
+                        write_reproduction)
 
 define_data_flags("CIFAR-10 (cifar-10-batches-py)")
 flags.DEFINE_string("output_dir", "runs/repro_recipes", "Folder of all the runs.")
@@ -176,14 +176,10 @@ def main(argv):
     print(f"\n{'target':<80} {'measured':<22} met")
     for claim, measured, _, ok in checks:
         print(f"{claim:<80} {measured:<22} {'yes' if ok else 'MISSED'}")
-    from lt_keras.io_utils import atomic_write_json, atomic_write_text
-
-    root = os.path.join(REPO, FLAGS.output_dir)
-    atomic_write_json(os.path.join(root, "reproduction.json"), {
+    write_reproduction(FLAGS.output_dir, {
         "parts": results, "resnet_steps": FLAGS.resnet_steps,
-        "checks": [{"claim": c, "measured": m, "target": t, "met": ok} for c, m, t, ok in checks]})
-    command = " ".join(["python tools/reproduce_recipes.py", *map(relative_arg, sys.argv[1:])])
-    atomic_write_text(os.path.join(root, "reproduction.md"), markdown(results, checks, command))
+        "checks": [{"claim": c, "measured": m, "target": t, "met": ok} for c, m, t, ok in checks]},
+        markdown(results, checks, command_line()))
 
 
 if __name__ == "__main__":

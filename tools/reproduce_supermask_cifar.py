@@ -28,7 +28,8 @@ import sys
 
 from absl import app, flags
 
-from repro_util import REPO, checks_table, data_args, define_data_flags, load_json, pct, relative_arg, run_module
+from repro_util import (REPO, checks_table, command_line, data_args, define_data_flags, load_json, pct, run_module,
+                        write_reproduction)
 
 BERNOULLI, TOPK = "flags/conv4_cifar10_supermask.flags", "flags/conv6_cifar10_edgepopup.flags"
 INITS = {"glorot": ["--weight_init=glorot_normal"],  # run name part -> its flags
@@ -151,15 +152,9 @@ def main(argv):
                         f"--output_dir={os.path.join(FLAGS.output_dir, name)}"])
     rows = [row(name) for name in FLAGS.runs]
     found = checks(rows)
-    from lt_keras.io_utils import atomic_write_json, atomic_write_text
-
-    root = os.path.join(REPO, FLAGS.output_dir)
-    os.makedirs(root, exist_ok=True)
-    command = " ".join(["python tools/reproduce_supermask_cifar.py", *map(relative_arg, sys.argv[1:])])
-    text = markdown(rows, found, command)
-    atomic_write_json(os.path.join(root, "reproduction.json"), {
-        "runs": rows, "checks": [{"claim": c, "measured": m, "target": t, "met": ok} for c, m, t, ok in found]})
-    atomic_write_text(os.path.join(root, "reproduction.md"), text)
+    text = markdown(rows, found, command_line())
+    write_reproduction(FLAGS.output_dir, {
+        "runs": rows, "checks": [{"claim": c, "measured": m, "target": t, "met": ok} for c, m, t, ok in found]}, text)
     print(text)
 
 

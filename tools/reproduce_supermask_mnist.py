@@ -14,12 +14,10 @@ Runs (or resumes; finished steps are skipped) in ``--output_dir``:
 The official schedule is 2,000 epochs; ``--epochs`` says how many ran, and
 the printed table says so. Writes ``reproduction.json`` and ``reproduction.md``.
 """
-import os
-import sys
 
 from absl import app, flags
 
-from repro_util import REPO, data_args, define_data_flags, load_json, run_module
+from repro_util import command_line, data_args, define_data_flags, load_json, run_module, write_reproduction
 
 define_data_flags("MNIST IDX")
 flags.DEFINE_string("output_dir", "runs/repro_supermask_mnist", "Folder of the four runs.")
@@ -73,13 +71,9 @@ def main(argv):
     lines += [f"| {100 * r['density']:.1f} | {100 * r['accuracy']:.2f} |" for r in untrained["rows"]]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    from lt_keras.io_utils import atomic_write_json, atomic_write_text
-
-    atomic_write_text(os.path.join(REPO, out, "reproduction.md"),
-                      f"Command: `python tools/reproduce_supermask_mnist.py {' '.join(sys.argv[1:])}`\n\n{text}")
-    atomic_write_json(os.path.join(REPO, out, "reproduction.json"),
-                      {"epochs": FLAGS.epochs, "rows": [{"claim": c, "measured": v, "target": t} for c, v, t in rows],
-                       "untrained": untrained["rows"]})
+    write_reproduction(out, {"epochs": FLAGS.epochs, "rows": [{"claim": c, "measured": v, "target": t}
+                                                              for c, v, t in rows], "untrained": untrained["rows"]},
+                       f"Command: `{command_line()}`\n\n{text}")
 
 
 if __name__ == "__main__":

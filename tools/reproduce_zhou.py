@@ -44,7 +44,7 @@ import time
 
 from absl import app, flags
 
-from repro_util import REPO, checks_table, data_args, define_data_flags, pct
+from repro_util import REPO, checks_table, command_line, data_args, define_data_flags, pct, write_reproduction
 
 define_data_flags("MNIST IDX")
 flags.DEFINE_enum("net", "lenet300_mnist", ["lenet300_mnist", "conv2_cifar10"], "Network and dataset.")
@@ -310,12 +310,8 @@ def report(runs, shown):
     for name, title, series in figures:
         plot(os.path.join(root, name), title, series)
         lines += ["", f"![{title}]({name})"]
-    from lt_keras.io_utils import atomic_write_json, atomic_write_text
-
-    atomic_write_text(os.path.join(root, "reproduction.md"), "\n".join(lines) + "\n")
-    atomic_write_json(os.path.join(root, "reproduction.json"), {
-        "train_steps": FLAGS.train_steps, "eval_every": FLAGS.eval_every, "checks": rows,
-        "chains": {name: r for name, r in runs.items()}})
+    write_reproduction(root, {"train_steps": FLAGS.train_steps, "eval_every": FLAGS.eval_every, "checks": rows,
+                              "chains": {name: r for name, r in runs.items()}}, "\n".join(lines) + "\n")
     return lines, rows
 
 
@@ -334,8 +330,7 @@ def main(argv):
         if failed:
             sys.exit(f"reproduce_zhou: error: chains {failed} failed (see their .log); re-run to resume.")
     runs = {name: rounds_of(name) for name in chains()}
-    shown = "python tools/reproduce_zhou.py " + " ".join(sys.argv[1:])
-    lines, rows = report(runs, shown)
+    lines, rows = report(runs, command_line())
     print("\n".join(lines))
     print(f"\n{sum(r['met'] for r in rows)} of {len(rows)} checks met. Report: "
           f"{os.path.join(FLAGS.output_dir, 'reproduction.md')}")
