@@ -184,18 +184,16 @@ class _Snapshot(keras.callbacks.Callback):
     call, ``step`` must be a multiple of N, or the snapshot refuses.
     """
 
-    def __init__(self, step):
+    def __init__(self, step, path=None):
+        """With ``path`` the snapshot is saved there when taken and read back if taken before: a round
+        resumed past ``step`` from its backup still has it."""
         super().__init__()
-        self.step, self.weights, self.path = step, None, None
+        self.step, self.weights, self.path = step, None, path
         self.exact_steps = (step,)
-
-    def keep_at(self, path):
-        """Save the snapshot to ``path`` when taken, and read it from there if taken before: a round resumed
-        past ``step`` from its backup still has it."""
-        self.path = path
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if os.path.exists(path):
-            self.weights = load_weights(path)
+        if path is not None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if os.path.exists(path):
+                self.weights = load_weights(path)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.weights is not None:
@@ -257,7 +255,7 @@ class TrainedRound:
 
 
 def imp_rounds(model, config: ImpConfig, seed, train_round, state: RoundState, init_kernels, fresh_draw=None,
-               before_train=None, after_round=None) -> RoundState:
+               before_train=None, after_round=None, snapshot_path=None) -> RoundState:
     """The IMP round engine, shared by ``find_ticket`` and ``search``: rounds ``state.k`` .. ``total_rounds``.
 
     Each round after the dense one loads the rewind point, applies the mask-1
@@ -266,7 +264,8 @@ def imp_rounds(model, config: ImpConfig, seed, train_round, state: RoundState, i
     the late-rewinding snapshot), and prunes by the criterion.
     ``after_round(TrainedRound)`` is where a caller saves the round
     atomically. ``fresh_draw(k)`` returns new initializer draws for the
-    mask-1 actions that need them. Random draws derive from (``seed``,
+    mask-1 actions that need them. ``snapshot_path(k)`` is where the
+    late-rewind snapshot persists (``_Snapshot``). Random draws derive from (``seed``,
     round, purpose) (``lt_keras.seeds``).
     """
     rates = layer_rates(model, config)
@@ -282,7 +281,9 @@ def imp_rounds(model, config: ImpConfig, seed, train_round, state: RoundState, i
         start_kernels = kernels(model)
         if before_train is not None:
             before_train(k, model, mask)
-        snapshot = _Snapshot(step) if (k == 0 and config.rewind_to.late) else None
+        snapshot = None
+        if k == 0 and config.rewind_to.late:
+            snapshot = _Snapshot(step, snapshot_path(k) if snapshot_path else None)
         trained = train_round(k, model, [snapshot] if snapshot else [])
         rewind_weights = state.rewind_weights
         if snapshot is not None:
@@ -377,9 +378,6 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
         _write_ticket(os.path.join(tmp, "ticket"), model, mask, imp, k, precision)
 
     def train_round(k, model, callbacks):
-        for callback in callbacks:
-            if isinstance(callback, _Snapshot):
-                callback.keep_at(os.path.join(_backup_dir(run_dir, k), "rewind_weights.npz"))
         seed_globals(train.seed, k, "train")
         return fit(model, data, train, callbacks=callbacks, verbose=verbose,
                    backup_dir=os.path.join(_backup_dir(run_dir, k), "round"))
@@ -411,7 +409,8 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
 
     imp_rounds(model, imp, train.seed, train_round, state, kernels(model),
                fresh_draw=lambda k: kernels(_seeded_build(build, train.seed, k, "mask1_draw")),
-               before_train=before_train, after_round=after_round)
+               before_train=before_train, after_round=after_round,
+               snapshot_path=lambda k: os.path.join(_backup_dir(run_dir, k), "rewind_weights.npz"))
     return results
 
 

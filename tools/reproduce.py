@@ -31,8 +31,8 @@ Steps (each resumable; a finished step trains nothing):
    Zhou's optimizer, 200 epochs each (days on 2 cores).
 
 ``--report_only`` trains nothing: it writes the chosen steps' sections from their run directories as
-they stand (e.g. while step 12 trains in another process). ``--quick`` runs the same pipeline with tiny budgets on the embedded digits
-(checks the plumbing and the report, not the numbers). The report holds the
+they stand (e.g. while step 12 trains in another process). ``--quick`` runs the same pipeline with tiny
+budgets on the embedded digits (checks the plumbing and the report, not the numbers). The report holds the
 tables, the plots, the exact commands, date, seed and library versions.
 """
 import datetime

@@ -119,8 +119,8 @@ def markdown(rows, checks_, command):
              "Test accuracy of a finished Bernoulli run: "
              "the mean over its sampled masks at the end; of an unfinished one: its last epoch's evaluation (masks "
              "sampled per batch; the rate is constant, so this is the accuracy of that budget).", "",
-             "| run | status | epochs | iterations | wall time | test accuracy (%) | paper (Zhou et al., signed constant + "
-             "dynamic weight rescaling, %) |",
+             "| run | status | epochs | iterations | wall time | test accuracy (%) | paper (Zhou et al., signed "
+             "constant + dynamic weight rescaling, %) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] == "not started":
