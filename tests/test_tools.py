@@ -5,6 +5,7 @@ These check structure and that every figure was measured, never the values.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -129,6 +130,23 @@ def test_reproduce_supermask_cifar_reports_finished_and_unfinished_runs(tmp_path
     assert unfinished["status"] == "unfinished" and unfinished["epochs_done"] == 2
     assert unfinished["iterations"] == 12 and 0 < unfinished["test_accuracy"] <= 1
     assert unfinished["wall_time_s"] > 0
+    # --record keeps each run's furthest state: a run whose folder is behind it, or gone, is reported from it.
+    record = tmp_path / "record.json"
+    result = run_tool(*args, "--report_only", f"--record={record}", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads(record.read_text())
+    assert saved["conv2_signed_constant"]["epochs_done"] == 2 and saved["conv4_edgepopup"]["status"] == "finished"
+    saved["conv2_signed_constant"].update(status="finished", test_accuracy=0.42)  # further than its folder
+    record.write_text(json.dumps(saved))
+    shutil.rmtree(out / "conv4_edgepopup")
+    result = run_tool(*args, "--report_only", f"--record={record}", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "reproduction.json").read_text())["runs"] == [
+        saved["conv2_signed_constant"], saved["conv4_edgepopup"]]
+    assert json.loads(record.read_text()) == saved  # nothing forgotten
+    text = (out / "reproduction.md").read_text()
+    assert f"| conv4_edgepopup | finished, recorded {saved['conv4_edgepopup']['recorded']} (run folder" in text
+    assert "| 42.00 | 66.00 |" in text
     result = run_tool(*args[:-3], "--runs=conv2_glorot", "--report_only", f"--output_dir={out}", timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     glorot = json.loads((out / "reproduction.json").read_text())["runs"][0]

@@ -55,9 +55,9 @@ def write_reproduction(folder, record, text):
     atomic_write_text(os.path.join(folder, "reproduction.md"), text)
 
 
-def pct(v):
-    """A fraction as a percentage with two decimals; "-" for a number not measured yet."""
-    return "-" if v is None else f"{100 * v:.2f}"
+def pct(v, unit=""):
+    """A fraction as a percentage with two decimals (then ``unit``); "-" for a number not measured yet."""
+    return "-" if v is None else f"{100 * v:.2f}{unit}"
 
 
 def checks_table(rows):

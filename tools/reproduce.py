@@ -45,7 +45,7 @@ import sys
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from repro_util import REPO, load_json, merge_report, relative_arg, run_module  # noqa: E402
+from repro_util import REPO, load_json, merge_report, pct, relative_arg, run_module  # noqa: E402
 
 flags.DEFINE_string("mnist_dir", None, "Folder with the MNIST IDX files.")
 flags.DEFINE_string("cifar10_dir", None, "The cifar-10-batches-py folder.")
@@ -96,7 +96,8 @@ def steps(root, quick):
         recipes = ["--vgg_flags=--epochs=2,--batch_size=100,--nojit_compile",
                    "--eb_flags=--epochs=3,--queue_length=2,--epsilon=0.9", "--resnet_steps=10",
                    "--resnet_flags=--batch_size=50,--eval_every=5"]
-        supermask_full = ["--runs=conv4_glorot", "--run_flags=--epochs=1,--batch_size=100,--eval_samples=2"]
+        supermask_full = ["--runs=conv4_glorot", "--run_flags=--epochs=1,--batch_size=100,--eval_samples=2",
+                          f"--record={root}/supermask_cifar_record.json"]
     else:
         needed = {"mnist_dir": ("imp", "supermask", "int8", "zhou"),
                   "cifar10_dir": ("supermask_conv4", "early_bird", "early_bird_int8", "early_bird_resnet20"),
@@ -115,7 +116,8 @@ def steps(root, quick):
         zhou_conv2 = ["--train_steps=1000", "--eval_every=250", "--jobs=2"]
         zhou_cifar = cifar_full
         recipes = []
-        supermask_full = ["--runs=conv6_signed_constant,conv4_glorot"]  # the paper's recipe for the open target
+        supermask_full = ["--runs=conv6_signed_constant,conv4_glorot",  # the paper's recipe for the open target
+                          "--record=docs/results/supermask_cifar_record.json"]  # outlives runs/
     return [
         ("IMP lottery tickets, LeNet-300-100 on MNIST", "imp",
          [py + "reproduce_imp_mnist.py", *mnist, *imp, f"--output_dir={root}/repro_imp_mnist"]),
@@ -166,8 +168,9 @@ REPORTED = ("imp", "supermask", "int8", "zhou", "zhou_conv2", "recipes", "superm
 def _report_source(kind, command):
     """The file a step's section is written from (reproduction.md of a driver, or a binary's summary.json)."""
     out = os.path.join(REPO, _out_dir(command))
-    if kind == "supermask_full":  # its driver reports any run state, as long as it has a folder
-        return out
+    if kind == "supermask_full":  # its driver reports any run state: its folder, or the record of a lost one
+        record = next((a.split("=", 1)[1] for a in command if a.startswith("--record=")), None)
+        return out if os.path.exists(out) or record is None else os.path.join(REPO, record)
     return os.path.join(out, "reproduction.md" if kind in REPORTED else "summary.json")
 
 
@@ -221,7 +224,7 @@ def _early_bird_table(summary):
         acc_ok = "" if acc is None or base is None else ("" if base - acc <= 0.01 else " **MISSED**")
         flops_ok = "" if r["flops_ratio"] >= 2 else " **MISSED**"
         lines.append(f"| {ratio} | {r['eb_epoch']} ({100 * r['eb_fraction_of_schedule']:.0f}%){eb_ok} | "
-                     f"{_pct(acc)}{acc_ok} | {_pct(base)} | {r['eb_total_flops'] / 1e12:.2f} T | "
+                     f"{pct(acc, '%')}{acc_ok} | {pct(base, '%')} | {r['eb_total_flops'] / 1e12:.2f} T | "
                      f"{r['lt_total_flops'] / 1e12:.2f} T | {r['flops_ratio']:.2f}x{flops_ok} |")
     return lines + _over_pruning(summary)
 
@@ -234,8 +237,9 @@ def _over_pruning(summary):
         return []
     low, high = min(done), max(done)
     verdict = "shown" if done[high] < done[low] else "**not shown**"
-    return ["", f"Over-pruning hurts (You et al., p >= 0.7): the p = {high:g} ticket retrains to {_pct(done[high])}, "
-            f"{100 * (done[low] - done[high]):.2f} pp below p = {low:g} ({_pct(done[low])}): {verdict}."]
+    return ["", f"Over-pruning hurts (You et al., p >= 0.7): the p = {high:g} ticket retrains to "
+            f"{pct(done[high], '%')}, {100 * (done[low] - done[high]):.2f} pp below p = {low:g} "
+            f"({pct(done[low], '%')}): {verdict}."]
 
 
 def _supermask_conv_lines(summary):
@@ -243,8 +247,8 @@ def _supermask_conv_lines(summary):
     sampled = evals.get("sampled", {})
     return [f"{summary['total_steps']:,} iterations ({summary['wall_time_s'] / 60:.0f} min); no weight is trained.", "",
             "| mask at evaluation | test accuracy | paper (Conv-4, full CIFAR-10) |", "|---|---|---|",
-            f"| sampled (mean of {sampled.get('samples', '-')}) | {_pct(sampled.get('accuracy'))} | 72.5% |",
-            f"| expected (sigmoid(scores) > 0.5) | {_pct(evals.get('expected', {}).get('accuracy'))} | - |", "",
+            f"| sampled (mean of {sampled.get('samples', '-')}) | {pct(sampled.get('accuracy'), '%')} | 72.5% |",
+            f"| expected (sigmoid(scores) > 0.5) | {pct(evals.get('expected', {}).get('accuracy'), '%')} | - |", "",
             f"Kept weights of the expected mask: {100 * summary['ticket_density']:.1f}%."]
 
 
@@ -259,7 +263,7 @@ def _int8_comparison(int8, fp32):
         accs = (r.get("retrain_test_accuracy"), f.get("retrain_test_accuracy"))
         acc_ok = "" if None in accs else ("" if accs[1] - accs[0] <= 0.01 else " **MISSED**")
         lines.append(f"| {ratio} | {f.get('eb_epoch', '-')} | {r.get('eb_epoch', '-')}{epoch_ok} | "
-                     f"{_pct(accs[1])} | {_pct(accs[0])}{acc_ok} |")
+                     f"{pct(accs[1], '%')} | {pct(accs[0], '%')}{acc_ok} |")
     return lines
 
 
@@ -278,10 +282,6 @@ def bench_section(path):
         runs = ", ".join(f"{v:.3f}" for v in row.get("runs", [row["value"]]))
         lines.append(f"| {row['figure']} | {row['ratio']} | {row['value']:.3f} | {runs} | {target} | {verdict} |")
     return "\n".join(lines) + "\n"
-
-
-def _pct(v):
-    return "-" if v is None else f"{100 * v:.2f}%"
 
 
 def main(argv):

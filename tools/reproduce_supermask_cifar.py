@@ -21,7 +21,12 @@ Writes ``reproduction.md`` / ``reproduction.json``: per run the budget (epochs, 
 the test accuracy (at the end: the mean over ``--eval_samples`` sampled masks; unfinished: the last
 epoch's evaluation, masks sampled per batch), the paper's number, and the targets (Conv-4 >= 65%,
 Conv-6 >= 70%, the better Bernoulli run of each). ``tools/reproduce.py --steps=supermask_full`` runs it.
+
+``--record`` keeps, in a file that lives with the repository, each run's furthest state reported: run folders
+of a day-long run may be lost (a new checkout has no ``runs/``) and a report must not then forget a measured
+epoch. A run whose folder is behind its record, or gone, is reported from the record, marked as such.
 """
+import datetime
 import glob
 import os
 import sys
@@ -47,6 +52,9 @@ flags.DEFINE_string("output_dir", "runs/repro_supermask_cifar", "Folder of all t
 flags.DEFINE_list("runs", list(RUNS), "Which runs, trained in this order: " + ", ".join(RUNS) + ".")
 flags.DEFINE_list("run_flags", [], "Extra flags for every run (the quick pipeline check shrinks the budget).")
 flags.DEFINE_bool("report_only", False, "Train nothing; report every run as far as it got.")
+flags.DEFINE_string("record", "", "JSON file of each run's furthest state reported, updated by every report "
+                    "(tools/reproduce.py keeps docs/results/supermask_cifar_record.json); a run whose folder is "
+                    "behind it or gone is reported from it. Empty: none.")
 FLAGS = flags.FLAGS
 
 
@@ -92,6 +100,32 @@ def row(name):
             **seen}
 
 
+def _progress_key(r):
+    return r["status"] == "finished", r.get("epochs_done") or 0, r.get("iterations") or 0
+
+
+def with_record(rows, path):
+    """Each row or its recorded state, whichever got further (a tie keeps the run folder's); the record then
+    holds the rows shown. A recorded row shown says the date it was reported ("recorded")."""
+    from lt_keras.io_utils import atomic_write_json
+
+    path = os.path.join(REPO, path)
+    record = load_json(path) if os.path.exists(path) else {}
+    today = datetime.date.today().isoformat()
+    shown = []
+    for r in rows:
+        old = record.get(r["run"])
+        if old is not None and _progress_key(old) > _progress_key(r):
+            shown.append(old)
+        else:
+            shown.append(r)
+            if r["status"] != "not started":
+                record[r["run"]] = {**r, "recorded": today}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_json(path, record)
+    return shown
+
+
 def checks(rows):
     """Conv-4 >= 65% and Conv-6 >= 70% on the better Bernoulli run of each net measured so far."""
     out = []
@@ -126,7 +160,9 @@ def markdown(rows, checks_, command):
         if r["status"] == "not started":
             lines.append(f"| {r['run']} | not started | - | - | - | - | {pct(r['paper'])} |")
             continue
-        lines.append(f"| {r['run']} | {r['status']} | {_g(r['epochs_done'])} of {_g(r['epochs_planned'])} | "
+        status = f"{r['status']}, recorded {r['recorded']} (run folder behind or gone)" if "recorded" in r \
+            else r["status"]
+        lines.append(f"| {r['run']} | {status} | {_g(r['epochs_done'])} of {_g(r['epochs_planned'])} | "
                      f"{r['iterations']:,} | {_duration(r['wall_time_s'])} | {pct(r['test_accuracy'])} | "
                      f"{pct(r['paper'])} |")
     judged = {r["net"] for r in rows if r["estimator"] == "bernoulli" and "test_accuracy" in r}
@@ -151,6 +187,8 @@ def main(argv):
                        [f"--flagfile={flagfile}", *data, *extra, *FLAGS.run_flags,
                         f"--output_dir={os.path.join(FLAGS.output_dir, name)}"])
     rows = [row(name) for name in FLAGS.runs]
+    if FLAGS.record:
+        rows = with_record(rows, FLAGS.record)
     found = checks(rows)
     text = markdown(rows, found, command_line())
     write_reproduction(FLAGS.output_dir, {
