@@ -53,8 +53,10 @@ DATASETS = {
         DatasetSpec("mnist_5k", (28, 28, 1), 10, 500, (0.1307,), (0.3081,), embedded=True),
         DatasetSpec("mnist", (28, 28, 1), 10, 5000, (0.1307,), (0.3081,), "mnist", "idx"),
         DatasetSpec("fashion_mnist", (28, 28, 1), 10, 5000, (0.2860,), (0.3530,), "fashion_mnist", "idx"),
-        DatasetSpec("cifar10", (32, 32, 3), 10, 5000, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar10", "cifar10"),
-        DatasetSpec("cifar100", (32, 32, 3), 100, 5000, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar100", "cifar100"),
+        DatasetSpec("cifar10", (32, 32, 3), 10, 5000, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                    "cifar10", "cifar10"),
+        DatasetSpec("cifar100", (32, 32, 3), 100, 5000, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                    "cifar100", "cifar100"),
     )
 }
 DEFAULT_DATASET = "mnist_5k"

@@ -531,10 +531,11 @@ def search(output_dir, model_name, data, train_cfg, config: EarlyBirdConfig = Ea
         eb_epoch = callback.emerged[ratio]
         ticket_model, ticket_mask, eb_mask = _ticket_for(model, callback, ratio, config, precision)
         folder = os.path.join(output_dir, f"eb_p{ratio}")
-        write_ticket(os.path.join(folder, "ticket"), ticket_model, ticket_mask, TicketInfo("early_bird", precision.precision, {
+        info = TicketInfo("early_bird", precision.precision, {
             "prune_ratio": ratio, "eb_epoch": eb_epoch, "granularity": config.granularity,
             "slimmed": config.granularity == "channel", "parameters": int(ticket_model.count_params()),
-            **precision.bits}))
+            **precision.bits})
+        write_ticket(os.path.join(folder, "ticket"), ticket_model, ticket_mask, info)
         eb_mask.save(os.path.join(folder, "eb_mask.npz"))
         slim_step = training_flops_per_step(ticket_model, train_cfg.batch_size)
         if config.granularity == "weight":

@@ -105,7 +105,8 @@ def _copy_weights(source, target):
     values = source.get_weights()
     if [tuple(v.shape) for v in values] != [tuple(w.shape) for w in target.weights]:
         raise LtKerasError(f"layer {source.name!r} ({type(source).__name__}) has weights "
-                           f"{[tuple(v.shape) for v in values]} but its twin {[tuple(w.shape) for w in target.weights]}.")
+                           f"{[tuple(v.shape) for v in values]} but its twin "
+                           f"{[tuple(w.shape) for w in target.weights]}.")
     target.set_weights(values)
 
 

@@ -230,8 +230,8 @@ def _output_config():
 
 
 def _scope():
-    return {"Default8BitOutputQuantizeConfig": type(_output_config()), "MaskedQuantizeConfig": MaskedQuantizeConfig, "MaskedWeightQuantizer": MaskedWeightQuantizer,
-            "ErrorQuantizer": ErrorQuantizer}
+    return {"Default8BitOutputQuantizeConfig": type(_output_config()), "MaskedQuantizeConfig": MaskedQuantizeConfig,
+            "MaskedWeightQuantizer": MaskedWeightQuantizer, "ErrorQuantizer": ErrorQuantizer}
 
 
 def _short(variable):

@@ -6,13 +6,15 @@ from lt_keras.io_utils import atomic_write_bytes
 
 def round_table(results) -> str:
     controls = sorted({c for r in results for c in r.get("controls", {})})
-    header = ["round", "weights %", "untrained", "early-stop it", "test@es", "test@end"] + [f"{c}@end" for c in controls]
+    header = ["round", "weights %", "untrained", "early-stop it", "test@es", "test@end"]
+    header += [f"{c}@end" for c in controls]
     rows = [header]
     for r in results:
         untrained = r.get("untrained_test_accuracy")
         rows.append([str(r["round"]), f"{100 * r['density']:.1f}",
                      "-" if untrained is None else f"{untrained:.4f}",
-                     str(r["early_stop_step"]), f"{r['early_stop_test_accuracy']:.4f}", f"{r['final_test_accuracy']:.4f}"]
+                     str(r["early_stop_step"]), f"{r['early_stop_test_accuracy']:.4f}",
+                     f"{r['final_test_accuracy']:.4f}"]
                     + [f"{r['controls'][c]['final_test_accuracy']:.4f}" if c in r.get("controls", {}) else "-"
                        for c in controls])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -21,7 +21,8 @@ import sys
 from lt_keras.errors import RunDirError
 from lt_keras.io_utils import atomic_save_model, atomic_write_json, atomic_write_text, read_json
 
-PACKAGES = ("lt_keras", "tensorflow", "tf_keras", "tensorflow-model-optimization", "tensorflow-datasets", "numpy", "absl-py")
+PACKAGES = ("lt_keras", "tensorflow", "tf_keras", "tensorflow-model-optimization", "tensorflow-datasets", "numpy",
+            "absl-py")
 
 
 def library_versions() -> dict:

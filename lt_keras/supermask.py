@@ -257,10 +257,11 @@ def learn(output_dir, model_name, data, train, config: LearnConfig = LearnConfig
     model = precision.to_fp32(model)
     atomic_save_model(model, os.path.join(output_dir, "model.keras"))
     mask = hard_mask(model)
-    write_ticket(os.path.join(output_dir, "ticket"), to_ticket(model), mask, TicketInfo("supermask", precision.precision, {
+    info = TicketInfo("supermask", precision.precision, {
         "estimator": config.estimator, "weight_init": config.weight_init,
         "dynamic_weight_rescaling": config.dynamic_weight_rescaling, "source_run": os.path.abspath(output_dir),
-        **precision.bits}))
+        **precision.bits})
+    write_ticket(os.path.join(output_dir, "ticket"), to_ticket(model), mask, info)
     shutil.rmtree(backup, ignore_errors=True)
     return {"mode": "learn", "expected_density_at_end": expected_density(model), "ticket_density": mask.density(),
             "evaluations": evaluations,

@@ -67,8 +67,8 @@ def test_slimmed_network_equals_the_channel_masked_network(name):
     assert sum(int(v.sum()) for v in mask.values()) == total - round(0.5 * total)  # one global threshold
     slimmed = eb.slim(model, mask)
     x = np.random.RandomState(1).randn(3, 32, 32, 3).astype(np.float32)
-    np.testing.assert_allclose(slimmed(x, training=False).numpy(), eb.channel_masked(model, mask)(x, training=False).numpy(),
-                               atol=1e-4, rtol=1e-4)
+    masked = eb.channel_masked(model, mask)(x, training=False).numpy()
+    np.testing.assert_allclose(slimmed(x, training=False).numpy(), masked, atol=1e-4, rtol=1e-4)
     assert slimmed.count_params() < model.count_params()
     assert forward_flops_per_example(slimmed) < forward_flops_per_example(model)
     kept = {k: int(v.sum()) for k, v in mask.items()}
@@ -135,15 +135,16 @@ def test_binary_finds_slims_retrains_and_counts_flops(tmp_path):
     assert entry["flops_ratio"] > 1 and entry["eb_total_flops"] < entry["lt_total_flops"]
     assert (out / "eb_distances.png").exists()
     ticket = load_ticket(out / "eb_p0.5" / "ticket")
-    assert ticket.info.settings["slimmed"] and ticket.model.count_params() < build_model("resnet20", (28, 28, 1), 10).count_params()
+    assert ticket.info.settings["slimmed"]
+    assert ticket.model.count_params() < build_model("resnet20", (28, 28, 1), 10).count_params()
     exported = run("lt_keras.bin.export", f"--ticket_dir={out / 'eb_p0.5' / 'ticket'}",
                    f"--saved_model_dir={tmp_path / 'export'}", *data)
     assert exported.returncode == 0, exported.stderr[-3000:]
     report = json.loads((tmp_path / "export.report.json").read_text())
     assert report["max_abs_diff_saved_model"] <= 1e-5 and report["method"] == "early_bird"
     assert not list(out.rglob("backup_*"))  # the phases' checkpoints go once the run is complete
-    retrained = run("lt_keras.bin.retrain", f"--ticket_dir={out / 'eb_p0.5' / 'ticket'}", f"--output_dir={tmp_path / 'r'}",
-                    "--train_steps=4", "--eval_every=2", "--nojit_compile", *data)
+    retrained = run("lt_keras.bin.retrain", f"--ticket_dir={out / 'eb_p0.5' / 'ticket'}",
+                    f"--output_dir={tmp_path / 'r'}", "--train_steps=4", "--eval_every=2", "--nojit_compile", *data)
     assert retrained.returncode == 0, retrained.stderr[-3000:]
     retrain_summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert retrain_summary["method"] == "early_bird" and retrain_summary["total_steps"] == 4
@@ -156,7 +157,8 @@ def test_binary_bad_flags(tmp_path):
                            (["--train_steps=10"], "--epochs"),
                            (["--epochs=1", "--retrain_ratios=0.9"], "--retrain_ratios")):
         result = run("lt_keras.bin.early_bird", f"--output_dir={tmp_path / 'x'}", *extra)
-        assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr[-800:]
+        assert result.returncode != 0, result.stderr[-800:]
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-800:]
 
 
 def test_int8_search_gives_an_fp32_slimmed_ticket(tmp_path):

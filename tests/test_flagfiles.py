@@ -86,7 +86,8 @@ def test_there_are_paper_flagfiles():
             "conv6_cifar10_edgepopup.flags", "vgg16_cifar100_early_bird.flags",
             "resnet20_cifar10_early_bird_cpu.flags", "vgg16_cifar10_eb.flags",
             "vgg11_cifar10_eb_quick.flags", "vgg11_cifar10_eb_quick_int8.flags", "vgg19_cifar10_imp.flags",
-            "vgg19_cifar10_imp_warmup.flags", "resnet20_cifar10_imp.flags", "resnet20_cifar10_imp_warmup.flags"} <= names
+            "vgg19_cifar10_imp_warmup.flags", "resnet20_cifar10_imp.flags",
+            "resnet20_cifar10_imp_warmup.flags"} <= names
 
 
 @pytest.mark.parametrize("network, warmup, rate", [("vgg19", 10000, 0.1), ("resnet20", 20000, 0.03)])

@@ -23,14 +23,16 @@ def test_counts_rewind_and_tickets(tmp_path, data):
     results = imp_search(run, build, data, ImpConfig(rounds=2), TRAIN, verbose=0)
     assert [r["round"] for r in results] == [0, 1, 2]
     m1, m2 = final_mask(run, 1), final_mask(run, 2)
-    assert m1.counts() == {"fc1/kernel": (188_160, 235_200), "fc2/kernel": (24_000, 30_000), "output/kernel": (900, 1000)}
+    assert m1.counts() == {"fc1/kernel": (188_160, 235_200), "fc2/kernel": (24_000, 30_000),
+                           "output/kernel": (900, 1000)}
     assert m2.counts()["fc1/kernel"][0] == 150_528 and m2.counts()["output/kernel"][0] == 810
     assert np.all(m2["fc1/kernel"] <= m1["fc1/kernel"])
     # The round-2 ticket starts from theta_0 (rewind=init) times its mask.
     with np.load(os.path.join(run, "init_weights.npz")) as f:
         init_fc1 = f["w0"]
     ticket = keras.models.load_model(os.path.join(run, "round_2", "ticket", "model.keras"))
-    np.testing.assert_array_equal(ticket.get_layer("fc1").kernel.numpy() * m2["fc1/kernel"], init_fc1 * m2["fc1/kernel"])
+    kept = m2["fc1/kernel"]
+    np.testing.assert_array_equal(ticket.get_layer("fc1").kernel.numpy() * kept, init_fc1 * kept)
     assert Mask.from_model(ticket) == m2
     assert results[2]["density"] == pytest.approx(m2.density())
     # The untrained accuracy is the round-2 ticket's (theta_0 under its mask) before any training.

@@ -249,7 +249,8 @@ def test_mask0_freeze_init_round_trips_and_strips(tmp_path):
     np.testing.assert_allclose(strip_masks(model)(x).numpy(), model(x).numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("optimizer", [lambda: keras.optimizers.Adam(1e-2), lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+@pytest.mark.parametrize("optimizer", [lambda: keras.optimizers.Adam(1e-2),
+                                       lambda: keras.optimizers.SGD(0.1, momentum=0.9),
                                        lambda: keras.optimizers.legacy.Adam(1e-2)], ids=["adam", "sgdm", "legacy_adam"])
 def test_a_mask_applied_in_the_middle_of_training_keeps_pruned_entries_zero(optimizer):
     """Mask.apply_to zeroes the optimizer's momenta at pruned entries too: without that, a mask applied to a

@@ -109,7 +109,8 @@ def test_fp32_is_the_model_itself_and_never_imports_tfmot():
             "import lt_keras, lt_keras.imp, lt_keras.supermask, lt_keras.early_bird, lt_keras.ticket\n"
             "m = build_model('lenet_300_100', (28, 28, 1), 10)\nfp32 = SearchPrecision()\n"
             "assert fp32.to_search(m) is m and fp32.to_fp32(m) is m\n"
-            "print(sorted(k for k in sys.modules if k.startswith(('tensorflow_model_optimization', 'lt_keras.quantize'))))")
+            "print(sorted(k for k in sys.modules\n"
+            "             if k.startswith(('tensorflow_model_optimization', 'lt_keras.quantize'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"

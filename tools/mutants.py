@@ -55,7 +55,8 @@ MUTATIONS = (
              ("tests/test_training.py::test_fit_stores_zeros_where_weights_were_set_by_hand",),
              "lt_keras.training.fit trains a kernel set by hand with values where the mask prunes"),
     Mutation("controls_are_the_ticket", "lt_keras/imp.py",
-             "    if name == \"random_reinit\":\n        used, weights = mask, _seeded_build(build, train.seed, k, name).get_weights()\n",
+             "    if name == \"random_reinit\":\n"
+             "        used, weights = mask, _seeded_build(build, train.seed, k, name).get_weights()\n",
              "    if True:\n        used, weights = mask, rewind_weights\n",
              ("tests/test_imp.py::test_controls_differ_from_the_ticket_as_each_defines",),
              "both controls train the ticket itself (same mask, rewind weights)"),
@@ -73,7 +74,8 @@ MUTATIONS = (
              ("tests/test_training.py::test_xla_setting_is_what_the_compiled_step_runs",),
              "jit_compile hard-coded off in compile_model"),
     Mutation("untrained_ignores_mask", "lt_keras/supermask.py",
-             "        layer.kernel.assign(apply_mask1(mask1, layer.kernel.numpy(), mask[key], rng))\n    mask.apply_to(model)\n",
+             "        layer.kernel.assign(apply_mask1(mask1, layer.kernel.numpy(), mask[key], rng))\n"
+             "    mask.apply_to(model)\n",
              "        layer.kernel.assign(apply_mask1(mask1, layer.kernel.numpy(), 0 * mask[key] + 1, rng))\n",
              ("tests/test_supermask.py::test_untrained_accuracy_follows_the_mask_it_is_given",),
              "untrained-mask evaluation keeps the model's own mask"),
@@ -89,7 +91,8 @@ MUTATIONS = (
              "a diverged run is written as a result"),
     Mutation("no_lock", "lt_keras/runs.py", "            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)\n",
              "            pass\n",
-             ("tests/test_reliability.py::test_a_second_writer_is_refused_naming_the_holder_and_a_dead_holders_lock_is_free",),
+             ("tests/test_reliability.py::"
+              "test_a_second_writer_is_refused_naming_the_holder_and_a_dead_holders_lock_is_free",),
              "two runs write one run directory"),
     Mutation("nan_ticket_written", "lt_keras/ticket.py",
              "    _check_finite(model, f\"refusing to write ticket {os.fspath(folder)!r}: the model\")\n", "",
@@ -117,7 +120,8 @@ MUTATIONS = (
     Mutation("early_bird_distance_to_oldest_only", "lt_keras/early_bird.py",
              "distance = max(queue[-1].hamming_distance(m) for m in list(queue)[:-1])",
              "distance = queue[-1].hamming_distance(queue[0])",
-             ("tests/test_early_bird.py::test_detector_declares_when_the_newest_mask_is_within_epsilon_of_the_full_queue",),
+             ("tests/test_early_bird.py::"
+              "test_detector_declares_when_the_newest_mask_is_within_epsilon_of_the_full_queue",),
              "Early-Bird compares the newest mask with the oldest only"),
     Mutation("stochastic_rounding_floors", "lt_keras/quantize.py", "q = tf.floor(x / safe + _uniform_noise(x))",
              "q = tf.floor(x / safe + 0.5)",
