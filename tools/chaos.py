@@ -16,6 +16,7 @@ observed, pass) and exits non-zero if any scenario fails.
 - full_disk: the run directory on a 4 MB tmpfs (skipped where this process cannot mount one): a one-line
   error, nothing truncated outside ``.partial``, and the run completes once the disk has room.
 """
+import collections
 import json
 import os
 import shutil
@@ -34,7 +35,9 @@ flags.DEFINE_list("scenarios", list(SCENARIOS), "Scenarios to run.")
 flags.DEFINE_integer("train_steps", 200, "Iterations per round of the quick start.")
 flags.DEFINE_integer("seed", 0, "Seed of the kill moments.")
 FLAGS = flags.FLAGS
-REFERENCE_SECONDS = []  # the uninterrupted run's wall time, where kill_resume draws its kill moments
+# The uninterrupted run: its rounds (what every scenario must end with) and its wall time (where kill_resume
+# draws its kill moments).
+Reference = collections.namedtuple("Reference", ["rounds", "seconds"])
 
 
 def imp_command(out):
@@ -90,7 +93,7 @@ def kill_resume(root, reference):
     out = os.path.join(root, "killed")
     # Within the reference's own wall time, so each kill lands mid-run on a machine of any speed.
     fractions = np.random.RandomState(FLAGS.seed).uniform(0.3, 0.9, size=3)
-    moments = [float(t) for t in (fractions * REFERENCE_SECONDS[0]).round(1)]
+    moments = [float(t) for t in (fractions * reference.seconds).round(1)]
     kills = 0
     for moment in moments:
         proc = start(out)
@@ -101,7 +104,7 @@ def kill_resume(root, reference):
             proc.wait()
             kills += 1
     code, _, err = finish(start(out))
-    problem = f"exit {code}: {err[-300:]}" if code else same(record(out), reference)
+    problem = f"exit {code}: {err[-300:]}" if code else same(record(out), reference.rounds)
     stray = [p for p in os.listdir(out) if p.endswith(".partial")]
     observed = f"{kills} kills at {moments} s, resumed: " + (problem or "identical") + (
         f"; stray {stray}" if stray else "")
@@ -120,7 +123,7 @@ def ctrl_c(root, reference):
     lines = [line for line in err.splitlines() if "lt-imp:" in line]
     one_line = bool(lines) and "interrupted" in lines[-1] and "Traceback" not in err
     code2, _, err2 = finish(start(out))
-    problem = f"re-run exit {code2}: {err2[-300:]}" if code2 else same(record(out), reference)
+    problem = f"re-run exit {code2}: {err2[-300:]}" if code2 else same(record(out), reference.rounds)
     observed = (f"exit {code} after {took:.1f} s, message: {lines[-1] if lines else err[-200:]!r}; re-run: "
                 + (problem or "identical"))
     return "one line, non-zero exit, identical after re-run", observed, (
@@ -137,7 +140,7 @@ def two_writers(root, reference):
     refused = [err for code, _, err in results if code]
     winner = first if results[0][0] == 0 else second
     named = len(refused) == 1 and f"in use by another run (process {winner.pid})" in refused[0]
-    problem = same(record(out), reference)
+    problem = same(record(out), reference.rounds)
     observed = f"exit codes {codes}; refused: {refused[0].strip().splitlines()[-1] if refused else '-'}; " + (
         f"tickets: {problem}" if problem else "tickets identical to a lone run")
     return "one refused naming the holder; the other's tickets intact", observed, (
@@ -161,7 +164,7 @@ def full_disk(root, reference):
     finally:
         subprocess.call(["umount", mount])
     code2, _, err2 = finish(start(moved))
-    problem = f"re-run exit {code2}: {err2[-300:]}" if code2 else same(record(moved), reference)
+    problem = f"re-run exit {code2}: {err2[-300:]}" if code2 else same(record(moved), reference.rounds)
     observed = (f"exit {code}: {message[-1] if message else err[-200:]!r}; finished rounds complete: {complete}; "
                 f"resumed with room: {problem or 'identical'}")
     return "one-line error, no truncated round, completes with room", observed, one_line and complete and not problem
@@ -177,10 +180,9 @@ def main(argv):
         ref_dir = os.path.join(root, "reference")
         began = time.time()
         code, _, err = finish(start(ref_dir))
-        REFERENCE_SECONDS.append(time.time() - began)
         if code:
             sys.exit(f"chaos: error: the uninterrupted run failed:\n{err[-2000:]}")
-        reference = record(ref_dir)
+        reference = Reference(record(ref_dir), time.time() - began)
         rows = []
         for name in FLAGS.scenarios:
             began = time.time()
