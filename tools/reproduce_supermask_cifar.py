@@ -63,7 +63,7 @@ def progress(run_dir):
     epochs done, the last epoch's test accuracy, iterations, and the seconds its processes trained."""
     import tensorflow as tf
 
-    accuracy, iterations, seconds = {}, 0, 0.0
+    accuracy, evaluated, seconds = {}, set(), 0.0
     for path in sorted(glob.glob(os.path.join(run_dir, "tensorboard", "*", "events.out.tfevents.*"))):
         times = []
         for event in tf.compat.v1.train.summary_iterator(path):
@@ -72,11 +72,14 @@ def progress(run_dir):
                 if value.tag == "epoch_test_accuracy":
                     accuracy[event.step] = float(tf.make_ndarray(value.tensor))
                 elif value.tag == "evaluation_accuracy_vs_iterations":
-                    iterations = max(iterations, event.step)
+                    evaluated.add(event.step)
         if os.path.basename(os.path.dirname(path)) == "train" and times:
             seconds += max(times) - min(times)
     if not accuracy:
         return None
+    # Keras epoch k is the k-th evaluation interval; the validation log may already hold the next one's step.
+    evaluated = sorted(evaluated)
+    iterations = evaluated[max(accuracy)] if len(evaluated) > max(accuracy) else max(evaluated, default=0)
     return {"epochs_done": max(accuracy) + 1, "test_accuracy": accuracy[max(accuracy)], "iterations": iterations,
             "wall_time_s": seconds}
 
