@@ -110,6 +110,28 @@ def max_abs_diff(a, b) -> float:
     return float(np.max(np.abs(a - b)))
 
 
+def dense_twin(plain, model):
+    """``plain`` with no zeros where ``model`` prunes: the size baseline of a dense export.
+
+    Training stores zeros at pruned positions, so the masked layers' own kernels are as sparse as the export;
+    a pruned entry that holds 0 gets a value drawn (seeded) from its layer's kept entries instead, so the
+    baseline's kernels have the statistics of trained dense ones.
+    """
+    dense = keras.models.clone_model(plain)
+    dense.set_weights(plain.get_weights())
+    dense_layers = {layer.name: layer for layer in walk_layers(dense)}
+    rng = np.random.RandomState(0)
+    for layer in masked_layers(model):
+        kernel, mask = layer.kernel.numpy(), layer.kernel_mask.numpy()
+        empty = (mask == 0) & (kernel == 0)
+        kept = kernel[mask != 0]
+        if empty.any() and kept.size:
+            kernel = kernel.copy()
+            kernel[empty] = rng.choice(kept, size=int(empty.sum()))
+        dense_layers[layer.name].kernel.assign(kernel)
+    return dense
+
+
 def export_ticket(model, saved_model_dir, x_check, tolerance=None):
     """Export ``model`` and measure it against the masked model on ``x_check``; returns the report.
 
@@ -138,12 +160,7 @@ def export_ticket(model, saved_model_dir, x_check, tolerance=None):
         if tolerance is not None and diff > tolerance:
             raise LtKerasError(f"the SavedModel differs from the masked model by {diff:.3g} (> {tolerance}); "
                                "nothing was written.")
-        dense = keras.models.clone_model(plain)  # the same network with its unmasked kernels, for the size baseline
-        dense.set_weights(plain.get_weights())
-        dense_layers = {layer.name: layer for layer in walk_layers(dense)}
-        for layer in masked_layers(model):
-            dense_layers[layer.name].kernel.assign(layer.kernel)
-        save_saved_model(dense, dense_dir)
+        save_saved_model(dense_twin(plain, model), dense_dir)
         dense_zip = zipped_size(dense_dir)
         sparse_zip = zipped_size(tmp)
         if os.path.exists(saved_model_dir):

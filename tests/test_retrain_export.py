@@ -71,7 +71,8 @@ def test_retrain_keeps_masks_and_exports_to_a_plain_saved_model(imp_ticket, tmp_
     report = json.loads((tmp_path / "export" / "lenet.report.json").read_text())
     assert report["max_abs_diff_saved_model"] <= 1e-5
     assert report["tflite_max_abs_diff"] <= 1e-4  # float TFLite: documented tolerance
-    assert report["zipped_bytes_exported"] < report["zipped_bytes_dense"]
+    # 20% of the kernels are zeros: the sparse export zips clearly smaller than its dense twin.
+    assert report["zipped_bytes_exported"] < 0.95 * report["zipped_bytes_dense"]
     assert abs(report["total_sparsity"] - (1 - retrained.mask.density())) < 1e-6
 
     # Serve in a process that never imports lt_keras.
