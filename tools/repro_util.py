@@ -66,6 +66,11 @@ def checks_table(rows):
         f"| {c} | {m} | {t} | {'yes' if ok else '**MISSED**'} |" for c, m, t, ok in rows]
 
 
+def checks_json(rows):
+    """The ``(claim, measured, needed, met)`` checks as reproduction.json records them."""
+    return [{"claim": c, "measured": m, "target": t, "met": ok} for c, m, t, ok in rows]
+
+
 def load_json(*parts):
     with open(os.path.join(REPO, *parts)) as f:
         return json.load(f)

@@ -20,8 +20,8 @@ import os
 
 from absl import app, flags
 
-from repro_util import (REPO, checks_table, command_line, data_args, define_data_flags, load_json, run_module,
-                        write_reproduction)
+from repro_util import (REPO, checks_json, checks_table, command_line, data_args, define_data_flags, load_json,
+                        run_module, write_reproduction)
 
 define_data_flags("MNIST IDX")
 flags.DEFINE_string("output_dir", "runs/repro_imp_mnist", "Run directory (resumed when it exists).")
@@ -83,9 +83,8 @@ def main(argv):
     print(f"\n{'target':<58} {'measured':<28} {'needed':<16} met")
     for claim, measured, target, ok in rows:
         print(f"{claim:<58} {measured:<28} {target:<16} {'yes' if ok else 'MISSED'}")
-    write_reproduction(run_dir, {"train_steps": FLAGS.train_steps, "rounds": FLAGS.rounds, "checks": [
-        {"claim": c, "measured": m, "target": t, "met": ok} for c, m, t, ok in rows]},
-        markdown(rounds, rows, command_line()))
+    write_reproduction(run_dir, {"train_steps": FLAGS.train_steps, "rounds": FLAGS.rounds, "checks": checks_json(rows)},
+                       markdown(rounds, rows, command_line()))
 
 
 if __name__ == "__main__":

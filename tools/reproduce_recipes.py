@@ -32,8 +32,8 @@ import sys
 
 from absl import app, flags
 
-from repro_util import (checks_table, command_line, data_args, define_data_flags, load_json, pct, run_module,
-                        write_reproduction)
+from repro_util import (checks_json, checks_table, command_line, data_args, define_data_flags, load_json, pct,
+                        run_module, write_reproduction)
 
 define_data_flags("CIFAR-10 (cifar-10-batches-py)")
 flags.DEFINE_string("output_dir", "runs/repro_recipes", "Folder of all the runs.")
@@ -178,7 +178,7 @@ def main(argv):
         print(f"{claim:<80} {measured:<22} {'yes' if ok else 'MISSED'}")
     write_reproduction(FLAGS.output_dir, {
         "parts": results, "resnet_steps": FLAGS.resnet_steps,
-        "checks": [{"claim": c, "measured": m, "target": t, "met": ok} for c, m, t, ok in checks]},
+        "checks": checks_json(checks)},
         markdown(results, checks, command_line()))
 
 

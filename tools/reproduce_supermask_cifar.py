@@ -33,8 +33,8 @@ import sys
 
 from absl import app, flags
 
-from repro_util import (REPO, checks_table, command_line, data_args, define_data_flags, load_json, pct, run_module,
-                        write_reproduction)
+from repro_util import (REPO, checks_json, checks_table, command_line, data_args, define_data_flags, load_json,
+                        pct, run_module, write_reproduction)
 
 BERNOULLI, TOPK = "flags/conv4_cifar10_supermask.flags", "flags/conv6_cifar10_edgepopup.flags"
 INITS = {"signed_constant": ["--weight_init=signed_constant", "--dynamic_weight_rescaling"],  # run name part ->
@@ -195,7 +195,7 @@ def main(argv):
     found = checks(rows)
     text = markdown(rows, found, command_line())
     write_reproduction(FLAGS.output_dir, {
-        "runs": rows, "checks": [{"claim": c, "measured": m, "target": t, "met": ok} for c, m, t, ok in found]}, text)
+        "runs": rows, "checks": checks_json(found)}, text)
     print(text)
 
 
