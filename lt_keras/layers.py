@@ -1,14 +1,14 @@
-"""Keras layers whose kernel is multiplied by a fixed 0/1 mask.
+"""Keras layers whose kernel is multiplied by a 0/1 mask.
 
 The mask is a non-trainable weight, ``kernel_mask``, created right after the
-layer's own variables. The layer computes with ``kernel * kernel_mask``.
-``Mask.apply_to`` also writes zeros at the pruned entries of the stored
-kernel (and of the optimizer's slots for it), and ``.keras`` loading and
-``lt_keras.training.fit`` do the same, so for a plain fixed mask the forward
-pass uses the stored kernel as it is and only the gradient is masked: pruned
-entries get a zero gradient and stay exactly zero under every optimizer. If
-you write kernels yourself (``set_weights``), re-apply the mask:
-``Mask.from_model(model).apply_to(model)``.
+layer's own variables. Every forward pass computes with ``kernel *
+kernel_mask``, however the variables were written (``Mask.apply_to``,
+``assign``, ``set_weights``, ``load_weights``, a checkpoint restore, a
+replica sync): pruned entries never reach the output and get a zero
+gradient. ``Mask.apply_to`` (and ``.keras`` loading, and
+``lt_keras.training.fit``) also write zeros at the pruned entries of the
+stored kernel and of the optimizer's slots for it, so ``get_weights()`` and
+checkpoints show exact zeros, which no optimizer moves.
 
 Subclasses change *which* mask is used by overriding ``effective_mask`` only;
 the variable set and its creation order depend on ``get_config()`` alone, so
@@ -189,21 +189,9 @@ class MaskedKernelMixin:
         override = getattr(self, "_kernel_once", None)
         if override is not None:
             object.__setattr__(self, "_kernel_once", None)
-        if self._mask_on_gradient_only and override is None:
-            # The stored kernel holds zeros where pruned (Mask.apply_to, load, fit keep it so): the forward
-            # pass uses it as it is and only the gradient is masked, one pass over the weights fewer.
-            kernel = tf.convert_to_tensor(self.kernel)
-            return straight_through(kernel, kernel, tf.stop_gradient(tf.cast(self.kernel_mask, kernel.dtype)))
         if self._kernel_folds_into_mask and override is None:
             return self.learned_mask(training, factors=[tf.stop_gradient(self.kernel_mask), self.kernel])
         return self._compose(tf.cast(self.effective_mask(training), self.kernel.dtype), override)
-
-    @property
-    def _mask_on_gradient_only(self):
-        """A fixed mask with zeros at the pruned positions of the stored kernel: the forward pass needs no
-        product (``freeze_init`` values, rescaling, supermasks and subclass masks keep theirs)."""
-        return (not self.is_supermask and self.kernel_frozen is None and not self.dynamic_weight_rescaling
-                and type(self).effective_mask is MaskedKernelMixin.effective_mask)
 
     def store_zeros(self):
         """Write zeros at the stored kernel's pruned positions (after weights were set by other means)."""

@@ -56,8 +56,8 @@ def test_a_fixed_mask_is_stored_as_zeros_and_masks_the_gradient():
 
 
 @pytest.mark.parametrize("jit", [False, True])
-def test_gradient_only_masking_equals_the_product_exactly(jit):
-    """The forward pass without ``kernel * mask`` (zeros stored) gives the product's outputs and gradients."""
+def test_outputs_and_gradients_equal_the_written_out_product(jit):
+    """The layers' outputs and kernel gradients are those of ``kernel * stop_gradient(mask)`` written out."""
     model = small_cnn()
     randomize_masks(model, seed=5)
     x, y = batch(8)

@@ -283,7 +283,7 @@ def test_weight_decay_modes_match_hand_computation(optimizer, mode):
 
 def test_fit_stores_zeros_where_weights_were_set_by_hand():
     """A kernel written with set_weights keeps values where the mask prunes; fit stores zeros there first, so
-    the forward pass (which uses the stored kernel) computes with the mask."""
+    the trained kernels (get_weights(), checkpoints) show exact zeros where pruned."""
     from lt_keras import Mask, masked_layers
     from lt_keras._keras import keras
     from lt_keras.models import build_model
