@@ -14,6 +14,15 @@ Mask-1 (kept weights; zero wherever the mask is zero):
 With ``rescaling`` the kept values are multiplied by numel / ones of the
 layer's mask (the paper's ``*_rescaling`` variants).
 
+Iterative chains: as the authors' ``train_lottery.py`` (each round's
+``--prev_weights`` is the previous round's run, whose first saved weights
+are that round's start), the action of round k applies to round k-1's
+starting tensor (``mask1_start``), so a reshuffle permutes the values the
+chain kept; the ``*_rescaling`` variants start from theta_0 each round
+(their ``--orig_weights``). ``reinit`` draws from the layer's initializer
+where the authors' code permutes the whole tensor (the same distribution
+for an i.i.d. initializer).
+
 Mask-0 (pruned weights; values of a frozen, non-trainable tensor):
   zero                        0 (the lottery ticket).
   freeze_init                 theta_0.
@@ -39,7 +48,7 @@ def _reinit(w_init, mask, rng, fresh):
 
 def _reshuffle(w_init, mask, rng, fresh):
     kept = np.flatnonzero(mask.ravel())
-    out = np.zeros(w_init.size, w_init.dtype)
+    out = w_init.copy().ravel()  # the pruned positions keep their values, as in the authors' code
     out[kept] = w_init.ravel()[kept][rng.permutation(kept.size)]
     return out.reshape(w_init.shape)
 
@@ -90,6 +99,12 @@ def apply_mask1(action, w_init, mask, rng=None, fresh=None, rescaling=False):
     whole initial tensor, as in the paper. ``fresh`` is a new draw from the
     layer's initializer (``reinit``, ``signed_reinit``).
     """
+    return mask1_start(action, w_init, mask, rng, fresh, rescaling) * np.asarray(mask, np.float32)
+
+
+def mask1_start(action, w_init, mask, rng=None, fresh=None, rescaling=False):
+    """The whole starting tensor under ``action``, pruned positions included (what the next round of an
+    iterative chain applies its action to; ``apply_mask1`` is this times the mask)."""
     if action not in MASK1_ACTIONS:
         raise ConfigError("mask1", f"unknown action {action!r}; choose one of {mask1_action_names()}.")
     w_init = np.asarray(w_init, np.float32)
@@ -99,7 +114,7 @@ def apply_mask1(action, w_init, mask, rng=None, fresh=None, rescaling=False):
         fresh = np.asarray(fresh, np.float32)
         _check_shapes(mask, fresh)
     rng = rng if rng is not None else np.random.RandomState(0)
-    values = np.asarray(MASK1_ACTIONS[action](w_init, mask, rng, fresh), np.float32) * mask
+    values = np.asarray(MASK1_ACTIONS[action](w_init, mask, rng, fresh), np.float32)
     if rescaling:
         values *= np.float32(mask.size / max(1.0, float(mask.sum())))
     return values

@@ -62,17 +62,17 @@ def _same_sign(wi, wf):
     return np.sign(wi) == np.sign(wf)
 
 
+# The sign criteria, as the authors' code (get_weight_init.py): the excluded group scores 0, one tied group that
+# the pruning draws from at random (lt_keras.pruning), the others their criterion's score.
 def _large_final_same_sign(wi, wf, rng, kept):
-    # Weights that flipped sign rank below every weight that kept it.
-    return np.where(_same_sign(wi, wf), np.abs(wf), -1.0 - np.abs(wf))
+    return np.where(_same_sign(wi, wf), np.abs(wf), 0.0)
 
 
 def _large_final_diff_sign(wi, wf, rng, kept):
-    return np.where(~_same_sign(wi, wf), np.abs(wf), -1.0 - np.abs(wf))
+    return np.where(~_same_sign(wi, wf), np.abs(wf), 0.0)
 
 
 def _magnitude_increase_same_sign(wi, wf, rng, kept):
-    # As the authors' code: weights that flipped sign score 0, the others their magnitude increase.
     return np.where(_same_sign(wi, wf), np.abs(wf) - np.abs(wi), 0.0)
 
 

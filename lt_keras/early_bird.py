@@ -1,11 +1,18 @@
 """Early-Bird tickets (You et al. 2020): find the ticket early, by when its mask stops changing.
 
 Training adds an L1 penalty on BatchNorm scale factors (network slimming).
-After every epoch, for each pruning ratio p, one global threshold on |gamma|
-over the prunable BatchNorm layers gives a channel mask (or, with weight
-granularity, one global magnitude threshold over the masked kernels). A FIFO
-keeps the last masks; the ticket has emerged when the newest mask is within
-``epsilon`` normalized Hamming distance of every other mask in the full queue.
+Before training and after every epoch, for each pruning ratio p, one global
+threshold on |gamma| over the prunable BatchNorm layers gives a channel mask
+(or, with weight granularity, one global magnitude threshold over the masked
+kernels). A FIFO keeps the last masks; the ticket has emerged when the newest
+mask is within ``epsilon`` normalized Hamming distance of every other mask in
+the full queue. As in You et al.'s code, the threshold is the sorted |gamma|
+at index int(T * p), every channel at or below it pruned (int(T * p) + 1 of
+T), and the mask at initialization is the queue's first (their check runs
+before each epoch): a mask steady from the start emerges after
+``queue_length - 1`` epochs. ``prune_rule="count"`` and
+``initial_mask=False`` give the other choices (exactly round(T * p)
+channels; the first mask after epoch 1).
 
 ``slim`` then builds the physically smaller network: pruned conv filters,
 their BatchNorm entries, and the matching inputs of the next conv or dense
@@ -35,6 +42,7 @@ from lt_keras.pruning import prune_global
 
 GRANULARITIES = ("channel", "weight")
 RETRAIN_FROM = ("eb", "scratch")
+PRUNE_RULES = ("threshold", "count")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +61,11 @@ class EarlyBirdConfig:
     run_baseline: bool = option(False, "Also train the LT one-shot baseline for its accuracy.")
     lr_decay_epochs: tuple = option((), "Epochs where the step schedule divides the rate (sets the step "
                                     "schedule's iterations).", item=float)
+    prune_rule: str = option("threshold", "threshold: prune every channel with |gamma| <= the sorted value at index "
+                             "int(T * p) (You et al.'s code: int(T * p) + 1 channels); count: exactly round(T * p).",
+                             choices=PRUNE_RULES)
+    initial_mask: bool = option(True, "The mask at initialization enters the FIFO (You et al.'s code checks before "
+                                "each epoch); false: the first mask is after epoch 1.")
 
     def __post_init__(self):
         if not self.prune_ratios or any(not 0 < r < 1 for r in self.prune_ratios):
@@ -68,6 +81,8 @@ class EarlyBirdConfig:
             raise ConfigError("epsilon", f"must be in [0, 1), got {self.epsilon}.")
         if self.granularity not in GRANULARITIES:
             raise ConfigError("granularity", f"{self.granularity!r} is not one of {list(GRANULARITIES)}.")
+        if self.prune_rule not in PRUNE_RULES:
+            raise ConfigError("prune_rule", f"{self.prune_rule!r} is not one of {list(PRUNE_RULES)}.")
 
 
 _PASS = (keras.layers.ReLU, keras.layers.Activation, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
@@ -170,15 +185,25 @@ def add_bn_l1(model, l1):
     return model
 
 
-def channel_mask(model, ratio, bns=None) -> Mask:
-    """Prune the fraction ``ratio`` of prunable channels with the smallest |gamma| (one global threshold);
-    ``bns``: ``prunable_bns(model)`` when the caller has it already."""
+def _threshold_mask(scores, ratio):
+    """You et al.'s rule over the pooled scores: keep |gamma| > the sorted value at index int(T * ratio)."""
+    pooled = np.sort(np.concatenate([v.ravel() for v in scores.values()]))
+    threshold = pooled[min(int(pooled.size * ratio), pooled.size - 1)]
+    return Mask({key: (v > threshold).astype(np.float32) for key, v in scores.items()})
+
+
+def channel_mask(model, ratio, bns=None, rule="threshold") -> Mask:
+    """Prune the fraction ``ratio`` of prunable channels with the smallest |gamma| (one global threshold;
+    ``rule``: see ``EarlyBirdConfig.prune_rule``); ``bns``: ``prunable_bns(model)`` when the caller has it."""
     bns = prunable_bns(model) if bns is None else bns
     if not bns:
         raise LtKerasError(f"model {model.name!r} has no prunable BatchNorm channels.")
     scores = {bn_key(bn): np.abs(bn.gamma.numpy()) for bn in bns}
-    ones = Mask({key: np.ones_like(v, np.float32) for key, v in scores.items()})
-    mask = prune_global(scores, ones, ratio)
+    if rule == "threshold":
+        mask = _threshold_mask(scores, ratio)
+    else:
+        ones = Mask({key: np.ones_like(v, np.float32) for key, v in scores.items()})
+        mask = prune_global(scores, ones, ratio)
     # Never remove a whole layer: keep its largest channel.
     arrays = dict(mask)
     for key, values in arrays.items():
@@ -189,19 +214,23 @@ def channel_mask(model, ratio, bns=None) -> Mask:
     return Mask(arrays)
 
 
-def weight_mask(model, ratio) -> Mask:
+def weight_mask(model, ratio, rule="threshold") -> Mask:
     """Prune the fraction ``ratio`` of all masked kernel weights with the smallest |w| (one global threshold)."""
     layers = masked_layers(model)
     if not layers:
         raise ConfigError("granularity", f"model {model.name!r} has no masked layers for 'weight'.")
     scores = {mask_key(l): np.abs(l.kernel.numpy()) for l in layers}
+    if rule == "threshold":
+        return _threshold_mask(scores, ratio)
     return prune_global(scores, Mask.ones_like(model), ratio)
 
 
-def compute_mask(model, ratio, granularity, bns=None):
+def compute_mask(model, ratio, granularity, bns=None, rule="threshold"):
     if granularity not in GRANULARITIES:
         raise ConfigError("granularity", f"{granularity!r} is not one of {list(GRANULARITIES)}.")
-    return channel_mask(model, ratio, bns) if granularity == "channel" else weight_mask(model, ratio)
+    if rule not in PRUNE_RULES:
+        raise ConfigError("prune_rule", f"{rule!r} is not one of {list(PRUNE_RULES)}.")
+    return channel_mask(model, ratio, bns, rule) if granularity == "channel" else weight_mask(model, ratio, rule)
 
 
 class EarlyBirdDetector:
@@ -211,8 +240,8 @@ class EarlyBirdDetector:
         EarlyBirdConfig(prune_ratios=tuple(ratios), queue_length=queue_length, epsilon=epsilon)  # checks them
         self.ratios, self.queue_length, self.epsilon = tuple(ratios), queue_length, epsilon
         self.queues = {r: collections.deque(maxlen=queue_length) for r in self.ratios}
-        self.emerged = {}  # ratio -> epoch (1-based)
-        self.max_distance = {r: [] for r in self.ratios}  # per epoch: max distance to the queue (None if not full)
+        self.emerged = {}  # ratio -> epoch (epochs trained when it emerged)
+        self.max_distance = {r: [] for r in self.ratios}  # per update: max distance to the queue (None if not full)
 
     def update(self, epoch, masks):
         """Add this epoch's masks ({ratio: Mask}); returns the ratios that emerged now."""
@@ -238,9 +267,11 @@ class EarlyBirdDetector:
 class EarlyBirdCallback(keras.callbacks.Callback):
     """Early-Bird detection inside any ``model.fit``: masks after every epoch, FIFO distances, EB epochs.
 
-    Keeps every epoch's masks (for the distance matrix) and the weights at
-    each ratio's EB epoch; with ``stop_at_eb`` it stops training once every
-    ratio has emerged. Adds ``eb_distance_<ratio>`` to the epoch logs.
+    Keeps every epoch's masks (for the distance matrix; ``epochs`` says
+    which: 0 is the initial mask) and the weights at each ratio's EB epoch;
+    with ``stop_at_eb`` it stops training once every ratio has emerged. Adds
+    ``eb_distance_<ratio>`` to the epoch logs. ``prune_rule`` and
+    ``initial_mask``: see ``EarlyBirdConfig``.
 
     With ``state_dir`` each epoch's masks and the EB weights are also written
     there, and ``restore(epochs)`` rebuilds the FIFOs, distances and EB
@@ -250,13 +281,15 @@ class EarlyBirdCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, ratios=(0.3, 0.5, 0.7), queue_length=5, epsilon=0.1, granularity="channel",
-                 stop_at_eb=True, verbose=1, state_dir=None):
+                 stop_at_eb=True, verbose=1, state_dir=None, prune_rule="threshold", initial_mask=True):
         super().__init__()
         self.state_dir = state_dir
-        EarlyBirdConfig(prune_ratios=tuple(ratios), granularity=granularity)  # checks the granularity
+        EarlyBirdConfig(prune_ratios=tuple(ratios), granularity=granularity, prune_rule=prune_rule)  # checks them
         self.detector = EarlyBirdDetector(ratios, queue_length, epsilon)
         self.granularity, self.stop_at_eb, self.verbose = granularity, stop_at_eb, verbose
-        self.history = {r: [] for r in self.detector.ratios}  # masks per epoch
+        self.prune_rule, self.initial_mask = prune_rule, bool(initial_mask)
+        self.history = {r: [] for r in self.detector.ratios}  # masks per entry of ``epochs``
+        self.epochs = []  # the epoch of each mask in ``history`` (0: at initialization)
         self.eb_weights = {}
         self._bns = None  # the prunable BatchNorms, read once per fit: the graph does not change while training
 
@@ -269,14 +302,26 @@ class EarlyBirdCallback(keras.callbacks.Callback):
             reasons = bn_prunability(self.model)
             log_prunability(self.model, reasons)
             self._bns = prunable_bns(self.model, reasons)
+        if self.initial_mask and not self.epochs:  # a fresh search: the mask at initialization comes first
+            self._add(0, self._masks_now(0))
 
-    def on_epoch_end(self, epoch, logs=None):
+    def _masks_now(self, epoch):
+        """Every ratio's mask of the model as it is, saved (with ``state_dir``) as epoch ``epoch``'s."""
         if self.granularity == "channel" and self._bns is None:
             self._bns = prunable_bns(self.model)
-        masks = {r: compute_mask(self.model, r, self.granularity, self._bns) for r in self.detector.ratios}
+        masks = {r: compute_mask(self.model, r, self.granularity, self._bns, self.prune_rule)
+                 for r in self.detector.ratios}
         if self.state_dir:  # before the checkpoint of this epoch is written (callbacks run in order)
             for ratio, mask in masks.items():
-                mask.save(self._state_file(epoch + 1, ratio, "mask"))
+                mask.save(self._state_file(epoch, ratio, "mask"))
+        return masks
+
+    def mask_at(self, ratio, epoch) -> Mask:
+        """The mask of ``ratio`` computed after ``epoch`` epochs (0: at initialization)."""
+        return self.history[ratio][self.epochs.index(epoch)]
+
+    def on_epoch_end(self, epoch, logs=None):
+        masks = self._masks_now(epoch + 1)
         emerged = self._add(epoch + 1, masks)
         for ratio in emerged:
             self.eb_weights[ratio] = self.model.get_weights()
@@ -293,6 +338,7 @@ class EarlyBirdCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def _add(self, epoch, masks):
+        self.epochs.append(epoch)
         for ratio, mask in masks.items():
             self.history[ratio].append(mask)
         return self.detector.update(epoch, masks)
@@ -307,7 +353,8 @@ class EarlyBirdCallback(keras.callbacks.Callback):
         for path in glob.glob(os.path.join(self.state_dir, "epoch_*")):
             if int(re.match(r"epoch_(\d+)_", os.path.basename(path)).group(1)) > epochs:
                 os.remove(path)
-        for epoch in range(1, epochs + 1):
+        first = 0 if os.path.exists(self._state_file(0, self.detector.ratios[0], "mask")) else 1
+        for epoch in range(first, epochs + 1):
             masks = {r: Mask.load(self._state_file(epoch, r, "mask")) for r in self.detector.ratios}
             for ratio in self._add(epoch, masks):
                 self.eb_weights[ratio] = load_weights(self._state_file(epoch, ratio, "weights"))
@@ -425,9 +472,9 @@ def _plot_distances(callback, path):
     ratios = callback.detector.ratios
     fig, axes = plt.subplots(1, len(ratios), figsize=(4.2 * len(ratios), 3.8), squeeze=False)
     for ax, ratio in zip(axes[0], ratios):
-        matrix = callback.distance_matrix(ratio)
+        matrix, first = callback.distance_matrix(ratio), callback.epochs[0] if callback.epochs else 1
         image = ax.imshow(matrix, cmap="viridis_r", vmin=0, origin="lower",
-                          extent=(0.5, len(matrix) + 0.5, 0.5, len(matrix) + 0.5))
+                          extent=(first - 0.5, first + len(matrix) - 0.5, first - 0.5, first + len(matrix) - 0.5))
         ax.set_title(f"p = {ratio}" + (f", EB at epoch {callback.emerged[ratio]}" if ratio in callback.emerged else ""))
         ax.set_xlabel("epoch")
         ax.set_ylabel("epoch")
@@ -447,7 +494,8 @@ def _detect(output_dir, build, data, train_cfg, config):
     # its last epoch with the same FIFOs, and a search that had stopped at its Early-Bird epoch stays stopped.
     backup = os.path.join(output_dir, BACKUP + "search")
     callback = EarlyBirdCallback(config.prune_ratios, config.queue_length, config.epsilon, config.granularity,
-                                 config.stop_at_eb, state_dir=os.path.join(backup, "early_bird"))
+                                 config.stop_at_eb, state_dir=os.path.join(backup, "early_bird"),
+                                 prune_rule=config.prune_rule, initial_mask=config.initial_mask)
     callback.restore(saved_evaluations(backup))
     phase = schedule(train_cfg, config, len(data.y_train), train_cfg.epochs)
     result = fit(model, data, phase, output_dir=os.path.join(output_dir, "search"), callbacks=[callback],
@@ -470,7 +518,7 @@ def _ticket_for(searched, callback, ratio, config, precision):
     if eb_model is searched:
         eb_model = keras.models.clone_model(searched)
         eb_model.set_weights(searched.get_weights())
-    mask = callback.history[ratio][callback.emerged[ratio] - 1]
+    mask = callback.mask_at(ratio, callback.emerged[ratio])
     if config.granularity == "channel":
         slimmed = slim(eb_model, mask)
         return slimmed, Mask.from_model(slimmed), mask
@@ -596,7 +644,7 @@ def _baseline_retrain(data, train_cfg, config, ratio, build, dense, folder):
     keras.utils.set_random_seed(train_cfg.seed)
     model = build()
     model.set_weights(dense["weights"])
-    mask = compute_mask(model, ratio, config.granularity)
+    mask = compute_mask(model, ratio, config.granularity, rule=config.prune_rule)
     if config.granularity == "channel":
         model = slim(model, mask)
     else:

@@ -18,8 +18,8 @@ import numpy as np
 from absl import logging
 
 from lt_keras._keras import keras
-from lt_keras.actions import (MASK0_ACTIONS, NEEDS_FINAL_WEIGHTS, NEEDS_FRESH_DRAW, apply_mask0, apply_mask1,
-                              kept_start, mask1_action_names)
+from lt_keras.actions import (MASK0_ACTIONS, NEEDS_FINAL_WEIGHTS, NEEDS_FRESH_DRAW, apply_mask0, kept_start,
+                              mask1_action_names, mask1_start)
 from lt_keras.convert import mask_model
 from lt_keras.criteria import criterion_names, score
 from lt_keras.errors import ConfigError, LtKerasError
@@ -28,7 +28,7 @@ from lt_keras.keras3 import not_keras2_message
 from lt_keras.layers import MaskedConv2D, masked_layers
 from lt_keras.mask import Mask, mask_key
 from lt_keras.options import option
-from lt_keras.pruning import prune_count, prune_global, prune_layerwise, random_mask_like
+from lt_keras.pruning import COUNT_RULES, prune_count, prune_global, prune_layerwise, random_mask_like
 from lt_keras.seeds import rng_for, seed_globals
 from lt_keras.precision import SearchPrecision
 from lt_keras.ticket import TicketInfo, write_ticket
@@ -77,6 +77,8 @@ class ImpConfig:
                         "freeze_init_zero_mask, freeze_init_zero_all, freeze_init_zero_reshuffle, freeze_init_zero_rev "
                         "(see lt_keras.actions).")
     controls: tuple = option((), "Baselines trained every round: random_reinit, random_prune.")
+    prune_count: str = option("round", "How rate x remaining becomes a count: floor (Zhou et al.'s code), round "
+                              "(half up), ceil (open_lth).", choices=COUNT_RULES)
 
     def __post_init__(self):
         if self.target_density is None and self.rounds < 1:
@@ -97,6 +99,8 @@ class ImpConfig:
             raise ConfigError("mask1", f"{self.mask1!r} is not one of {mask1_action_names()}.")
         if self.mask0 not in MASK0_ACTIONS:
             raise ConfigError("mask0", f"{self.mask0!r} is not one of {list(MASK0_ACTIONS)}.")
+        if self.prune_count not in COUNT_RULES:
+            raise ConfigError("prune_count", f"{self.prune_count!r} is not one of {list(COUNT_RULES)}.")
         unknown = sorted(set(self.controls) - set(CONTROLS))
         if unknown:
             raise ConfigError("controls", f"unknown {unknown}; choose from {list(CONTROLS)}.")
@@ -163,7 +167,7 @@ def check_schedule(model, config: ImpConfig):
         key = mask_key(layer)
         kept = layer.kernel.shape.num_elements()
         for k in range(1, config.total_rounds + 1):
-            kept -= prune_count(rates.get(key, 0.0), kept)
+            kept -= prune_count(rates.get(key, 0.0), kept, config.prune_count)
             if kept < min_kept(layer):
                 fix = "raise target_density" if flags[key] == "target_density" else f"lower {flags[key]} or rounds"
                 _refuse_starved(layer, kept, f" after round {k}", fix)
@@ -210,38 +214,49 @@ class _Snapshot(keras.callbacks.Callback):
                               f"compile with a steps_per_execution that divides {self.step}.")
 
 
-def _set_start(model, rewind_weights, mask, imp, rng, fresh=None, init_kernels=None, final_kernels=None):
+def _set_start(model, rewind_weights, mask, imp, rng, fresh=None, init_kernels=None, final_kernels=None,
+               chain_kernels=None) -> dict:
     """Load the rewind point, apply the mask-1 action to the kept kernels, the mask-0 action to the frozen
-    pruned values, and the mask.
+    pruned values, and the mask; returns each kernel's whole starting tensor (``mask1_start``).
 
     ``fresh`` maps mask keys to new draws from the initializers (``reinit``,
     ``signed_reinit``). ``init_kernels`` / ``final_kernels`` are theta_0 and
     the trained kernels the mask was computed from, which the mask-0 actions
     that zero moved weights compare; none in the dense round.
+    ``chain_kernels``: the previous round's whole starting tensors, which the
+    mask-1 action applies to (the authors' iterative chains); None in round 1
+    and with ``mask1_rescaling`` (the rewind point's kernels then).
     """
     model.set_weights(rewind_weights)
+    starts = {}
     for layer in masked_layers(model):
         key = mask_key(layer)
         kernel = layer.kernel.numpy()
         if imp.mask1 != "init" or imp.mask1_rescaling:
             draw = fresh[key] if fresh is not None else None
-            kernel = apply_mask1(imp.mask1, kernel, mask[key], rng, draw, imp.mask1_rescaling)
+            base = kernel if chain_kernels is None or imp.mask1_rescaling else chain_kernels[key]
+            kernel = mask1_start(imp.mask1, base, mask[key], rng, draw, imp.mask1_rescaling)
+        starts[key] = kernel
+        kernel = kernel * mask[key]
         if layer.mask0 in NEEDS_FINAL_WEIGHTS and final_kernels is not None:
             layer.kernel_frozen.assign(apply_mask0(layer.mask0, init_kernels[key], final_kernels[key], mask[key], rng))
             kernel = kept_start(layer.mask0, kernel, init_kernels[key], final_kernels[key])
         layer.kernel.assign(kernel)
     mask.apply_to(model)
+    return starts
 
 
 @dataclasses.dataclass
 class RoundState:
-    """Where IMP stands before round ``k``: the mask it trains with, the weights it rewinds to, and the kernels
-    the previous round trained (theta_final of the mask-0 actions; None before round 1)."""
+    """Where IMP stands before round ``k``: the mask it trains with, the weights it rewinds to, the kernels
+    the previous round trained (theta_final of the mask-0 actions; None before round 1), and the previous
+    round's whole starting kernels, which a mask-1 action applies to (None before round 2: the rewind point)."""
 
     k: int
     mask: Mask
     rewind_weights: list
     final_kernels: typing.Optional[dict] = None
+    chain_kernels: typing.Optional[dict] = None
 
 
 @dataclasses.dataclass
@@ -271,13 +286,13 @@ def imp_rounds(model, config: ImpConfig, seed, train_round, state: RoundState, i
     rates = layer_rates(model, config)
     step = config.rewind_to.step
     for k in range(state.k, config.total_rounds + 1):
-        mask = state.mask
+        mask, chain = state.mask, None
         if k > 0:
             check_mask_viable(model, mask, f"round {k}'s mask comes from allocation={config.allocation!r}; "
                                            "lower the rates")
             fresh = fresh_draw(k) if config.mask1 in NEEDS_FRESH_DRAW else None
-            _set_start(model, state.rewind_weights, mask, config, rng_for(seed, k, "mask1"), fresh, init_kernels,
-                       state.final_kernels)
+            chain = _set_start(model, state.rewind_weights, mask, config, rng_for(seed, k, "mask1"), fresh,
+                               init_kernels, state.final_kernels, state.chain_kernels)
         start_kernels = kernels(model)
         if before_train is not None:
             before_train(k, model, mask)
@@ -296,7 +311,7 @@ def imp_rounds(model, config: ImpConfig, seed, train_round, state: RoundState, i
         final_kernels = kernels(model)
         next_mask = mask if k == config.total_rounds else _next_mask(
             config, start_kernels, final_kernels, mask, rates, rng_for(seed, k, "criterion"))
-        state = RoundState(k + 1, next_mask, rewind_weights, final_kernels)
+        state = RoundState(k + 1, next_mask, rewind_weights, final_kernels, chain)
         if after_round is not None:
             after_round(TrainedRound(k, mask, trained, state))
     return state
@@ -308,12 +323,13 @@ def _steps_run(model):
 
 
 def _next_mask(imp, start_kernels, final_kernels, mask, rates, rng):
-    """Prune ``mask`` by the criterion's scores of this round's starting vs trained kernels."""
+    """Prune ``mask`` by the criterion's scores of this round's starting vs trained kernels; equal scores are
+    pruned in a random order drawn from ``rng`` (after the criterion's own draws), as in Zhou et al.'s code."""
     scores = {key: score(imp.criterion, start_kernels[key], final_kernels[key], rng, mask[key])
               for key in final_kernels}
     if imp.allocation == "global":
-        return prune_global(scores, mask, imp.prune_rate)
-    return prune_layerwise(scores, mask, rates)
+        return prune_global(scores, mask, imp.prune_rate, rng=rng, count_rule=imp.prune_count)
+    return prune_layerwise(scores, mask, rates, rng=rng, count_rule=imp.prune_count)
 
 
 def _write_ticket(folder, model, mask, imp, k, precision):
@@ -400,7 +416,8 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
         nxt = done.next
         np.savez(os.path.join(tmp, "next.npz"), **{f"mask:{key}": v for key, v in nxt.mask.items()},
                  **{f"rewind{i}": w for i, w in enumerate(nxt.rewind_weights)},
-                 **{f"final:{key}": v for key, v in nxt.final_kernels.items()})
+                 **{f"final:{key}": v for key, v in nxt.final_kernels.items()},
+                 **{f"chain:{key}": v for key, v in (nxt.chain_kernels or {}).items()})
         atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)
         shutil.rmtree(_round_file(run_dir, k), ignore_errors=True)
         os.replace(tmp, _round_file(run_dir, k))  # the round exists only once complete
@@ -428,10 +445,11 @@ def _backup_dir(run_dir, k):
 def _load_round_state(run_dir, k, num_weights) -> RoundState:
     """The state round ``k + 1`` starts from, as round ``k`` saved it."""
     with np.load(_round_file(run_dir, k, "next.npz")) as f:
-        return RoundState(
-            k + 1, Mask({key[len("mask:"):]: f[key] for key in f.files if key.startswith("mask:")}),
-            [f[f"rewind{i}"] for i in range(num_weights)],
-            {key[len("final:"):]: f[key] for key in f.files if key.startswith("final:")})
+        def prefixed(prefix):
+            return {key[len(prefix):]: f[key] for key in f.files if key.startswith(prefix)}
+
+        return RoundState(k + 1, Mask(prefixed("mask:")), [f[f"rewind{i}"] for i in range(num_weights)],
+                          prefixed("final:"), prefixed("chain:") or None)
 
 
 def _evaluate(model, data):

@@ -122,8 +122,9 @@ class MaskedKernelMixin:
             self.kernel_frozen.assign(self.kernel)
         self.kernel_scores = None
         if self.is_supermask:
+            # Top-k scores as the edge-popup code (kaiming_uniform_(a=sqrt(5))): U(+-1/sqrt(fan_in)).
             initializer = (keras.initializers.Constant(self.score_init) if self.mask_mode == "bernoulli"
-                           else keras.initializers.HeUniform())
+                           else keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"))
             self.kernel_scores = self.add_weight(
                 name="kernel_scores", shape=self.kernel.shape, dtype=self.kernel.dtype,
                 initializer=initializer, trainable=True)

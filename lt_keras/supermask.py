@@ -92,14 +92,16 @@ def init_weights(model, scheme="glorot_normal", seed=0):
     """Set every masked layer's kernel by ``scheme`` (biases to zero), deterministically from ``seed``.
 
     ``signed_constant`` is sign(w) x std(w) of a Glorot-normal draw (Zhou et
-    al.); ``signed_kaiming_constant`` is sign(w) x sqrt(2 / fan_in).
+    al.); ``kaiming_normal`` is N(0, 2 / fan_in), untruncated, as the
+    edge-popup code's ``kaiming_normal_`` (Keras's HeNormal truncates at 2
+    std); ``signed_kaiming_constant`` is sign(w) x sqrt(2 / fan_in).
     """
     if scheme not in WEIGHT_INITS:
         raise ConfigError("weight_init", f"{scheme!r} is not one of {list(WEIGHT_INITS)}.")
     for i, layer in enumerate(masked_layers(model)):
         shape = tuple(layer.kernel.shape)
-        base = keras.initializers.HeNormal(seed + i) if scheme == "kaiming_normal" else \
-            keras.initializers.GlorotNormal(seed + i)
+        base = (keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal", seed=seed + i)
+                if scheme == "kaiming_normal" else keras.initializers.GlorotNormal(seed + i))
         w = base(shape).numpy()
         if scheme == "signed_constant":
             w = np.sign(w) * np.std(w)
@@ -192,7 +194,8 @@ class MaskDensityLogger(keras.callbacks.Callback):
 
 
 def criterion_mask(init_kernels, final_kernels, criterion, density, seed=0) -> Mask:
-    """Mask keeping ``density`` of each tensor by a Zhou et al. criterion of (init, final) weights."""
+    """Mask keeping ``density`` of each tensor by a Zhou et al. criterion of (init, final) weights: their count
+    (truncated) and random order among equal scores."""
     if not 0 < density <= 1:
         raise ConfigError("density", f"must be in (0, 1], got {density}.")
     rng = np.random.RandomState(seed)
@@ -200,7 +203,7 @@ def criterion_mask(init_kernels, final_kernels, criterion, density, seed=0) -> M
     ones = Mask({key: np.ones(np.shape(v), np.float32) for key, v in init_kernels.items()})
     if density == 1:
         return ones
-    return prune_layerwise(scores, ones, {key: 1.0 - density for key in init_kernels})
+    return prune_layerwise(scores, ones, {key: 1.0 - density for key in init_kernels}, rng=rng, count_rule="floor")
 
 
 def untrained_accuracy(model, mask: Mask, mask1, dataset, seed=0):

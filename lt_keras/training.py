@@ -26,6 +26,7 @@ OPTIMIZERS = ("adam", "sgd")
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
 AUGMENTATIONS = ("none", "crop_flip")
 LR_SCHEDULES = ("constant", "step", "cosine")
+MOMENTUM_FORMS = ("keras", "pytorch")
 DEFAULT_EPOCHS = 10.0
 # Steps per call with --steps_per_execution=auto at most: chosen by tools/bench_steps.py (see its docstring).
 AUTO_STEPS_CAP = 50
@@ -36,6 +37,12 @@ class TrainConfig:
     optimizer: str = option("adam", "Optimizer.", choices=OPTIMIZERS)
     learning_rate: float = option(1.2e-3, "Peak learning rate.", lower_bound=0)
     momentum: float = option(0.9, "SGD momentum.", lower_bound=0)
+    momentum_form: str = option("keras", "keras: v = mu v - lr g, w += v (the rate inside the velocity); pytorch: "
+                                "v = mu v + g, w -= lr v (PyTorch's SGD and TF1's MomentumOptimizer: the Early-Bird, "
+                                "edge-popup and open_lth code). Equal at a constant rate; they differ after the "
+                                "rate changes.", choices=MOMENTUM_FORMS)
+    adam_epsilon: float = option(1e-7, "Adam's epsilon: 1e-7 is Keras's; TF1's AdamOptimizer and PyTorch (the papers' "
+                                 "code) use 1e-8.", lower_bound=0)
     weight_decay: float = option(0.0, "Weight decay (see --weight_decay_mode).", lower_bound=0)
     weight_decay_mode: str = option("decoupled", "decoupled: w -= lr * wd * w beside the update (Keras, AdamW / "
                                     "SGDW); coupled: wd * w added to the gradient before momentum or Adam's "
@@ -70,6 +77,10 @@ class TrainConfig:
             object.__setattr__(self, "epochs", DEFAULT_EPOCHS)
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", f"{self.optimizer!r} is not one of {list(OPTIMIZERS)}")
+        if self.momentum_form not in MOMENTUM_FORMS:
+            bad("momentum_form", f"{self.momentum_form!r} is not one of {list(MOMENTUM_FORMS)}")
+        if not self.adam_epsilon > 0:
+            bad("adam_epsilon", f"must be positive, got {self.adam_epsilon}")
         if self.lr_schedule not in LR_SCHEDULES:
             bad("lr_schedule", f"{self.lr_schedule!r} is not one of {list(LR_SCHEDULES)}")
         if not self.learning_rate > 0:
@@ -177,7 +188,36 @@ def _coupled_weight_decay(optimizer_class):
     return keras.utils.register_keras_serializable(package="lt_keras")(Coupled)
 
 
+@keras.utils.register_keras_serializable(package="lt_keras")
+class TorchSGD(keras.optimizers.SGD):
+    """SGD with momentum in PyTorch's form: ``v = mu * v + g; w -= lr * v`` (TF1's MomentumOptimizer too).
+
+    Keras keeps the rate inside the velocity (``v = mu * v - lr * g; w += v``);
+    the two agree at a constant rate and differ in the steps after a decay,
+    where the PyTorch form applies the new rate to the whole velocity. Written
+    here because Keras has no switch for it; the Early-Bird, edge-popup and
+    open_lth recipes were tuned with this form.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.nesterov:
+            raise LtKerasError("TorchSGD: Nesterov momentum is not supported.")
+
+    def update_step(self, gradient, variable):
+        if isinstance(gradient, tf.IndexedSlices):
+            gradient = tf.convert_to_tensor(gradient)
+        lr = tf.cast(self.learning_rate, variable.dtype)
+        if not self.momentum:  # no velocity: both forms are w -= lr * g
+            variable.assign_sub(lr * gradient)
+            return
+        velocity = self.momentums[self._index_dict[self._var_key(variable)]]
+        velocity.assign(velocity * tf.cast(self.momentum, variable.dtype) + gradient)
+        variable.assign_sub(lr * velocity)
+
+
 CoupledSGD = _coupled_weight_decay(keras.optimizers.SGD)
+CoupledTorchSGD = _coupled_weight_decay(TorchSGD)
 CoupledAdam = _coupled_weight_decay(keras.optimizers.Adam)
 
 
@@ -187,13 +227,15 @@ def make_optimizer(config: TrainConfig, total_steps: int):
         lr = WarmupSchedule(lr, config.warmup_steps, config.lr_schedule, config.lr_decay_steps,
                             config.lr_decay_factor, total_steps)
     wd = config.weight_decay or None
-    if config.weight_decay_mode == "coupled" and wd:
-        if config.optimizer == "adam":
-            return CoupledAdam(lr, coupled_weight_decay=wd)
-        return CoupledSGD(lr, momentum=config.momentum, coupled_weight_decay=wd)
+    coupled = config.weight_decay_mode == "coupled" and wd
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(lr, weight_decay=wd)
-    return keras.optimizers.SGD(lr, momentum=config.momentum, weight_decay=wd)
+        if coupled:
+            return CoupledAdam(lr, epsilon=config.adam_epsilon, coupled_weight_decay=wd)
+        return keras.optimizers.Adam(lr, epsilon=config.adam_epsilon, weight_decay=wd)
+    torch_form = config.momentum_form == "pytorch"
+    if coupled:
+        return (CoupledTorchSGD if torch_form else CoupledSGD)(lr, momentum=config.momentum, coupled_weight_decay=wd)
+    return (TorchSGD if torch_form else keras.optimizers.SGD)(lr, momentum=config.momentum, weight_decay=wd)
 
 
 def use_xla(model, requested=None) -> bool:

@@ -85,6 +85,14 @@ def test_cifar10_dir_with_any_number_of_batches(tmp_path):
     raw = b1[b"data"][0]
     mean, std = np.array([0.4914, 0.4822, 0.4465]) * 255, np.array([0.2470, 0.2435, 0.2616]) * 255
     np.testing.assert_allclose(data.x_train[0, 0, 0], (raw[[0, 1024, 2048]] - mean) / std, atol=1e-5)
+    # You et al.'s code: transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)) of ToTensor's x/255.
+    theirs = load_dataset("cifar10", data_dir=str(tmp_path), validation_size=5, normalization="earlybird_code")
+    expected = (raw[[0, 1024, 2048]] / 255.0 - np.array([0.4914, 0.4822, 0.4465])) / np.array([0.2023, 0.1994, 0.2010])
+    np.testing.assert_allclose(theirs.x_train[0, 0, 0], expected, atol=1e-5)
+    np.testing.assert_allclose(theirs.black_pixel(), -np.array([0.4914, 0.4822, 0.4465]) / [0.2023, 0.1994, 0.2010],
+                               rtol=1e-6)
+    with pytest.raises(ConfigError, match="normalization"):
+        load_dataset("mnist_5k", normalization="earlybird_code")
 
 
 def test_cifar_errors(tmp_path):

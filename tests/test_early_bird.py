@@ -38,6 +38,88 @@ def test_detector_declares_when_the_newest_mask_is_within_epsilon_of_the_full_qu
         eb.EarlyBirdDetector([1.2])
 
 
+def _authors_channel_mask(gammas, percent):
+    """EarlyBird.pruning of You et al.'s main.py: y = sort(|gamma|); thre = y[int(total * percent)]; mask = gt."""
+    pooled = np.concatenate([np.abs(g) for g in gammas])
+    y = np.sort(pooled)
+    thre = y[int(pooled.size * percent)]
+    return (pooled > thre).astype(np.float32)
+
+
+def _authors_eb_epochs(masks, epoch_keep=5, threshold=0.1):
+    """EarlyBird.early_bird_emerge, called before each epoch's training: the loop indices where it says yes."""
+    queue, dists, found = [], [1] * (epoch_keep - 1), []
+    for epoch, mask in enumerate(masks):  # masks[e]: the mask after e epochs, checked before epoch e trains
+        queue = (queue + [mask])[-epoch_keep:]
+        if len(queue) == epoch_keep:
+            for i in range(len(queue) - 1):
+                dists[i] = 1 - float(np.sum(queue[-1] == queue[i])) / queue[i].size
+            if all(d <= threshold for d in dists):
+                found.append(epoch)
+    return found
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.7])
+def test_channel_mask_is_the_authors_on_the_same_gammas(ratio):
+    """Same |gamma| (ties included), same mask: every channel at or below the sorted value at index int(T * p)."""
+    model = build_model("vgg11_bn", (32, 32, 3), 10)
+    _randomize_bns(model, seed=4)
+    bns = eb.prunable_bns(model)
+    bns[2].gamma.assign(np.round(bns[2].gamma.numpy(), 1))  # ties across the threshold
+    ours = eb.channel_mask(model, ratio, bns)
+    theirs = _authors_channel_mask([bn.gamma.numpy() for bn in bns], ratio)
+    np.testing.assert_array_equal(np.concatenate([ours[eb.bn_key(bn)] for bn in bns]), theirs)
+
+
+def test_the_initial_mask_is_in_the_queue_as_in_the_authors_loop():
+    """A mask steady from initialization emerges after queue_length - 1 epochs, as the authors' check before
+    each epoch finds it; without the initial mask, one epoch later."""
+    rng = np.random.RandomState(0)
+    seqs = {"steady": [rng.rand(40) > 0.5] * 8}
+    moving = [rng.rand(40) > 0.5 for _ in range(3)]
+    seqs["settles"] = moving + [moving[-1]] * 6
+    for name, seq in seqs.items():
+        with_init = eb.EarlyBirdDetector([0.5], queue_length=5, epsilon=0.1)
+        ours = [e for e, bits in enumerate(seq) if with_init.update(e, {0.5: m(bits.astype(np.float32))})]
+        assert ours[:1] == _authors_eb_epochs([b.astype(np.float32) for b in seq])[:1], name
+    assert with_init.emerged == {0.5: 6}  # masks after epochs 2..6 equal
+    without = eb.EarlyBirdDetector([0.5], queue_length=5, epsilon=0.1)
+    steady = [e for e, bits in enumerate(seqs["steady"][1:], start=1) if without.update(e, {0.5: m(bits)})]
+    assert steady[0] == 5 and _authors_eb_epochs(seqs["steady"])[0] == 4
+
+
+def test_callback_puts_the_initial_mask_first_and_the_ticket_is_the_eb_epochs_mask():
+    """Two ratios emerging at different epochs, masks moving on after: each ticket is cut by its own EB epoch's
+    mask, not the last epoch's."""
+    from lt_keras.precision import SearchPrecision
+
+    model = build_model("vgg11_bn", (32, 32, 3), 10)
+    callback = eb.EarlyBirdCallback([0.3, 0.7], queue_length=2, epsilon=0.0, stop_at_eb=False, verbose=0)
+    callback.set_model(model)
+    callback.on_train_begin()
+    assert callback.epochs == [0]
+    bns, rng = eb.prunable_bns(model), np.random.RandomState(1)
+
+    def masks(seed):
+        r = np.random.RandomState(seed)
+        return Mask({eb.bn_key(bn): (r.rand(*bn.gamma.shape) < 0.6).astype(np.float32) for bn in bns})
+
+    plan = {0.3: [1, 2, 2, 3, 4], 0.7: [5, 6, 7, 8, 8]}  # equal masks: 0.3 at epochs 2-3, 0.7 at epochs 4-5
+    for epoch in range(1, 6):
+        for w in model.trainable_weights:
+            w.assign_add(rng.rand(*w.shape).astype(np.float32))
+        weights = model.get_weights()
+        for ratio in callback._add(epoch, {r: masks(plan[r][epoch - 1]) for r in plan}):
+            callback.eb_weights[ratio] = weights
+    assert callback.emerged == {0.3: 3, 0.7: 5} and callback.epochs == [0, 1, 2, 3, 4, 5]
+    config = eb.EarlyBirdConfig(prune_ratios=(0.3, 0.7))
+    for ratio, epoch in callback.emerged.items():
+        _, _, used = eb._ticket_for(model, callback, ratio, config, SearchPrecision())
+        assert used == masks(plan[ratio][epoch - 1])
+        np.testing.assert_array_equal(model.get_weights()[0], callback.eb_weights[ratio][0])
+    assert callback.mask_at(0.3, 3) != callback.history[0.3][-1]
+
+
 @pytest.mark.parametrize("name, count", [("vgg11_bn", 8), ("resnet20", 9)])
 def test_prunable_channels(name, count):
     model = build_model(name, (32, 32, 3), 10)
@@ -64,7 +146,9 @@ def test_slimmed_network_equals_the_channel_masked_network(name):
     _randomize_bns(model)
     mask = eb.channel_mask(model, 0.5)
     total = sum(v.size for v in mask.values())
-    assert sum(int(v.sum()) for v in mask.values()) == total - round(0.5 * total)  # one global threshold
+    assert sum(int(v.sum()) for v in mask.values()) == total - (int(0.5 * total) + 1)  # You et al.'s threshold
+    counted = eb.channel_mask(model, 0.5, rule="count")
+    assert sum(int(v.sum()) for v in counted.values()) == total - round(0.5 * total)
     slimmed = eb.slim(model, mask)
     x = np.random.RandomState(1).randn(3, 32, 32, 3).astype(np.float32)
     masked = eb.channel_masked(model, mask)(x, training=False).numpy()
@@ -75,6 +159,25 @@ def test_slimmed_network_equals_the_channel_masked_network(name):
     for key, n in kept.items():
         assert slimmed.get_layer(key.split("/")[0]).gamma.shape[0] == n
     assert Mask.from_model(slimmed).density() == 1.0  # masked layers came along, with sliced all-ones masks
+
+
+def test_slimming_before_flatten_keeps_the_right_dense_rows():
+    """A 4x4x6 map flattened into a Dense layer: the rows kept are each position's kept channels (NHWC order);
+    a 1x1 map (the VGG test above) cannot tell the orders apart."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", name="c")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(name="r")(x)
+    x = keras.layers.MaxPooling2D(name="p")(x)
+    x = keras.layers.Flatten(name="f")(x)
+    model = keras.Model(inputs, keras.layers.Dense(5, name="d")(x))
+    _randomize_bns(model, seed=3)
+    mask = Mask({"bn/gamma": np.array([1, 0, 1, 1, 0, 1], np.float32)})
+    x = np.random.RandomState(2).randn(4, 8, 8, 3).astype(np.float32)
+    slimmed = eb.slim(model, mask)
+    assert slimmed.get_layer("d").kernel.shape == (4 * 4 * 4, 5)
+    np.testing.assert_allclose(slimmed(x, training=False).numpy(),
+                               eb.channel_masked(model, mask)(x, training=False).numpy(), atol=1e-5, rtol=1e-5)
 
 
 def test_flops_by_hand():
@@ -97,7 +200,7 @@ def test_callback_stops_a_users_fit_when_every_ratio_emerged():
     model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = np.random.RandomState(0).randn(16, 32, 32, 3).astype(np.float32)
     y = np.arange(16) % 10
-    callback = eb.EarlyBirdCallback([0.3, 0.5], queue_length=2, epsilon=0.5, verbose=0)
+    callback = eb.EarlyBirdCallback([0.3, 0.5], queue_length=2, epsilon=0.5, verbose=0, initial_mask=False)
     history = model.fit(x, y, epochs=10, batch_size=8, verbose=0, callbacks=[callback])
     assert len(history.history["loss"]) == 2 and callback.emerged == {0.3: 2, 0.5: 2}
     assert "eb_distance_0.5" in history.history
@@ -122,7 +225,7 @@ def test_binary_finds_slims_retrains_and_counts_flops(tmp_path):
     data = ["--max_train_examples=200", "--validation_size=100"]  # the embedded digits: runs anywhere
     args = [f"--output_dir={out}", "--model=resnet20", "--epochs=3", "--batch_size=50", "--optimizer=sgd",
             "--learning_rate=0.05", "--queue_length=2", "--epsilon=0.5", "--prune_ratios=0.5", "--nojit_compile",
-            *data]
+            "--noinitial_mask", *data]
     # Killed once epoch 1 is checkpointed: the resumed search must still see epoch 1's mask in its FIFO (a
     # queue of 2), or its ticket would emerge at epoch 3, not 2.
     kill_binary_when("lt_keras.bin.early_bird", args, lambda: (out / "backup_search" / "chief" / "checkpoint").exists())
@@ -194,6 +297,22 @@ def test_int8_twin_detector_reads_the_trained_gammas():
     assert all(np.abs(bn.gamma.numpy() - b).max() > 0 for bn, b in zip(bns, before))
 
 
+def test_the_initial_mask_is_saved_and_restored_with_the_fifo(tmp_path):
+    """A search resumed from its state folder replays the mask at initialization first, as it was."""
+    model = build_model("vgg11_bn", (32, 32, 3), 10)
+    _randomize_bns(model, seed=2)
+    first = eb.EarlyBirdCallback([0.5], queue_length=3, verbose=0, state_dir=str(tmp_path))
+    first.set_model(model)
+    first.on_train_begin()
+    first.on_epoch_end(0)
+    again = eb.EarlyBirdCallback([0.5], queue_length=3, verbose=0, state_dir=str(tmp_path)).restore(1)
+    assert again.epochs == first.epochs == [0, 1]
+    assert again.history[0.5] == first.history[0.5]
+    again.set_model(model)
+    again.on_train_begin()  # a resumed fit: the initial mask is not added twice
+    assert again.epochs == [0, 1]
+
+
 def test_killed_search_resumes_with_its_fifo_and_a_stopped_search_stays_stopped(tmp_path):
     """The detector's masks and EB weights are checkpointed with the epoch: a search killed mid-way emerges at
     the epoch an uninterrupted one does, with the same weights; re-running a finished search trains nothing."""
@@ -207,7 +326,8 @@ def test_killed_search_resumes_with_its_fifo_and_a_stopped_search_stays_stopped(
         keras.backend.clear_session()
         keras.utils.set_random_seed(0)
         model = eb.add_bn_l1(build_model("resnet20", (28, 28, 1), 10), 1e-4)
-        callback = eb.EarlyBirdCallback([0.5], queue_length=3, epsilon=0.5, verbose=0, state_dir=state_dir)
+        callback = eb.EarlyBirdCallback([0.5], queue_length=3, epsilon=0.5, verbose=0, state_dir=state_dir,
+                                        initial_mask=False)
         if backup:
             callback.restore(saved_evaluations(backup))
         result = fit(model, data, cfg, callbacks=[callback, *extra], verbose=0, backup_dir=backup)
@@ -244,7 +364,8 @@ def test_search_is_one_library_call(tmp_path):
     from lt_keras.training import TrainConfig
 
     data = DataConfig(max_train_examples=200, validation_size=100).load()
-    config = eb.EarlyBirdConfig(prune_ratios=(0.5,), queue_length=2, epsilon=0.5, retrain_ratios=())
+    config = eb.EarlyBirdConfig(prune_ratios=(0.5,), queue_length=2, epsilon=0.5, retrain_ratios=(),
+                                initial_mask=False)
     train = TrainConfig(epochs=2, batch_size=50, optimizer="sgd", learning_rate=0.05, jit_compile=False)
     summary = eb.search(str(tmp_path), "resnet20", data, train, config)
     assert summary["ratios"]["0.5"]["eb_epoch"] == 2 and "retrain_test_accuracy" not in summary["ratios"]["0.5"]

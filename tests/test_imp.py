@@ -239,6 +239,47 @@ def test_every_mask1_action_end_to_end(tmp_path, data, mask1):
         assert 0.45 < same_sign < 0.55  # unsigned actions keep a sign by chance only
 
 
+def _authors_round_start(exp, prev_start, mask, rs):
+    """train_lottery.py's --exp on initial_weights, which get_weight_init.py takes from --prev_weights: the
+    previous round's run, whose all_weights[0] is that round's start (the whole tensor)."""
+    start, kept = prev_start.copy(), mask.astype(bool)
+    if exp == "random_reshuffle":
+        temp = start[kept]
+        rs.shuffle(temp)
+        start[kept] = temp
+    elif exp == "signed_constant":
+        start = np.std(start) * np.sign(start)
+    return start
+
+
+@pytest.mark.parametrize("mask1, exp", [("reshuffle", "random_reshuffle"), ("signed_constant", "signed_constant")])
+def test_iterative_mask1_applies_to_the_previous_rounds_start_as_the_authors_chain(mask1, exp):
+    """Round 2 of a chain starts from round 1's start tensor, not from theta_0: its kept values are a
+    permutation of round 1's at those positions (reshuffle), and the constant is the std of round 1's whole
+    start tensor (signed_constant), as the authors' port computes from the same arrays."""
+    model = build()
+    layers = {f"{l.name}/kernel": l for l in imp_module.masked_layers(model)}
+    theta0 = model.get_weights()
+    rng = np.random.RandomState(0)
+    m1 = Mask({k: (rng.rand(*l.kernel.shape) < 0.8).astype(np.float32) for k, l in layers.items()})
+    m2 = Mask({k: v * (rng.rand(*v.shape) < 0.8) for k, v in m1.items()})
+    config = ImpConfig(mask1=mask1)
+    start1 = imp_module._set_start(model, theta0, m1, config, np.random.RandomState(1))
+    start2 = imp_module._set_start(model, theta0, m2, config, np.random.RandomState(2), chain_kernels=start1)
+    key = "fc1/kernel"
+    theirs1 = _authors_round_start(exp, theta0[0], m1[key], np.random.RandomState(3))
+    theirs2 = _authors_round_start(exp, start1[key], m2[key], np.random.RandomState(4))
+    kept2 = m2[key] == 1
+    np.testing.assert_allclose(np.sort(start2[key][kept2]), np.sort(theirs2[kept2]), rtol=1e-6)
+    np.testing.assert_array_equal(layers[key].kernel.numpy(), start2[key] * m2[key])
+    if mask1 == "signed_constant":
+        np.testing.assert_allclose(start1[key], theirs1, rtol=1e-6)
+        np.testing.assert_allclose(np.abs(start2[key]), np.std(start1[key]), rtol=1e-6)
+    else:  # round 1's kept values were a permutation of theta_0's at m1; round 2 draws from those, not theta_0
+        np.testing.assert_allclose(np.sort(start1[key][m1[key] == 1]), np.sort(theta0[0][m1[key] == 1]))
+        assert not np.allclose(np.sort(start2[key][kept2]), np.sort(theta0[0][kept2]))
+
+
 @pytest.mark.parametrize("mask0", ["freeze_init_zero_mask", "freeze_init_zero_all", "freeze_init_zero_reshuffle",
                                    "freeze_init_zero_rev"])
 def test_mask0_actions_end_to_end_use_theta0_and_the_trained_kernels(tmp_path, data, mask0):
@@ -277,6 +318,16 @@ def test_one_shot_and_global(tmp_path, data):
     glob = imp_search(str(tmp_path / "b"), build, data, ImpConfig(rounds=1, allocation="global", prune_rate=0.5),
                    TRAIN, verbose=0)
     assert glob[1]["density"] == pytest.approx(0.5, abs=1e-5)
+    # One pooled threshold: the layers end at different densities (pruning each layer at the pooled rate would
+    # give 0.5 everywhere), and the lowest kept |w_final| of any layer clears the highest pruned one of all.
+    densities = glob[1]["layer_density"]
+    assert max(densities.values()) - min(densities.values()) > 0.05, densities
+    with np.load(os.path.join(str(tmp_path / "b"), "round_0", "next.npz")) as f:
+        final = {k[len("final:"):]: f[k] for k in f.files if k.startswith("final:")}
+        pooled = {k[len("mask:"):]: f[k] for k in f.files if k.startswith("mask:")}
+    kept = min(np.abs(final[k][pooled[k] == 1]).min() for k in final)
+    pruned = max(np.abs(final[k][pooled[k] == 0]).max() for k in final)
+    assert kept >= pruned
 
 
 @pytest.mark.parametrize(

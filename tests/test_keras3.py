@@ -96,6 +96,19 @@ def test_a_ticket_goes_back_to_keras3_as_a_keras_file(tmp_path):
     assert (np.asarray(loaded.get_layer("logits").kernel) == 0).mean() > 0.4
 
 
+def test_from_keras3_keeps_the_initializers():
+    """A reinit control or mask-1 reinit draws from the layer's initializer: the bridge must carry it over."""
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(4, kernel_initializer="he_normal", bias_initializer="ones", name="d")(inputs)
+    x = keras.layers.Conv1D(2, 1, kernel_initializer=keras.initializers.RandomUniform(-0.3, 0.3), name="c")(
+        keras.layers.Reshape((4, 1), name="r")(x))
+    converted = from_keras3(keras.Model(inputs, x))
+    dense, conv = converted.get_layer("d"), converted.get_layer("c")
+    assert type(dense.kernel_initializer).__name__ == "HeNormal"
+    assert type(dense.bias_initializer).__name__ == "Ones"
+    assert type(conv.kernel_initializer).__name__ == "RandomUniform" and conv.kernel_initializer.maxval == 0.3
+
+
 def test_keras3_errors_say_which_keras_and_what_to_do():
     k3 = keras3_model()
     with pytest.raises(LtKerasError, match=r"got a Keras 3 Functional \(keras 3\.[0-9.]+\); convert the model with "

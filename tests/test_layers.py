@@ -49,7 +49,7 @@ def test_a_fixed_mask_is_stored_as_zeros_and_masks_the_gradient():
     np.testing.assert_array_equal(layer.kernel.numpy(), [[1, 0], [0, 4], [5, 6]])
     x = np.array([[1.0, 1.0, 1.0]], np.float32)
     with tf.GradientTape() as tape:
-        out = layer(x)
+        out = layer(x, training=True)
         loss = tf.reduce_sum(out)
     np.testing.assert_array_equal(out.numpy(), [[6.0, 10.0]])
     np.testing.assert_array_equal(tape.gradient(loss, layer.kernel).numpy(), [[1, 0], [0, 1], [1, 1]])

@@ -124,7 +124,8 @@ def test_early_bird_callback_reads_a_nested_graph_once_per_fit(monkeypatch):
     x, y = np.random.RandomState(3).randn(8, 8, 8, 3).astype(np.float32), np.arange(8) % 3
     model.fit(x, y, epochs=4, batch_size=4, verbose=0, callbacks=[callback])
     assert calls == ["user"]
-    assert len(callback.history[0.5]) == 4 and set(callback.history[0.5][0]) == {"inner_bn/gamma", "seq_bn/gamma"}
+    assert len(callback.history[0.5]) == 5 and set(callback.history[0.5][0]) == {"inner_bn/gamma", "seq_bn/gamma"}
+    assert callback.epochs == [0, 1, 2, 3, 4]  # the mask at initialization, then one per epoch
 
 
 def test_early_bird_says_why_a_batchnorm_is_not_prunable():

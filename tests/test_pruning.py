@@ -21,8 +21,9 @@ EXPECTED_KEEP = {
     "small_init_small_final": [0, 1, 1, 0, 1, 0],  # ranks of -|wi| 1 3 4 0 2 5, of -|wf| 1 2 5 4 3 0
     "magnitude_increase": [1, 1, 0, 0, 0, 1],  # .1 .2 -.05 -.8 -.1 .65
     "movement": [0, 1, 0, 1, 0, 1],  # .1 .6 .15 .8 .1 .65
-    "large_final_same_sign": [1, 0, 0, 0, 1, 1],  # same sign at idx 0, 3, 4, 5; |wf| .6 .1 .2 .7
-    "large_final_diff_sign": [0, 1, 1, 1, 0, 0],  # flipped at idx 1, 2; then the smallest same-sign |wf| (idx 3)
+    # As the authors' code, the excluded group scores 0 (ties here by index: no rng).
+    "large_final_same_sign": [1, 0, 0, 0, 1, 1],  # scores .6 0 0 .1 .2 .7 (flipped at idx 1, 2)
+    "large_final_diff_sign": [0, 1, 1, 0, 0, 1],  # scores 0 .4 .05 0 0 0: the 0s at idx 0, 3, 4 go
     # As the authors' code: flipped weights score 0, the others |wf| - |wi| = .1 . . -.8 -.1 .65;
     # scores .1 0 0 -.8 -.1 .65 -> prune -.8, -.1 and the first 0 (idx 1).
     "magnitude_increase_same_sign": [1, 0, 1, 0, 0, 1],
@@ -61,9 +62,85 @@ def test_every_criterion_is_covered_and_random_is_seeded():
         score("big", W_INIT, W_FINAL)
 
 
-def test_prune_count_rounds_half_up():
-    assert [prune_count(0.2, n) for n in (10, 12, 13, 266_200)] == [2, 2, 3, 53_240]
+def test_prune_count_rules():
+    assert [prune_count(0.2, n) for n in (10, 12, 13, 266_200)] == [2, 2, 3, 53_240]  # round (half up)
     assert prune_count(0.1, 5) == 1  # 0.5 rounds up
+    assert [prune_count(0.2, n, "floor") for n in (10, 12, 13, 14)] == [2, 2, 2, 2]
+    assert [prune_count(0.2, n, "ceil") for n in (10, 12, 13, 14)] == [2, 3, 3, 3]
+    with pytest.raises(LtKerasError, match="'nearest' is not one of"):
+        prune_count(0.2, 10, "nearest")
+
+
+def _authors_prune_count(remaining, percentile):
+    """Zhou et al.'s get_weight_init.py: ``np.int(np.sum(cur_mask) * percentile / 100)``."""
+    return int(remaining * percentile / 100)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.15, 0.2, 0.25, 0.5])
+def test_floor_count_is_the_authors_count(rate):
+    """Same rate value, same count, for every layer size up to 3,000 and LeNet-300-100's."""
+    for n in [*range(1, 3001), 235_200, 30_000, 1_000, 188_160, 150_528]:
+        assert prune_count(rate, n, "floor") == _authors_prune_count(n, rate * 100), (rate, n)
+
+
+def _authors_sign_scores(criterion, wi, wf):
+    """get_weight_init.py's four sign criteria over the flat weights: the excluded group's scores set to 0."""
+    raw_initial, raw_final = wi.ravel(), wf.ravel()
+    same = np.sign(raw_initial) == np.sign(raw_final)
+    base = np.abs(raw_final) if criterion.startswith("large_final") else np.abs(raw_final) - np.abs(raw_initial)
+    excluded = ~same if criterion.endswith("same_sign") else same
+    base[np.squeeze(np.where(excluded))] = 0
+    return base.reshape(wi.shape)
+
+
+def _authors_mask(scores, cur_mask, percentile, rs):
+    """get_mask_by_layer_by_weight: pruned entries set to 9999, random tie keys over every entry."""
+    w = scores.flatten().copy()
+    cur = cur_mask.flatten().copy()
+    w[cur == 0] = 9999
+    prune_num = int(np.sum(cur) * percentile / 100)
+    cur[np.lexsort((rs.random(w.size), w))[:prune_num]] = 0
+    return cur.reshape(scores.shape)
+
+
+SIGN_CRITERIA = ("large_final_same_sign", "large_final_diff_sign", "magnitude_increase_same_sign",
+                 "magnitude_increase_diff_sign")
+
+
+@pytest.mark.parametrize("criterion", SIGN_CRITERIA)
+@pytest.mark.parametrize("rate", [0.1, 0.2, 0.5])
+def test_sign_criteria_equal_the_authors_code_on_the_same_arrays(criterion, rate):
+    """From a full mask, with the same random tie keys (one RandomState, the same draw), the mask is the
+    authors' exactly; from a partial mask (their keys cover pruned entries too) the count is theirs and every
+    weight outside the tied group is pruned or kept as theirs."""
+    rng = np.random.RandomState(0)
+    wi, wf = rng.randn(60, 40), rng.randn(60, 40)
+    np.testing.assert_array_equal(score(criterion, wi, wf), _authors_sign_scores(criterion, wi, wf))
+    full = np.ones(wi.shape)
+    ours = prune_layerwise({"w": score(criterion, wi, wf)}, Mask({"w": full}), {"w": rate},
+                           rng=np.random.RandomState(7), count_rule="floor")["w"]
+    np.testing.assert_array_equal(ours, _authors_mask(_authors_sign_scores(criterion, wi, wf), full, rate * 100,
+                                                      np.random.RandomState(7)))
+    partial = (rng.rand(*wi.shape) < 0.7).astype(np.float64)
+    ours = prune_layerwise({"w": score(criterion, wi, wf)}, Mask({"w": partial}), {"w": rate},
+                           rng=np.random.RandomState(1), count_rule="floor")["w"]
+    theirs = _authors_mask(_authors_sign_scores(criterion, wi, wf), partial, rate * 100, np.random.RandomState(2))
+    assert ours.sum() == theirs.sum()
+    tied = (score(criterion, wi, wf) == 0) & (partial > 0)
+    np.testing.assert_array_equal(ours[~tied], theirs[~tied])
+
+
+def test_a_tied_group_is_pruned_at_random_not_by_row():
+    """magnitude_increase_diff_sign at 0.2: the same-sign weights all score 0 and the cut falls among them; the
+    pruned ones spread over every row (by index, the first rows lost 55% and the last none)."""
+    rng = np.random.RandomState(3)
+    wi = rng.randn(300, 100)
+    wf = wi + 0.3 * rng.randn(300, 100)  # trained: few weights flip sign (~10%)
+    mask = prune_layerwise({"w": score("magnitude_increase_diff_sign", wi, wf)}, Mask({"w": np.ones(wi.shape)}),
+                           {"w": 0.2}, rng=np.random.RandomState(0), count_rule="floor")["w"]
+    same = np.sign(wi) == np.sign(wf)
+    first, last = (1 - mask[:100])[same[:100]].mean(), (1 - mask[-100:])[same[-100:]].mean()
+    assert 0.02 < first < 0.3 and 0.02 < last < 0.3 and abs(first - last) < 0.05, (first, last)
 
 
 def test_layerwise_exact_counts_over_rounds_and_pruned_stay_pruned():
@@ -82,9 +159,14 @@ def test_layerwise_exact_counts_over_rounds_and_pruned_stay_pruned():
     assert mask.counts()["fc1/kernel"] == (120_422, 235_200)  # 235200 * 0.8^3 with rounding per round
 
 
-def test_ties_are_broken_by_index():
+def test_ties_are_broken_by_index_without_rng_and_by_seeded_draws_with_one():
     mask = prune_layerwise({"w": np.zeros(5)}, Mask({"w": np.ones(5)}), {"w": 0.4})
     np.testing.assert_array_equal(mask["w"], [0, 0, 1, 1, 1])
+    draws = [prune_layerwise({"w": np.zeros(50)}, Mask({"w": np.ones(50)}), {"w": 0.4},
+                             rng=np.random.RandomState(s))["w"] for s in (0, 0, 1)]
+    np.testing.assert_array_equal(draws[0], draws[1])
+    assert draws[0].sum() == 30 and not np.array_equal(draws[0], draws[2])
+    assert draws[0][:20].sum() > 0  # not the first 20 by index
 
 
 def test_global_allocation_pools_layers():

@@ -187,6 +187,20 @@ def test_nan_tickets_are_refused_on_write_and_on_load(tmp_path):
         load_ticket(tmp_path / "good")
 
 
+def test_a_mask_npz_whose_values_differ_from_the_models_masks_is_refused(tmp_path):
+    from lt_keras.ticket import TicketInfo, load_ticket, write_ticket
+
+    model = build()
+    mask = Mask({k: (np.random.RandomState(i).rand(*v.shape) < 0.5).astype(np.float32)
+                 for i, (k, v) in enumerate(Mask.ones_like(model).items())})
+    mask.apply_to(model)
+    write_ticket(tmp_path / "t", model, mask, TicketInfo("test"))
+    assert load_ticket(tmp_path / "t").mask == mask
+    Mask({k: 1.0 - v for k, v in mask.items()}).save(tmp_path / "t" / "mask.npz")  # same shapes, other values
+    with pytest.raises(LtKerasError, match="differ from mask.npz"):
+        load_ticket(tmp_path / "t")
+
+
 def test_ticket_json_must_be_an_object(tmp_path):
     from lt_keras.ticket import TicketInfo, load_ticket, write_ticket
 
@@ -203,6 +217,29 @@ def test_export_parity_fails_on_nan():
     assert max_abs_diff([1.0, 2.0], [1.0, 2.5]) == 0.5
     assert max_abs_diff([np.nan, 2.0], [1.0, 2.0]) == float("inf") > 1e-5
     assert max_abs_diff([1.0], [np.inf]) == float("inf")
+
+
+def test_export_parity_catches_a_wrong_strip(tmp_path, monkeypatch):
+    """The parity check compares the SavedModel with the masked model: a strip that loses the mask fails it."""
+    import lt_keras.export as export
+
+    model = build()
+    Mask({k: (np.random.RandomState(i).rand(*v.shape) < 0.3).astype(np.float32)
+          for i, (k, v) in enumerate(Mask.ones_like(model).items())}).apply_to(model)
+    right = export.plain_model
+
+    def loses_the_mask(m):  # kernels back at values where the mask prunes
+        plain = right(m)
+        for layer in plain.layers:
+            if getattr(layer, "kernel", None) is not None:
+                layer.kernel.assign(layer.kernel + 0.05)
+        return plain
+
+    monkeypatch.setattr(export, "plain_model", loses_the_mask)
+    x = np.random.RandomState(0).rand(8, 28, 28, 1).astype(np.float32)
+    with pytest.raises(LtKerasError, match="differs from the masked model"):
+        export.export_ticket(model, str(tmp_path / "sm"), x, tolerance=1e-5)
+    assert not (tmp_path / "sm").exists()
 
 
 def test_damaged_mask_files_are_messages(tmp_path):

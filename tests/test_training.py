@@ -281,6 +281,97 @@ def test_weight_decay_modes_match_hand_computation(optimizer, mode):
     assert not np.allclose(w.numpy(), _reference_steps(optimizer, other, w0, grad, 0.05, 4), rtol=1e-4)
 
 
+def _sgd_after_a_decay(form, w, grad, lrs, momentum=0.9):
+    """Hand computation of the two SGD momentum forms under the rates ``lrs`` (one per step)."""
+    w, v = np.array(w, np.float64), 0.0
+    for lr in lrs:
+        if form == "pytorch":  # torch.optim.SGD: buf = mu * buf + g; p -= lr * buf
+            v = momentum * v + grad
+            w = w - lr * v
+        else:  # Keras: m = mu * m - lr * g; p += m
+            v = momentum * v - lr * grad
+            w = w + v
+    return w
+
+
+@pytest.mark.parametrize("form", ["keras", "pytorch"])
+def test_the_two_sgd_momentum_forms_after_a_rate_decay(form):
+    """Step schedule: 0.1 for 3 steps, then 0.01 for 3 (a /10 decay at step 3). The forms agree before the
+    decay and differ after it: PyTorch's applies the new rate to the whole velocity."""
+    from lt_keras._keras import tf
+    from lt_keras.training import make_optimizer
+
+    config = TrainConfig(optimizer="sgd", learning_rate=0.1, momentum=0.9, momentum_form=form, lr_schedule="step",
+                         lr_decay_steps=(3,), train_steps=6)
+    opt = make_optimizer(config, 6)
+    w0, grad = np.array([1.0, -2.0, 0.5]), np.array([0.5, 0.25, -1.0])
+    w = tf.Variable(w0.astype(np.float32))
+    lrs = [0.1] * 3 + [0.01] * 3
+    for step in range(6):
+        opt.apply_gradients([(tf.constant(grad, tf.float32), w)])
+        np.testing.assert_allclose(w.numpy(), _sgd_after_a_decay(form, w0, grad, lrs[:step + 1]), rtol=1e-5)
+    other = "keras" if form == "pytorch" else "pytorch"
+    np.testing.assert_allclose(_sgd_after_a_decay(form, w0, grad, lrs[:3]), _sgd_after_a_decay(other, w0, grad, lrs[:3]))
+    assert not np.allclose(w.numpy(), _sgd_after_a_decay(other, w0, grad, lrs), rtol=1e-3)
+
+
+def test_adam_epsilon_reaches_the_optimizer():
+    from lt_keras.training import make_optimizer
+
+    assert make_optimizer(TrainConfig(), 1).epsilon == 1e-7
+    assert make_optimizer(TrainConfig(adam_epsilon=1e-8), 1).epsilon == 1e-8
+    assert make_optimizer(TrainConfig(adam_epsilon=1e-8, weight_decay=1e-4, weight_decay_mode="coupled"), 1).epsilon \
+        == 1e-8
+    with pytest.raises(ConfigError, match="adam_epsilon"):
+        TrainConfig(adam_epsilon=0.0)
+
+
+COUPLED_UNDER_A_STRATEGY = """
+import numpy as np
+from lt_keras.distribute import make_strategy, split_cpu
+split_cpu(2)
+from lt_keras._keras import tf
+from lt_keras.training import TrainConfig, make_optimizer
+strategy = make_strategy("mirrored")
+assert strategy.num_replicas_in_sync == 2
+config = TrainConfig(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=0.05, weight_decay_mode="coupled",
+                     momentum_form="{form}", train_steps=4)
+with strategy.scope():
+    w = tf.Variable([1.0, -2.0, 0.5])
+    opt = make_optimizer(config, 4)
+grad = tf.constant([0.5, 0.25, -1.0])
+
+@tf.function
+def step():
+    def replica():  # each replica's share of a mean loss: its gradients sum to grad
+        opt.apply_gradients([(grad / 2.0, w)])
+    strategy.run(replica)
+
+for _ in range(4):
+    step()
+print("W", " ".join(repr(float(v)) for v in w.numpy()))
+"""
+
+
+@pytest.mark.parametrize("form", ["keras", "pytorch"])
+def test_coupled_weight_decay_is_applied_once_per_step_on_two_replicas(form):
+    """The decay of a mirrored step is the single-device one: each replica adds its share, and the summed
+    gradients carry wd * w once (the hand computation), not once per replica."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-c", COUPLED_UNDER_A_STRATEGY.format(form=form)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    w = np.array([float(v) for v in done.stdout.split("W ")[1].split()])
+    w0, grad = np.array([1.0, -2.0, 0.5]), np.array([0.5, 0.25, -1.0])
+    np.testing.assert_allclose(w, _reference_steps("sgd", "coupled", w0, grad, 0.05, 4), rtol=1e-5)
+    assert not np.allclose(w, _reference_steps("sgd", "coupled", w0, grad, 0.1, 4), rtol=1e-4)
+
+
 def test_fit_stores_zeros_where_weights_were_set_by_hand():
     """A kernel written with set_weights keeps values where the mask prunes; fit stores zeros there first, so
     the trained kernels (get_weights(), checkpoints) show exact zeros where pruned."""

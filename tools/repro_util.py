@@ -87,3 +87,37 @@ def merge_report(old_text, sections):
     old = ["## " + part for part in old_text.split("\n## ")[1:]] if old_text else []
     merged = [new.pop(title(s), s if s.endswith("\n") else s + "\n") for s in old]
     return merged + [s for s in sections if title(s) in new]
+
+
+def mean_rounds(per_seed):
+    """Rounds averaged over seeds (the rounds every seed has): every number the mean, its standard deviation in
+    ``spread`` and the seeds' values in ``seeds``, nested as the rounds nest them (``controls``)."""
+    import numpy as np
+
+    def numbers(values):
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+    def fold(values, how):
+        if all(isinstance(v, dict) for v in values):
+            keys = [k for k in values[0] if all(k in v for v in values)]
+            folded = {k: fold([v[k] for v in values], how) for k in keys}
+            return {k: v for k, v in folded.items() if v is not None} if how != "mean" else folded
+        if numbers(values):
+            mean = values[0] if len(set(values)) == 1 else float(np.mean(values))  # a round number stays an int
+            return {"mean": mean, "spread": float(np.std(values)), "seeds": list(values)}[how]
+        return values[0] if how == "mean" else None
+
+    out = []
+    for k in range(min(len(r) for r in per_seed)):
+        values = [r[k] for r in per_seed]
+        out.append(dict(fold(values, "mean"), spread=fold(values, "spread"), seeds=fold(values, "seeds")))
+    return out
+
+
+def pct_pm(entry, *path):
+    """``pct`` of the number at ``path`` in a round, with +- its spread over seeds where averaged."""
+    value, spread = entry, entry.get("spread", {})
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+        spread = spread.get(key) if isinstance(spread, dict) else None
+    return pct(value) + (f" ± {100 * spread:.2f}" if isinstance(spread, float) else "")

@@ -64,7 +64,7 @@ flags.DEFINE_bool("report_only", False, "Train nothing: write the chosen steps' 
 FLAGS = flags.FLAGS
 
 QUICK_MARK = "**Quick mode:"  # the line that marks a report of tiny budgets
-QUICK_DATA = "--data_flags=--dataset=mnist_5k,--validation_size=500,--max_train_examples=600"
+QUICK_DATA = "--data_flags=--dataset=mnist_5k,--validation_size=500,--max_train_examples=600,--normalization=dataset"
 
 
 EB_FP32_RUN = "repro_eb_vgg11"  # the 8-bit search is compared with this run
@@ -82,7 +82,8 @@ def steps(root, quick):
     """(title, kind, command) per reproduction; kind says how to read its results."""
     py = os.path.join("tools", "")
     if quick:
-        mnist, cifar = [QUICK_DATA], ["--dataset=mnist_5k", "--validation_size=500", "--max_train_examples=600"]
+        mnist = [QUICK_DATA]
+        cifar = ["--dataset=mnist_5k", "--validation_size=500", "--max_train_examples=600", "--normalization=dataset"]
         cifar_full = cifar
         imp = ["--rounds=1", "--train_steps=40"]
         sm = ["--epochs=1", "--eval_every=20", "--dense_steps=40"]

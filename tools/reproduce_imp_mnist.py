@@ -14,19 +14,24 @@ prints the round table and the paper's targets with the measured values:
 Accuracies are checked at the early-stop iteration (minimum validation loss,
 as in the paper's figures) and at the end of training; both are printed.
 Writes ``reproduction.json`` and ``reproduction.md`` into the run directory
-next to lt-imp's ``report.png``.
+next to lt-imp's ``report.png``. ``--seeds=0,1,2`` runs each seed (seed N in
+``<output_dir>_seed<N>``, seed 0 in ``--output_dir``) and reports them in
+``<output_dir>_mean``: mean +- standard deviation, every check judged on the
+means.
 """
 import os
+import sys
 
 from absl import app, flags
 
 from repro_util import (REPO, checks_json, checks_table, command_line, data_args, define_data_flags, load_json,
-                        run_module, write_reproduction)
+                        mean_rounds, pct_pm, run_module, write_reproduction)
 
 define_data_flags("MNIST IDX")
 flags.DEFINE_string("output_dir", "runs/repro_imp_mnist", "Run directory (resumed when it exists).")
 flags.DEFINE_integer("train_steps", 50_000, "Iterations per round (paper: 50K).")
 flags.DEFINE_integer("rounds", 15, "Pruning rounds (15 reaches 3.6% of the weights).")
+flags.DEFINE_list("seeds", [], "Run these seeds and report them together (mean +- std; checks judged on the means).")
 FLAGS = flags.FLAGS
 
 ROUND_7_0, ROUND_3_6, ROUND_21_1 = 12, 15, 7
@@ -63,10 +68,10 @@ def markdown(rounds, rows, command):
     lines = ["| round | weights % | test @ early stop | test @ end | early-stop it | random reinit @ end |",
              "|---|---|---|---|---|---|"]
     for r in rounds:
-        reinit = r["controls"].get("random_reinit")
-        lines.append(f"| {r['round']} | {100 * r['density']:.1f} | {100 * r['early_stop_test_accuracy']:.2f} | "
-                     f"{100 * r['final_test_accuracy']:.2f} | {r['early_stop_step']} | "
-                     + (f"{100 * reinit['final_test_accuracy']:.2f} |" if reinit else "- |"))
+        reinit = "random_reinit" in r["controls"]
+        lines.append(f"| {r['round']} | {100 * r['density']:.1f} | {pct_pm(r, 'early_stop_test_accuracy')} | "
+                     f"{pct_pm(r, 'final_test_accuracy')} | {r['early_stop_step']:.0f} | "
+                     + (f"{pct_pm(r, 'controls', 'random_reinit', 'final_test_accuracy')} |" if reinit else "- |"))
     lines += ["", *checks_table(rows)]
     return f"Command: `{command}`\n\n" + "\n".join(lines) + "\n"
 
@@ -74,11 +79,19 @@ def markdown(rounds, rows, command):
 def main(argv):
     del argv
     data = data_args("reproduce_imp_mnist")
-    run_module("reproduce_imp_mnist", "lt_keras.bin.imp", [
-        "--flagfile=flags/lenet300_mnist_imp.flags", *data, f"--rounds={FLAGS.rounds}",
-        f"--train_steps={FLAGS.train_steps}", f"--output_dir={FLAGS.output_dir}"])
-    run_dir = os.path.join(REPO, FLAGS.output_dir)
-    rounds = load_json(run_dir, "summary.json")["rounds"]
+    try:
+        seeds = [int(s) for s in FLAGS.seeds]
+    except ValueError:
+        sys.exit(f"reproduce_imp_mnist: error: --seeds: {FLAGS.seeds} are not whole numbers.")
+    per_seed = []
+    for seed in seeds or [0]:
+        folder = FLAGS.output_dir + (f"_seed{seed}" if seed else "")
+        run_module("reproduce_imp_mnist", "lt_keras.bin.imp", [
+            "--flagfile=flags/lenet300_mnist_imp.flags", *data, f"--rounds={FLAGS.rounds}",
+            f"--train_steps={FLAGS.train_steps}", f"--seed={seed}", f"--output_dir={folder}"])
+        per_seed.append(load_json(REPO, folder, "summary.json")["rounds"])
+    run_dir = os.path.join(REPO, FLAGS.output_dir + ("_mean" if seeds else ""))
+    rounds = mean_rounds(per_seed) if seeds else per_seed[0]
     rows = checks(rounds)
     print(f"\n{'target':<58} {'measured':<28} {'needed':<16} met")
     for claim, measured, target, ok in rows:

@@ -34,6 +34,11 @@ TARGETS.md checks marked met or MISSED, never tuned to) and one plot per
 figure into ``--output_dir``; ``tools/reproduce.py`` puts them in
 docs/RESULTS.md. A report can be written from the chains done so far with
 ``--report_only``.
+
+``--seeds=0,1,2`` trains every chain at each seed (seed N in the folder of a
+single-seed run, ``<folder>_seed<N>``) and reports them together in
+``<folder>_mean``: each table cell and plot point is the mean +- standard
+deviation over the seeds, and every check is judged on the means.
 """
 import json
 import os
@@ -44,7 +49,8 @@ import time
 
 from absl import app, flags
 
-from repro_util import REPO, checks_table, command_line, data_args, define_data_flags, pct, write_reproduction
+from repro_util import (REPO, checks_table, command_line, data_args, define_data_flags, mean_rounds, pct, pct_pm,
+                        write_reproduction)
 
 define_data_flags("MNIST IDX")
 flags.DEFINE_enum("net", "lenet300_mnist", ["lenet300_mnist", "conv2_cifar10"], "Network and dataset.")
@@ -57,6 +63,7 @@ flags.DEFINE_integer("seed", 0, "Seed of every chain (theta_0, data order, draws
 flags.DEFINE_integer("jobs", 1, "Chains trained at once, in separate processes.", lower_bound=1)
 flags.DEFINE_list("chains", [], "Only these chains (names as in the report); default all.")
 flags.DEFINE_bool("report_only", False, "Train nothing; report the rounds finished so far.")
+flags.DEFINE_list("seeds", [], "Train and report these seeds together (mean +- std; checks judged on the means).")
 FLAGS = flags.FLAGS
 
 ROUND = {51.3: 3, 21.1: 7, 7.0: 12, 3.6: 15}  # LeNet ladder at fc 20% / output 10% per round
@@ -104,7 +111,7 @@ def chains():
 
 def command(name, extra, data):
     return [sys.executable, "-m", "lt_keras.bin.imp", f"--flagfile={NETS[FLAGS.net][0]}", *data,
-            "--controls=", f"--seed={FLAGS.seed}", f"--train_steps={FLAGS.train_steps}",
+            "--controls=", "--prune_count=floor", f"--seed={FLAGS.seed}", f"--train_steps={FLAGS.train_steps}",
             f"--eval_every={FLAGS.eval_every}", *extra,
             f"--output_dir={os.path.join(FLAGS.output_dir, name)}"]
 
@@ -171,12 +178,17 @@ def acc(rounds, k, key="early_stop_test_accuracy"):
     return rounds[k][key] if len(rounds) > k else None
 
 
+def cell(rounds, k, key):
+    """A table cell: the accuracy, with +- its spread over seeds where averaged."""
+    return pct_pm(rounds[k], key) if len(rounds) > k else pct(None)
+
+
 def table(title, rows, columns, key="early_stop_test_accuracy", rounds_at=ROUND):
     """Markdown: one row per (label, rounds), one column per density of the ladder ``rounds_at``."""
     lines = [f"**{title}** (test accuracy %, {key.replace('_test_accuracy', '').replace('_', ' ')})", "",
              "| | " + " | ".join(f"{d}%" for d in columns) + " |", "|---|" + "---|" * len(columns)]
     for label, rounds in rows:
-        lines.append(f"| {label} | " + " | ".join(pct(acc(rounds, rounds_at.get(d, 0), key)) for d in columns) + " |")
+        lines.append(f"| {label} | " + " | ".join(cell(rounds, rounds_at.get(d, 0), key) for d in columns) + " |")
     return lines
 
 
@@ -245,9 +257,10 @@ def plot(path, title, series):
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, rounds in series:
-        if rounds:
-            ax.plot([100 * r["density"] for r in rounds], [100 * r["early_stop_test_accuracy"] for r in rounds],
-                    marker="o", markersize=3, label=label)
+        if rounds:  # error bars: the standard deviation over seeds, where averaged
+            ax.errorbar([100 * r["density"] for r in rounds], [100 * r["early_stop_test_accuracy"] for r in rounds],
+                        yerr=[100 * r.get("spread", {}).get("early_stop_test_accuracy", 0.0) for r in rounds],
+                        marker="o", markersize=3, capsize=2, label=label)
     ax.set_xscale("log")
     ax.invert_xaxis()
     ax.set_xlabel("weights remaining (%)")
@@ -260,7 +273,7 @@ def plot(path, title, series):
     plt.close(fig)
 
 
-def report(runs, shown):
+def report(runs, shown, seeds=None):
     root = os.path.join(REPO, FLAGS.output_dir)
     os.makedirs(root, exist_ok=True)
     dense = {name: r[0]["early_stop_test_accuracy"] for name, r in runs.items() if r}
@@ -282,7 +295,9 @@ def report(runs, shown):
                f"{CONV2_ROUNDS} iterative rounds)." if not lenet and len(base) > 1 else "")
     lines = [f"Command: `{shown}`", "",
              f"{label}, {flagfile}, {FLAGS.train_steps:,} iterations per round (paper: {paper_steps}), evaluation "
-             f"every {FLAGS.eval_every}; seed {FLAGS.seed}.{pruning} {dense_line}", ""]
+             f"every {FLAGS.eval_every}; " + (f"seeds {', '.join(map(str, seeds))}: mean ± standard deviation, every "
+                                              "check judged on the means" if seeds else f"seed {FLAGS.seed}") +
+             f".{pruning} {dense_line}", ""]
     lines += table("Mask-1 actions (kept weights at each rewind)", mask1_rows, densities, rounds_at=rounds_at) + [""]
     mask0_densities = [d for d in densities if d >= 7.0]
     lines += table("Mask-0 actions (pruned weights)", mask0_rows, mask0_densities, rounds_at=rounds_at) + [""]
@@ -317,20 +332,32 @@ def report(runs, shown):
 
 def main(argv):
     del argv
-    if FLAGS.output_dir is None:
-        FLAGS.output_dir = NETS[FLAGS.net][3] + (f"_seed{FLAGS.seed}" if FLAGS.seed else "")
+    try:
+        seeds = [int(s) for s in FLAGS.seeds]
+    except ValueError:
+        sys.exit(f"reproduce_zhou: error: --seeds: {FLAGS.seeds} are not whole numbers.")
+    root = FLAGS.output_dir or NETS[FLAGS.net][3]
     todo = chains()
     unknown = sorted(set(FLAGS.chains) - set(todo))
     if unknown:
         sys.exit(f"reproduce_zhou: error: --chains: unknown {unknown}; choose from {list(todo)}.")
     if FLAGS.chains:
         todo = {k: v for k, v in todo.items() if k in FLAGS.chains}
-    if not FLAGS.report_only:
-        failed = train_all(todo, data_args("reproduce_zhou"))
-        if failed:
-            sys.exit(f"reproduce_zhou: error: chains {failed} failed (see their .log); re-run to resume.")
-    runs = {name: rounds_of(name) for name in chains()}
-    lines, rows = report(runs, command_line())
+    per_seed = {}
+    for seed in seeds or [FLAGS.seed]:  # the chain functions read the seed and folder from the flags
+        FLAGS.seed = seed
+        if seeds or FLAGS.output_dir is None:
+            FLAGS.output_dir = root + (f"_seed{seed}" if seed else "")
+        if not FLAGS.report_only:
+            failed = train_all(todo, data_args("reproduce_zhou"))
+            if failed:
+                sys.exit(f"reproduce_zhou: error: chains {failed} failed (see their .log); re-run to resume.")
+        per_seed[seed] = {name: rounds_of(name) for name in chains()}
+    runs = per_seed[FLAGS.seed]
+    if seeds:
+        FLAGS.output_dir = root + "_mean"
+        runs = {name: mean_rounds([per_seed[s][name] for s in seeds]) for name in chains()}
+    lines, rows = report(runs, command_line(), seeds)
     print("\n".join(lines))
     print(f"\n{sum(r['met'] for r in rows)} of {len(rows)} checks met. Report: "
           f"{os.path.join(FLAGS.output_dir, 'reproduction.md')}")
