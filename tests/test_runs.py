@@ -30,6 +30,11 @@ def test_a_run_from_before_a_setting_existed_resumes_only_under_its_old_value(tm
     augmentation (what it computed), and is refused with the new values."""
     RunDir(tmp_path / "run").open(config(), "--flagfile")
     RunDir(tmp_path / "run").open(config(weight_decay_mode="decoupled", augment="none"), "--flagfile")
-    for changed in ({"weight_decay_mode": "coupled"}, {"augment": "crop_flip"}):
+    old_values = dict(prune_count="round", momentum_form="keras", adam_epsilon=1e-7, prune_rule="count",
+                      initial_mask=False)  # what runs made before these settings computed with
+    RunDir(tmp_path / "run").open(config(**old_values), "--flagfile")
+    for changed in ({"weight_decay_mode": "coupled"}, {"augment": "crop_flip"}, {"prune_count": "floor"},
+                    {"momentum_form": "pytorch"}, {"adam_epsilon": 1e-8}, {"prune_rule": "threshold"},
+                    {"initial_mask": True}):
         with pytest.raises(RunDirError, match="different configuration"):
             RunDir(tmp_path / "run").open(config(**changed), "--flagfile")
