@@ -7,8 +7,14 @@ report measures what users check before shipping: per-layer sparsity, the
 largest output difference between the masked model and the export, and the
 zipped size of a dense export against the sparse one.
 """
+import contextlib
+import glob
+import hashlib
 import io
+import json
 import os
+import shutil
+import tempfile
 import zipfile
 
 import numpy as np
@@ -16,7 +22,10 @@ import numpy as np
 from lt_keras._keras import keras, tf
 from lt_keras.convert import strip_masks
 from lt_keras.errors import ConfigError, LtKerasError
+from lt_keras.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lt_keras.layers import masked_layers, walk_layers
+from lt_keras.runs import sign_lock, take_lock
+from lt_keras.ticket import load_ticket
 
 TFLITE_QUANTIZATION = ("none", "dynamic", "int8")
 
@@ -132,46 +141,116 @@ def dense_twin(plain, model):
     return dense
 
 
+EXPORT_MARK = os.path.join("assets.extra", "lt_keras_export.json")  # inside an export: whose export it is
+
+
+def _fingerprint(model) -> str:
+    """sha256 of a plain model's weights: the same ticket exported again has the same one."""
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
+
+
+def _scratch(target):
+    """A new folder beside ``target`` for this export's temporary files. mkdtemp gives a name no existing folder
+    has, so a user's ``X.partial`` or ``X.tmp`` is never touched; the marker file lets a later export remove
+    what a killed one left (and nothing else)."""
+    parent, base = os.path.dirname(target) or ".", os.path.basename(target)
+    for old in glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(base)}.lt-export-*")):
+        if os.path.isfile(os.path.join(old, SCRATCH_MARK)):
+            shutil.rmtree(old, ignore_errors=True)
+    folder = tempfile.mkdtemp(prefix=f".{base}.lt-export-", dir=parent)
+    open(os.path.join(folder, SCRATCH_MARK), "w").close()
+    return folder
+
+
+SCRATCH_MARK = ".lt_keras_export_scratch"
+
+
+def _ours(target, fingerprint):
+    """Whether ``target`` holds a finished export of this very model (an earlier run killed before its report)."""
+    try:
+        with open(os.path.join(target, EXPORT_MARK)) as f:
+            return json.load(f).get("fingerprint") == fingerprint
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def export_ticket(model, saved_model_dir, x_check, tolerance=None):
     """Export ``model`` and measure it against the masked model on ``x_check``; returns the report.
 
-    Everything is written and measured in ``<saved_model_dir>.partial`` and
-    renamed at the end, so a failure (or a parity gap above ``tolerance``)
-    leaves no half-written export that would block a re-run.
+    Everything is written and measured in a scratch folder beside
+    ``saved_model_dir`` (a new name, never a user's folder) and renamed into
+    place at the end, so a failure (or a parity gap above ``tolerance``)
+    leaves no half-written export. One export writes a folder at a time (a
+    lock beside it). A folder that already holds this model's export (a run
+    killed before its report) is measured again, not refused: re-running
+    completes what is missing.
     """
-    if os.path.exists(saved_model_dir) and os.listdir(saved_model_dir):
-        raise ConfigError("saved_model_dir", f"{saved_model_dir} exists and is not empty; choose a new folder.")
-    plain = plain_model(model)
-    tmp = saved_model_dir.rstrip("/") + ".partial"
-    dense_dir = saved_model_dir.rstrip("/") + ".dense_for_size"
+    target = os.path.abspath(saved_model_dir).rstrip("/")
+    with _export_lock(target):
+        return _export(model, target, saved_model_dir, x_check, tolerance)
 
-    def remove_scratch():  # also what a killed earlier export left
-        for folder in (tmp, dense_dir):
-            if os.path.exists(folder):
-                tf.io.gfile.rmtree(folder)
 
+_HELD = {}  # export target -> (lock file, depth): export_ticket_dir holds it around export_ticket
+
+
+@contextlib.contextmanager
+def _export_lock(target):
+    """One export writes ``target`` (and its .tflite, .report.json) at a time: a lock file beside it."""
+    if target in _HELD:
+        handle, depth = _HELD[target]
+        _HELD[target] = (handle, depth + 1)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        handle = take_lock(os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.lt-export.lock"),
+                           f"{target} is being exported by another process", "wait for it to finish")
+        sign_lock(handle)
+        _HELD[target] = (handle, 1)
     try:
-        remove_scratch()
-        save_saved_model(plain, tmp)
-        loaded = tf.saved_model.load(tmp)
+        yield
+    finally:
+        handle, depth = _HELD[target]
+        if depth == 1:
+            del _HELD[target]
+            handle.close()
+        else:
+            _HELD[target] = (handle, depth - 1)
+
+
+def _export(model, target, saved_model_dir, x_check, tolerance):
+    plain = plain_model(model)
+    fingerprint = _fingerprint(plain)
+    resumed = _ours(target, fingerprint)
+    if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)) and not resumed:
+        raise ConfigError("saved_model_dir", f"{saved_model_dir} exists and is not empty; choose a new folder.")
+    scratch = _scratch(target)
+    try:
+        if not resumed:
+            save_saved_model(plain, os.path.join(scratch, "export"))
+            atomic_write_text(os.path.join(scratch, "export", EXPORT_MARK), json.dumps({"fingerprint": fingerprint}))
+        candidate = target if resumed else os.path.join(scratch, "export")
+        loaded = tf.saved_model.load(candidate)
         exported = loaded.signatures["serving_default"](inputs=tf.constant(x_check))["logits"].numpy()
         reference = model(x_check, training=False).numpy()
         diff = max_abs_diff(exported, reference)
         if tolerance is not None and diff > tolerance:
             raise LtKerasError(f"the SavedModel differs from the masked model by {diff:.3g} (> {tolerance}); "
                                "nothing was written.")
-        save_saved_model(dense_twin(plain, model), dense_dir)
-        dense_zip = zipped_size(dense_dir)
-        sparse_zip = zipped_size(tmp)
-        if os.path.exists(saved_model_dir):
-            os.rmdir(saved_model_dir)
-        os.replace(tmp, saved_model_dir)
+        save_saved_model(dense_twin(plain, model), os.path.join(scratch, "dense_for_size"))
+        dense_zip = zipped_size(os.path.join(scratch, "dense_for_size"))
+        sparse_zip = zipped_size(candidate)
+        if not resumed:
+            if os.path.isdir(target):
+                os.rmdir(target)  # empty: checked above
+            os.replace(candidate, target)
     finally:
-        remove_scratch()
+        shutil.rmtree(scratch, ignore_errors=True)
     sparsity = layer_sparsity(plain)
     kernels = [l.kernel.numpy() for l in walk_layers(plain) if getattr(l, "kernel", None) is not None]
     return {
-        "saved_model_dir": os.path.abspath(saved_model_dir),
+        "saved_model_dir": target,
         "layer_sparsity": sparsity,
         "total_sparsity": float(sum((k == 0).sum() for k in kernels) / sum(k.size for k in kernels)),
         "parity_examples": int(len(x_check)),
@@ -196,14 +275,17 @@ def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tf
     ``<saved_model_dir>.tflite``, int8 calibrated on training examples. The
     report is also written to ``<saved_model_dir>.report.json``.
     """
-    from lt_keras.io_utils import atomic_write_bytes, atomic_write_json
-    from lt_keras.ticket import load_ticket
-
     ticket = load_ticket(ticket_dir)
     if tuple(ticket.model.input_shape[1:]) != tuple(data.input_shape):
         raise ConfigError("dataset", f"the ticket takes inputs of shape {tuple(ticket.model.input_shape[1:])}, but "
                            f"{data.spec.name} has {tuple(data.input_shape)}; pass the ticket's dataset.")
-    target = os.path.abspath(saved_model_dir)
+    target = os.path.abspath(saved_model_dir).rstrip("/")
+    with _export_lock(target):
+        return _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quantization,
+                             representative_examples)
+
+
+def _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quantization, representative_examples):
     x = data.x_test[:parity_examples]
     report = export_ticket(ticket.model, target, x, tolerance=SAVED_MODEL_TOLERANCE)
     report.update(ticket=os.path.abspath(ticket_dir), method=ticket.info.method,

@@ -70,6 +70,33 @@ def _alive(pid):
 _HELD_LOCKS = {}  # path -> open lock file: held until the process exits, whatever happens to RunDir objects
 
 
+def take_lock(path, busy, what_to_do):
+    """Hold an exclusive OS lock on the file ``path`` for the life of the process (``kill -9`` frees it), signed
+    with our PID; raise ``RunDirError`` ("<busy> (process N); <what_to_do>.") if another process holds it."""
+    try:
+        handle = open(path, "a+")
+    except OSError as e:
+        raise RunDirError(f"cannot create {path}: {e.strerror}.") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        if not (holder.isdigit() and _alive(int(holder))):  # the holder has not signed yet: a previous PID
+            holder = "starting up, not yet signed"
+        raise RunDirError(f"{busy} (process {holder}); {what_to_do}.") from None
+    return handle
+
+
+def sign_lock(handle):
+    """Write our PID into a held lock file: what a refused second writer names."""
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+
+
 class RunDir:
     CONFIG, FLAGS, VERSIONS, SUMMARY, LOCK = "config.json", "flags.txt", "versions.json", "summary.json", ".lock"
     METADATA = (CONFIG, FLAGS, VERSIONS, LOCK)
@@ -92,29 +119,15 @@ class RunDir:
         existed = os.path.isdir(self.path) and bool(os.listdir(self.path))
         try:
             os.makedirs(self.path, exist_ok=True)
-            handle = open(self.file(self.LOCK), "a+")
         except OSError as e:
             raise RunDirError(f"cannot create {self.path}: {e.strerror}.") from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip()
-            handle.close()
-            if not (holder.isdigit() and _alive(int(holder))):  # the holder has not signed yet: a previous PID
-                holder = "starting up, not yet signed"
-            raise RunDirError(f"{self.path} is in use by another run (process {holder}); wait for "
-                              "it to finish or choose another output_dir.") from None
+        handle = take_lock(self.file(self.LOCK), f"{self.path} is in use by another run",
+                           "wait for it to finish or choose another output_dir")
         _HELD_LOCKS[self.path], self.fresh = handle, not existed
         return self
 
     def _sign_lock(self):
-        """Write our PID into the held lock file: what a refused second writer names."""
-        handle = _HELD_LOCKS[self.path]
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        sign_lock(_HELD_LOCKS[self.path])
 
     def abandon(self):
         """Remove a directory this process created if it holds nothing but run metadata (a refused command)."""

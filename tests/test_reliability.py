@@ -281,3 +281,51 @@ def test_check_mask_viable_names_the_starved_layer():
     with pytest.raises(LtKerasError, match="layer 'output' would keep 5 of 1000 weights, fewer than its 10"):
         check_mask_viable(model, mask, "cause")
     check_mask_viable(model, Mask.ones_like(model))
+
+
+# --- export: never touches a user's folders, resumes after a kill, one writer ---------------------------------
+
+def _ticket(folder, seed=0):
+    from lt_keras.ticket import TicketInfo, write_ticket
+
+    keras.utils.set_random_seed(seed)
+    model = build()
+    Mask({k: (np.random.RandomState(seed + i).rand(*v.shape) < 0.3).astype(np.float32)
+          for i, (k, v) in enumerate(Mask.ones_like(model).items())}).apply_to(model)
+    write_ticket(folder, model, Mask.from_model(model), TicketInfo("test"))
+    return folder
+
+
+def test_export_leaves_a_users_sibling_folders_alone_and_completes_after_a_kill(tmp_path):
+    from lt_keras.data import DataConfig
+    from lt_keras.export import export_ticket, export_ticket_dir
+    from lt_keras.ticket import load_ticket
+
+    data = DataConfig(max_train_examples=100).load()
+    ticket, target = _ticket(tmp_path / "t"), tmp_path / "out" / "model"
+    for name in ("model.partial", "model.dense_for_size", "model.tmp"):  # a user's folders with files
+        (tmp_path / "out" / name).mkdir(parents=True)
+        (tmp_path / "out" / name / "keep.txt").write_text("mine")
+    # A kill right after the SavedModel was renamed into place: no report, no TFLite yet.
+    export_ticket(load_ticket(ticket).model, str(target), data.x_test[:20])
+    assert (target / "saved_model.pb").exists() and not (tmp_path / "out" / "model.report.json").exists()
+    report = export_ticket_dir(str(ticket), str(target), data, parity_examples=20, tflite_quantization="none")
+    assert report["max_abs_diff_saved_model"] <= 1e-5 and (tmp_path / "out" / "model.tflite").exists()
+    assert (tmp_path / "out" / "model.report.json").exists()
+    for name in ("model.partial", "model.dense_for_size", "model.tmp"):
+        assert (tmp_path / "out" / name / "keep.txt").read_text() == "mine"
+    assert not list((tmp_path / "out").glob(".model.lt-export-*"))
+    with pytest.raises(LtKerasError, match="not empty"):  # another ticket's export is not overwritten
+        export_ticket_dir(str(_ticket(tmp_path / "t2", seed=1)), str(target), data, parity_examples=20)
+
+
+def test_a_second_export_into_the_same_folder_is_one_line(tmp_path):
+    from lt_keras.export import _export_lock
+
+    ticket, target = _ticket(tmp_path / "t"), str(tmp_path / "model")
+    with _export_lock(os.path.abspath(target)):  # an export in progress (this process holds the lock)
+        done = subprocess.run([sys.executable, "-m", "lt_keras.bin.export", f"--ticket_dir={ticket}",
+                               f"--saved_model_dir={target}", "--max_train_examples=100"], cwd=REPO,
+                              capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode != 0 and "being exported by another process" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and not os.path.exists(target)

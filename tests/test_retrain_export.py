@@ -94,8 +94,13 @@ print(float(np.max(np.abs(y - np.load({str(tmp_path / 'ref.npy')!r})))), zeros)
     assert float(diff) <= 1e-5
     assert int(zeros) == sum(int((v == 0).sum()) for v in retrained.mask.values())
 
+    # The same export again completes (what a run killed before its report does); another ticket is refused.
     again = run("lt_keras.bin.export", f"--ticket_dir={out / 'ticket'}", f"--saved_model_dir={exported}", *QUICK_DATA)
-    assert again.returncode != 0 and "not empty" in again.stderr
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "export" / "lenet.report.json").read_text())["max_abs_diff_saved_model"] <= 1e-5
+    other = run("lt_keras.bin.export", f"--ticket_dir={imp_ticket}", f"--saved_model_dir={exported}", *QUICK_DATA)
+    assert other.returncode != 0 and "not empty" in other.stderr
+    assert not list((tmp_path / "export").glob(".lenet.lt-export-*"))  # no scratch folder left behind
 
     # Fully quantized TFLite (int8 weights, activations, inputs) calibrated on training digits: it keeps the
     # ticket's zeros and agrees with the float model on nearly every prediction.
