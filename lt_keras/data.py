@@ -19,6 +19,7 @@ import os
 import pickle
 import re
 import struct
+import zlib
 
 import numpy as np
 
@@ -287,8 +288,8 @@ def _read_idx(path, expected_dims):
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except OSError as e:
-        raise DataError(f"cannot read IDX file {path}: {e}") from e
+    except (OSError, EOFError, zlib.error) as e:  # a truncated .gz ends in EOFError
+        raise DataError(f"cannot read IDX file {path} ({type(e).__name__}: {e}); download it again.") from None
     if len(data) < 4 + 4 * expected_dims:
         raise DataError(f"IDX file {path} is truncated ({len(data)} bytes).")
     zero, dtype_code, dims = struct.unpack(">HBB", data[:4])

@@ -64,7 +64,7 @@ class TrainConfig:
     eval_every: int = option(None, "Evaluate every N iterations (default: once per epoch).", lower_bound=1)
     jit_compile: bool = option(None, "Compile training steps with XLA (unset: on a GPU, and on a CPU for nets "
                                "without convolutions, whose XLA CPU kernels are slower).")
-    seed: int = option(0, "Seed for initialization, shuffling and masks.")
+    seed: int = option(0, "Seed for initialization, shuffling and masks (0 to 2**32 - 1).", lower_bound=0)
     steps_per_execution: str = option("auto", "Training steps compiled into one call: a number, or auto (the "
                                       f"largest count up to {AUTO_STEPS_CAP} that divides the evaluation interval "
                                       "and lands on every step a callback needs, e.g. late rewinding's step:K).")
@@ -75,6 +75,8 @@ class TrainConfig:
 
         if self.train_steps is None and self.epochs is None:
             object.__setattr__(self, "epochs", DEFAULT_EPOCHS)
+        if not 0 <= self.seed < 2 ** 32:
+            bad("seed", f"must be between 0 and 2**32 - 1, got {self.seed}")
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", f"{self.optimizer!r} is not one of {list(OPTIMIZERS)}")
         if self.momentum_form not in MOMENTUM_FORMS:

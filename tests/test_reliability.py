@@ -329,3 +329,18 @@ def test_a_second_export_into_the_same_folder_is_one_line(tmp_path):
                               capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert done.returncode != 0 and "being exported by another process" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and not os.path.exists(target)
+
+
+def test_a_full_disk_inside_tensorflow_is_one_line():
+    """TensorFlow raises its own ResourceExhaustedError when a checkpoint write hits a full disk."""
+    from lt_keras._keras import tf
+    from lt_keras.bin.common_flags import user_errors
+
+    full = tf.errors.ResourceExhaustedError(None, None, "backup/chief/ckpt.data-00000-of-00001.tempstate; "
+                                            "No space left on device")
+    with pytest.raises(SystemExit, match="lt-x: error: the disk is full .*re-run the same command to resume"):
+        with user_errors("lt-x"):
+            raise full
+    with pytest.raises(tf.errors.ResourceExhaustedError):  # out of memory is not a full disk: re-raised
+        with user_errors("lt-x"):
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")

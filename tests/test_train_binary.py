@@ -1,8 +1,13 @@
 """End-to-end: the lt-train binary on the embedded data, in a subprocess."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+
+import numpy as np
+import pytest
 
 from tests.conftest import REPO, kill_binary_when
 
@@ -68,3 +73,49 @@ def test_bad_flags_exit_nonzero_without_traceback(tmp_path):
         assert result.returncode != 0, args
         assert message in result.stderr, (args, result.stderr[-1500:])
         assert "Traceback" not in result.stderr, args
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_end_a_run_with_one_line_and_it_resumes(tmp_path, signum, code):
+    """What a cluster scheduler (SIGTERM) or a closed terminal (SIGHUP) sends: one line naming the signal and
+    how to resume, exit 128 + signal, and the same command continues to the uninterrupted result."""
+    args = ["--train_steps=200", "--eval_every=20", "--max_train_examples=600", "--jit_compile=false", "--seed=1"]
+    out = tmp_path / "run"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen([sys.executable, "-m", "lt_keras.bin.train", f"--output_dir={out}", *args], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "backup" / "chief" / "checkpoint").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the signal"
+    proc.send_signal(signum)
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == code, stderr[-2000:]
+    name = signal.Signals(signum).name
+    assert f"lt-train: stopped by {name}; re-run the same command to resume" in stderr and "Traceback" not in stderr
+    assert not (out / "summary.json").exists()
+    resumed = run_train("--output_dir", str(out), *args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "steps 1-20 of 200" not in resumed.stdout + resumed.stderr  # continued from its checkpoint
+
+
+def test_bad_seed_and_truncated_data_are_one_line(tmp_path):
+    import gzip
+    import shutil
+
+    bad = run_train("--output_dir", str(tmp_path / "s"), "--train_steps=2", "--seed=-1")
+    assert bad.returncode != 0 and "--seed" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr[-1500:]
+    data = tmp_path / "mnist"
+    data.mkdir()
+    for name, shape in (("train-images-idx3-ubyte", (30, 28, 28)), ("train-labels-idx1-ubyte", (30,)),
+                        ("t10k-images-idx3-ubyte", (10, 28, 28)), ("t10k-labels-idx1-ubyte", (10,))):
+        header = bytes([0, 0, 8, len(shape)]) + b"".join(n.to_bytes(4, "big") for n in shape)
+        with gzip.open(data / f"{name}.gz", "wb") as f:
+            f.write(header + bytes(int(np.prod(shape))))
+    whole = (data / "train-images-idx3-ubyte.gz").read_bytes()
+    (data / "train-images-idx3-ubyte.gz").write_bytes(whole[: len(whole) // 2])  # a download cut off
+    cut = run_train("--output_dir", str(tmp_path / "d"), "--dataset=mnist", f"--data_dir={data}",
+                    "--validation_size=5", "--train_steps=2")
+    assert cut.returncode != 0 and "train-images-idx3-ubyte.gz" in cut.stderr, cut.stderr[-1500:]
+    assert "EOFError" in cut.stderr and "Traceback" not in cut.stderr
+    shutil.rmtree(data)

@@ -10,6 +10,7 @@ import dataclasses
 import errno
 import json
 import os
+import signal
 import sys
 
 from absl import flags
@@ -118,27 +119,52 @@ _DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota 
                 errno.EPERM: "permission denied"}
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's stop) or SIGHUP (a closed terminal), raised in the main thread like Ctrl-C."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+def _disk_full(error):
+    """A TensorFlow write error that is a full disk (checkpoints, SavedModels): TensorFlow raises its own type."""
+    from lt_keras._keras import tf
+
+    return isinstance(error, (tf.errors.ResourceExhaustedError, tf.errors.UnknownError, tf.errors.InternalError)) \
+        and "no space left on device" in str(error).lower()
+
+
 @contextlib.contextmanager
 def user_errors(binary):
     """Turn what a user can act on into one line and a non-zero exit, never a traceback.
 
     ``LtKerasError`` (bad input, a diverged run, a refused mask), a full or
-    read-only disk, and Ctrl-C. A run directory this process created and in
-    which nothing was done yet is removed again, so the corrected command is
-    not refused as "a different configuration".
+    read-only disk, Ctrl-C, SIGTERM and SIGHUP (exit 128 + the signal). A run
+    directory this process created and in which nothing was done yet is
+    removed again, so the corrected command is not refused as "a different
+    configuration".
     """
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_terminated)
     try:
         yield
     except LtKerasError as e:
         _abandon_fresh_runs()
         # A config field's error names its flag.
         sys.exit(f"{binary}: error: " + (f"--{e.field}: {e.message}" if isinstance(e, ConfigError) else str(e)))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as e:
         _abandon_fresh_runs()
-        sys.stderr.write(f"{binary}: interrupted; re-run the same command to resume from the last saved point.\n")
+        signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
+        what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        sys.stderr.write(f"{binary}: {what}; re-run the same command to resume from the last saved point.\n")
         sys.stderr.flush()
         # Every result is already on disk (atomic writes); TensorFlow's teardown would take seconds more.
-        os._exit(130)
+        os._exit(128 + signum)
     except OSError as e:
         if e.errno not in _DISK_ERRORS:
             raise
@@ -146,6 +172,12 @@ def user_errors(binary):
         where = f" writing {e.filename}" if e.filename else ""
         sys.exit(f"{binary}: error: {_DISK_ERRORS[e.errno]}{where}; completed work is kept, free space or fix "
                  "permissions and re-run the same command to resume.")
+    except Exception as e:  # noqa: BLE001 (only TensorFlow's disk-full errors are handled; the rest re-raise)
+        if not _disk_full(e):
+            raise
+        _abandon_fresh_runs()
+        sys.exit(f"{binary}: error: the disk is full ({type(e).__name__}); completed work is kept, free space "
+                 "and re-run the same command to resume.")
 
 
 def _abandon_fresh_runs():
