@@ -88,7 +88,7 @@ def write_ticket(folder, model, mask: Mask, info: TicketInfo):
     partial = folder + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(partial)
-    atomic_save_model(model, os.path.join(partial, "model.keras"))
+    atomic_save_model(_uncompiled(model), os.path.join(partial, "model.keras"))
     mask.save(os.path.join(partial, "mask.npz"))
     atomic_write_json(os.path.join(partial, "ticket.json"), {
         **info.to_json(),
@@ -99,6 +99,18 @@ def write_ticket(folder, model, mask: Mask, info: TicketInfo):
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(partial, folder)
     return folder
+
+
+def _uncompiled(model):
+    """``model``'s layers and weights without its compile state: a ticket is a starting point, and an optimizer
+    saved with it would depend on what the writing process compiled before (a resumed run compiles differently)."""
+    from lt_keras._keras import keras
+
+    if getattr(model, "optimizer", None) is None and not getattr(model, "compiled_loss", None):
+        return model
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def load_ticket(folder) -> Ticket:
@@ -113,12 +125,13 @@ def load_ticket(folder) -> Ticket:
         raise LtKerasError(f"ticket {folder!r}: missing {missing}; a ticket holds {list(FILES)}.")
     try:
         with open(os.path.join(folder, "ticket.json")) as f:
-            info = json.load(f)
+            info = json.load(f, parse_constant=_refuse_constant)
     except (OSError, ValueError) as e:
         raise LtKerasError(f"ticket {folder!r}: ticket.json is unreadable: {e}") from None
     if not isinstance(info, dict):
         raise LtKerasError(f"ticket {folder!r}: ticket.json must hold a JSON object, got {type(info).__name__}.")
     try:
+        _check_fields(info)
         info = TicketInfo.from_json(info)
     except LtKerasError as e:
         raise LtKerasError(f"ticket {folder!r}: ticket.json: {e}") from None
@@ -142,6 +155,35 @@ def load_ticket(folder) -> Ticket:
         raise LtKerasError(f"ticket {folder!r}: the masks inside model.keras differ from mask.npz.")
     _check_finite(model, f"ticket {folder!r}: model.keras")
     return Ticket(model=model, mask=mask, info=info, path=folder)
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not a number a ticket may hold")
+
+
+# What each method's ticket.json must hold, and of which type (written by write_ticket; a hand edit is checked).
+_REQUIRED = {"imp": {"round": int}, "early_bird": {"prune_ratio": float, "eb_epoch": int}}
+
+
+def _check_fields(info):
+    """ticket.json's numbers are numbers where the tools read them: density and layer_density in [0, 1], and each
+    method's own fields (IMP's round, Early-Bird's prune_ratio and eb_epoch) present with their types."""
+    def fraction(name, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise LtKerasError(f"{name} must be a number in [0, 1], got {value!r}.")
+
+    if "density" in info:
+        fraction("density", info["density"])
+    if not isinstance(info.get("layer_density", {}), dict):
+        raise LtKerasError(f"layer_density must map layers to densities, got {info['layer_density']!r}.")
+    for key, value in info.get("layer_density", {}).items():
+        fraction(f"layer_density[{key!r}]", value)
+    for name, kind in _REQUIRED.get(info.get("method"), {}).items():
+        value = info.get(name)
+        ok = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
+        if name not in info or isinstance(value, bool) or not ok or value < 0:
+            raise LtKerasError(f"a {info['method']} ticket needs {name!r}, a number >= 0"
+                               f"{'' if kind is float else ' (whole)'}; got {value!r}.")
 
 
 def _check_finite(model, what):

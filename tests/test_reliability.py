@@ -344,3 +344,23 @@ def test_a_full_disk_inside_tensorflow_is_one_line():
     with pytest.raises(tf.errors.ResourceExhaustedError):  # out of memory is not a full disk: re-raised
         with user_errors("lt-x"):
             raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+
+def test_a_ticket_holds_no_optimizer_whatever_the_writer_compiled(tmp_path):
+    """A resumed IMP process compiles before its first ticket differently (an evaluation's default optimizer) than
+    an uninterrupted one (the round's Adam): the ticket's model.keras must not depend on it."""
+    import zipfile
+
+    from lt_keras.ticket import TicketInfo, load_ticket, write_ticket
+
+    configs = []
+    for optimizer in ("rmsprop", "adam"):
+        model = build()
+        model.compile(optimizer, "mse")
+        folder = write_ticket(tmp_path / optimizer, model, Mask.ones_like(model), TicketInfo("test"))
+        with zipfile.ZipFile(os.path.join(folder, "model.keras")) as archive:
+            configs.append(json.loads(archive.read("config.json")))
+            assert not [n for n in archive.namelist() if "optimizer" in n]
+        assert load_ticket(folder).model.optimizer is None
+    assert "compile_config" not in configs[0] or configs[0]["compile_config"] is None
+    assert configs[0] == configs[1]

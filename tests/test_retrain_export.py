@@ -235,3 +235,22 @@ def test_ticket_json_from_before_found_at_precision_still_loads(imp_ticket, tmp_
     (legacy / "ticket.json").write_text(json.dumps(info))
     loaded = load_ticket(legacy).info
     assert loaded.found_at_precision == "int8" and "precision" not in loaded.settings
+
+
+def test_hand_edited_ticket_json_and_a_contradicting_flag_are_refused(imp_ticket, tmp_path):
+    """ticket.json's numbers are checked where the tools read them; the ticket defines the model (no --model)."""
+    for edit, message in (({"round": "two"}, "'round', a number"), ({"density": "lots"}, "density must be"),
+                          ({"density": float("nan")}, "NaN is not a number"), ({"round": None}, "'round'")):
+        folder = tmp_path / f"t{len(message)}"
+        shutil.copytree(imp_ticket, folder)
+        info = json.loads((folder / "ticket.json").read_text())
+        info.update(edit)
+        if edit.get("round", 0) is None:
+            del info["round"]
+        (folder / "ticket.json").write_text(json.dumps(info))
+        with pytest.raises(LtKerasError, match=message):
+            load_ticket(folder)
+    result = run("lt_keras.bin.retrain", f"--ticket_dir={imp_ticket}", f"--output_dir={tmp_path / 'r'}",
+                 "--model=conv2", "--train_steps=2", *QUICK_DATA)
+    assert result.returncode != 0 and "model" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()

@@ -44,9 +44,11 @@ def run_binary(define_flags, main):
         raise
 
 
-def define_common_flags(default_model="lenet_300_100", flag_values=FLAGS):
-    """--model, --output_dir, and the data and training flags (generated from DataConfig and TrainConfig)."""
-    flags.DEFINE_enum("model", default_model, model_names(), "Registered model.", flag_values=flag_values)
+def define_common_flags(default_model="lenet_300_100", flag_values=FLAGS, model_flag=True):
+    """--model (not for binaries whose ticket defines the model), --output_dir, and the data and training flags
+    (generated from DataConfig and TrainConfig)."""
+    if model_flag:
+        flags.DEFINE_enum("model", default_model, model_names(), "Registered model.", flag_values=flag_values)
     flags.DEFINE_string("output_dir", None, "Run directory (created; re-running resumes or skips).",
                         flag_values=flag_values)
     config_flags.define(DataConfig, flag_values)

@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags(flag_values=FLAGS):
-    common_flags.define_common_flags(flag_values=flag_values)
+    common_flags.define_common_flags(flag_values=flag_values, model_flag=False)
     flags.DEFINE_string("ticket_dir", None, "Ticket folder (model.keras, mask.npz, ticket.json) to export.",
                         flag_values=flag_values)
     flags.DEFINE_string("saved_model_dir", None, "New (or empty) folder for the SavedModel.", flag_values=flag_values)

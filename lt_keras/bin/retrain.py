@@ -23,7 +23,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags(flag_values=FLAGS):
-    common_flags.define_common_flags(flag_values=flag_values)
+    common_flags.define_common_flags(flag_values=flag_values, model_flag=False)
     flags.DEFINE_string("ticket_dir", None, "Ticket folder (model.keras, mask.npz, ticket.json) to retrain.",
                         flag_values=flag_values)
     flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
