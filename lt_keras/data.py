@@ -18,7 +18,9 @@ import gzip
 import os
 import pickle
 import re
+import socket
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -247,6 +249,29 @@ def _load_mnist_5k():
 
 # -- TFDS ---------------------------------------------------------------------
 
+# Where TFDS downloads each dataset from (its checksums files): probed before a download starts.
+DOWNLOAD_HOSTS = {"mnist": "storage.googleapis.com", "fashion_mnist": "storage.googleapis.com",
+                  "cifar10": "www.cs.toronto.edu", "cifar100": "www.cs.toronto.edu"}
+
+
+def _reachable(host, port=443, timeout=5.0):
+    """Whether a TCP connection to ``host`` opens within ``timeout`` seconds (name lookup included, which a
+    socket timeout alone does not bound: it runs in a thread we stop waiting for)."""
+    result = []
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
 def _load_tfds(spec, tfds_data_dir):
     import tensorflow_datasets as tfds
 
@@ -263,7 +288,16 @@ def _load_tfds(spec, tfds_data_dir):
         try:
             train, test = load(download=False)
         except (tfds.core.registered.DatasetNotFoundError, AssertionError, FileNotFoundError):
+            host = DOWNLOAD_HOSTS.get(spec.tfds_name)
+            if host and not _reachable(host):  # TFDS would retry for minutes: say now what to do
+                raise DataError(
+                    f"{spec.name!r} is not prepared in the TFDS data dir ({tfds_data_dir or tfds.core.constants.DATA_DIR})"
+                    f" and {host} cannot be reached to download it. Pass --data_dir with the official files "
+                    f"(e.g. ../shared/data/{spec.name}), --tfds_data_dir with a prepared TFDS copy, or use the "
+                    f"offline dataset {DEFAULT_DATASET!r}.") from None
             train, test = load(download=True)
+    except DataError:
+        raise
     except Exception as e:  # TFDS raises many types for network / disk failures.
         raise DataError(
             f"could not load {spec.name!r} through TFDS (data dir: {tfds_data_dir or 'TFDS default'}): "

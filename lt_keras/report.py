@@ -18,7 +18,14 @@ def round_table(results) -> str:
                     + [f"{r['controls'][c]['final_test_accuracy']:.4f}" if c in r.get("controls", {}) else "-"
                        for c in controls])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
+    table = "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
+    return table + "\n" + ROUND_TABLE_LEGEND + ("; " + ", ".join(f"{c}@end" for c in controls) +
+                                                ": that control's test accuracy at the end" if controls else "") + "."
+
+
+ROUND_TABLE_LEGEND = ("untrained: test accuracy of the round's mask over its rewound weights, before training; "
+                      "early-stop it: the iteration of the lowest validation loss; test@es / test@end: test "
+                      "accuracy there and at the end of the round's training")
 
 
 def plot_rounds(results, path, title=None):
@@ -47,7 +54,7 @@ def plot_rounds(results, path, title=None):
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator(density))  # the densities themselves, not 10^1, 9x10^1, ...
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticks(density, [f"{d:.3g}" for d in density])
+        ax.set_xticks(density, _tick_labels(density))
         ax.invert_xaxis()
         ax.set_xlabel("weights remaining (%)")
         ax.set_ylabel(ylabel)
@@ -56,6 +63,14 @@ def plot_rounds(results, path, title=None):
     if title:
         fig.suptitle(title)
     save_figure(fig, path)
+
+
+def _tick_labels(density, most=9):
+    """A label at the first and last density and at every k-th between (at most ``most``): 20 rounds' labels
+    would overlap into one unreadable string; every round keeps its tick."""
+    step = max(1, -(-len(density) // most))
+    last = len(density) - 1
+    return [f"{d:.3g}" if (i % step == 0 and last - i >= step / 2) or i == last else "" for i, d in enumerate(density)]
 
 
 def save_figure(fig, path):

@@ -190,3 +190,17 @@ def test_crop_flip_is_a_seeded_pad4_crop_and_flip_per_example_and_resumes_exactl
         np.testing.assert_array_equal(a, b)  # a resumed fit skips batches and sees the same augmented ones
     other_seed = next(iter(data.train_dataset(60, seed=4, augment="crop_flip")))[0].numpy()
     assert not np.array_equal(other_seed, augmented[0])
+
+
+def test_offline_without_the_data_fails_at_once_naming_what_to_pass(tmp_path, monkeypatch):
+    """TFDS would retry its download for minutes offline; the loader probes the host first and says what to do."""
+    import time
+
+    import lt_keras.data as data_module
+
+    probed = []
+    monkeypatch.setattr(data_module, "_reachable", lambda host, **kw: probed.append(host) or False)
+    start = time.time()
+    with pytest.raises(DataError, match="--data_dir .*--tfds_data_dir .*mnist_5k"):
+        load_dataset("mnist", tfds_data_dir=str(tmp_path))
+    assert probed == ["storage.googleapis.com"] and time.time() - start < 60

@@ -41,3 +41,17 @@ def test_curves_show_loss_and_a_density_axis_from_zero_to_one(figures):
     assert {line.get_label() for line in fig.axes[1].get_lines()} == {"loss", "val_loss"}
     assert fig.axes[2].get_ylim() == (0, 1.02)
     assert all(ax.get_xlabel() == "training step" for ax in fig.axes)
+
+
+def test_twenty_rounds_keep_readable_tick_labels_and_the_table_explains_its_columns(figures):
+    """At 20 rounds every density keeps its tick but only some are labelled, so the labels never overlap."""
+    densities = [0.8 ** k * (0.9 if k else 1) for k in range(21)]
+    results = [{"round": k, "density": d, "final_test_accuracy": 0.97, "early_stop_test_accuracy": 0.97,
+                "early_stop_step": 100, "controls": {}} for k, d in enumerate(densities)]
+    report.plot_rounds(results, "unused.png")
+    (fig,) = figures
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert len(labels) == 21 and 3 <= sum(bool(t) for t in labels) <= 10 and labels[0] and labels[-1]
+    table = report.round_table(rounds())
+    assert "early-stop it: the iteration of the lowest validation loss" in table
+    assert "random_reinit@end: that control's test accuracy at the end" in table
