@@ -36,8 +36,14 @@ _LEGACY_BEFORE = os.environ.get("TF_USE_LEGACY_KERAS")
 import tensorflow_model_optimization as tfmot  # noqa: E402  (sets TF_USE_LEGACY_KERAS=1 for the process)
 
 if os.environ.get("TF_USE_LEGACY_KERAS") != _LEGACY_BEFORE:
-    logging.warning("TFMOT (the 8-bit search) set TF_USE_LEGACY_KERAS=1: from here on, tf.keras is Keras 2 "
-                    "unless this process had used it already. lt_keras models come from lt_keras.keras either way.")
+    # TFMOT resolved tf.keras to Keras 2 while importing (that cannot be undone in this process); the variable
+    # it set is put back, so child processes and later readers of the environment see what the user had.
+    if _LEGACY_BEFORE is None:
+        os.environ.pop("TF_USE_LEGACY_KERAS", None)
+    else:
+        os.environ["TF_USE_LEGACY_KERAS"] = _LEGACY_BEFORE
+    logging.warning("TFMOT (the 8-bit search) resolved tf.keras to Keras 2 in this process unless it was in use "
+                    "already; TF_USE_LEGACY_KERAS is as it was. lt_keras models come from lt_keras.keras either way.")
 
 from lt_keras.convert import flatten_model
 from lt_keras.errors import LtKerasError

@@ -32,6 +32,7 @@ def test_imp_run_writes_rounds_report_and_resumes(tmp_path):
     assert re.search(r"=== round 1 of 1: 80\.0% of weights, ETA \d+ (s|min)", first.stdout), first.stdout[-2000:]
     assert "steps 1-5 of 10\n" in first.stdout and re.search(r"steps 6-10 of 10, ETA \d+ s", first.stdout)
     assert "Epoch " not in first.stdout
+    assert "Sharding callback" not in first.stderr  # no TensorFlow INFO lines between the progress lines
     again = run_imp(f"--flagfile={out / 'flags.txt'}")
     assert again.returncode == 0 and "nothing to train" in again.stderr
     def table(stdout):

@@ -139,3 +139,16 @@ def test_importing_lt_keras_leaves_tf_keras_alone():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+def test_the_8bit_path_puts_tf_use_legacy_keras_back():
+    """TFMOT sets TF_USE_LEGACY_KERAS=1 while it imports; lt_keras.quantize puts the environment back, so a child
+    process started afterwards gets the user's Keras."""
+    code = ("import os; os.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
+            "import lt_keras.quantize\n"
+            "assert 'TF_USE_LEGACY_KERAS' not in os.environ, os.environ.get('TF_USE_LEGACY_KERAS')\n"
+            "print('ok')")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import logging
 import os
 import signal
 import sys
@@ -27,11 +28,24 @@ FLAGS = flags.FLAGS
 HELP_FLAGS = {"-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml"}
 
 
+_LIBRARIES = tuple(os.sep + name + os.sep for name in ("tensorflow", "tf_keras", "tensorflow_datasets"))
+
+
+def _library_info_filter(record):
+    """Keep a log record unless it is an INFO (or DEBUG) line of TensorFlow's own modules."""
+    return record.levelno >= logging.WARNING or not any(part in record.pathname for part in _LIBRARIES)
+
+
 def run_binary(define_flags, main):
     """Define a binary's flags, make them the main module's key flags (so ``--help`` and ``--helpshort``
     list them, not only ``--helpfull`` among absl's own), and run ``main``."""
     from absl import app
+    from absl import logging as absl_logging
 
+    # TensorFlow's own INFO lines (a checkpoint's "Sharding callback duration" at every evaluation, through
+    # absl) would come between the progress lines; its warnings and errors still show, and so do ours.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    absl_logging.get_absl_logger().addFilter(_library_info_filter)
     before = set(FLAGS)
     define_flags(FLAGS)
     for name in sorted(set(FLAGS) - before):
