@@ -344,6 +344,9 @@ class _EvalRecorder(keras.callbacks.Callback):
         return [{"step": step, **{k: float(v) for k, v in logs.items()}} for step, logs in self._logged]
 
 
+MAX_MASK_SCORE = 1e6  # Zhou et al.'s lr 100 moves scores by at most ~1e2 a step, and their slope vanishes past 40
+
+
 class DivergenceGuard(keras.callbacks.Callback):
     """Stops training with ``DivergedError`` when it diverges, before anything is saved as a result.
 
@@ -353,7 +356,9 @@ class DivergenceGuard(keras.callbacks.Callback):
     of the first call past them with several steps per call (a NaN stays in
     the running mean, so it is caught within that many steps; reading it
     more often would stall an accelerator's pipeline) and at each evaluation,
-    where every weight must also be finite. It runs before
+    where every weight must also be finite and every mask score within
+    ``MAX_MASK_SCORE`` (a supermask at a runaway rate stays finite and
+    scores at chance). It runs before
     ``BackupAndRestore``, so a diverged state is never backed up.
     """
 
@@ -377,6 +382,11 @@ class DivergenceGuard(keras.callbacks.Callback):
         self._check(float((logs or {}).get("loss", 0.0)), step)
         if not all(np.isfinite(w).all() for w in self.model.get_weights()):
             self._stop(step, "weights are not finite")
+        scores = [l.kernel_scores for l in masked_layers(self.model) if getattr(l, "kernel_scores", None) is not None]
+        largest = max((float(tf.reduce_max(tf.abs(s))) for s in scores), default=0.0)
+        if largest > MAX_MASK_SCORE:  # finite, but a learning rate that throws scores this far trains nothing
+            self._stop(step, f"mask scores reached {largest:.3g}, past {MAX_MASK_SCORE:.0e}; a Bernoulli mask "
+                             "saturates by |score| = 40")
 
     def _check(self, loss, step):
         bound = self.max_loss or 100.0 * max(1.0, math.log(max(2, int(self.model.output_shape[-1]))))

@@ -153,6 +153,16 @@ def test_divergence_is_caught_between_evaluations(data, per_call, stop):
     assert len(calls) == stop // (stop if per_call == "auto" else 1) - 1  # the guard runs before the user's hook
 
 
+def test_a_supermask_at_a_runaway_rate_is_refused_not_recorded(tmp_path):
+    """lr 1e30 throws the scores to ~1e28: finite, chance-level; no ticket or summary may record it."""
+    out = tmp_path / "sm"
+    proc = binary("supermask", "--learning_rate=1e30", "--optimizer=sgd", "--epochs=1", "--max_train_examples=500",
+                  "--jit_compile=false", f"--output_dir={out}")
+    code, _, err = proc.wait(timeout=300), *proc.communicate()
+    assert code != 0 and "mask scores reached" in err and "Traceback" not in err, err[-2000:]
+    assert not (out / "summary.json").exists() and not (out / "ticket").exists()
+
+
 def test_diverged_binary_exits_non_zero_with_a_message(tmp_path):
     out = tmp_path / "run"
     proc = binary("imp", "--learning_rate=1e6", "--train_steps=12", "--eval_every=6", "--max_train_examples=300",
