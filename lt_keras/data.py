@@ -291,10 +291,10 @@ def _load_tfds(spec, tfds_data_dir):
             host = DOWNLOAD_HOSTS.get(spec.tfds_name)
             if host and not _reachable(host):  # TFDS would retry for minutes: say now what to do
                 raise DataError(
-                    f"{spec.name!r} is not prepared in the TFDS data dir ({tfds_data_dir or tfds.core.constants.DATA_DIR})"
-                    f" and {host} cannot be reached to download it. Pass --data_dir with the official files "
-                    f"(e.g. ../shared/data/{spec.name}), --tfds_data_dir with a prepared TFDS copy, or use the "
-                    f"offline dataset {DEFAULT_DATASET!r}.") from None
+                    f"{spec.name!r} is not prepared in the TFDS data dir "
+                    f"({tfds_data_dir or tfds.core.constants.DATA_DIR}) and {host} cannot be reached to download "
+                    f"it. Pass --data_dir with the dataset's official files, --tfds_data_dir with a prepared TFDS "
+                    f"copy, or use the offline dataset {DEFAULT_DATASET!r}.") from None
             train, test = load(download=True)
     except DataError:
         raise

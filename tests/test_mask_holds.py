@@ -71,7 +71,8 @@ def assert_computes_kernel_times_mask(model, label):
     for training in (False, True):
         eager = model(x, training=training).numpy()
         xla = tf.function(lambda v: model(v, training=training), jit_compile=True)(tf.constant(x)).numpy()
-        np.testing.assert_allclose(eager, expected, rtol=1e-5, atol=1e-5, err_msg=f"{label}, eager, training={training}")
+        np.testing.assert_allclose(eager, expected, rtol=1e-5, atol=1e-5,
+                                   err_msg=f"{label}, eager, training={training}")
         np.testing.assert_allclose(xla, expected, rtol=1e-5, atol=1e-5, err_msg=f"{label}, XLA, training={training}")
 
 

@@ -336,7 +336,8 @@ def test_a_second_export_into_the_same_folder_is_one_line(tmp_path):
     with _export_lock(os.path.abspath(target)):  # an export in progress (this process holds the lock)
         done = subprocess.run([sys.executable, "-m", "lt_keras.bin.export", f"--ticket_dir={ticket}",
                                f"--saved_model_dir={target}", "--max_train_examples=100"], cwd=REPO,
-                              capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+                              capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert done.returncode != 0 and "being exported by another process" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and not os.path.exists(target)
 

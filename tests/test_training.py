@@ -311,7 +311,9 @@ def test_the_two_sgd_momentum_forms_after_a_rate_decay(form):
         opt.apply_gradients([(tf.constant(grad, tf.float32), w)])
         np.testing.assert_allclose(w.numpy(), _sgd_after_a_decay(form, w0, grad, lrs[:step + 1]), rtol=1e-5)
     other = "keras" if form == "pytorch" else "pytorch"
-    np.testing.assert_allclose(_sgd_after_a_decay(form, w0, grad, lrs[:3]), _sgd_after_a_decay(other, w0, grad, lrs[:3]))
+    before_decay = lrs[:3]
+    np.testing.assert_allclose(_sgd_after_a_decay(form, w0, grad, before_decay),
+                               _sgd_after_a_decay(other, w0, grad, before_decay))
     assert not np.allclose(w.numpy(), _sgd_after_a_decay(other, w0, grad, lrs), rtol=1e-3)
 
 

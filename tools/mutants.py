@@ -175,7 +175,8 @@ MUTATIONS = (
     Mutation("early_bird_ticket_from_the_last_epoch", "lt_keras/early_bird.py",
              "    mask = callback.mask_at(ratio, callback.emerged[ratio])",
              "    mask = callback.history[ratio][-1]",
-             ("tests/test_early_bird.py::test_callback_puts_the_initial_mask_first_and_the_ticket_is_the_eb_epochs_mask",),
+             ("tests/test_early_bird.py::"
+              "test_callback_puts_the_initial_mask_first_and_the_ticket_is_the_eb_epochs_mask",),
              "an Early-Bird ticket is cut by the last epoch's mask instead of its EB epoch's"),
     Mutation("slim_takes_channel_major_rows_after_flatten", "lt_keras/early_bird.py",
              "(np.arange(spatial)[:, None] * channels + current[None, :]).ravel()",
