@@ -128,27 +128,26 @@ def test_keras3_errors_say_which_keras_and_what_to_do():
         from_keras3("model.keras")
 
 
-def test_importing_lt_keras_leaves_tf_keras_alone():
-    code = ("import os; os.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
-            "import lt_keras, tensorflow as tf\n"
-            "v = tf.keras.version() if hasattr(tf.keras, 'version') else tf.keras.__version__\n"
-            "assert v.startswith('3.'), v\n"
-            "assert lt_keras.keras.__version__.startswith('2.'), lt_keras.keras.__version__\n"
-            "print('ok')")
+def _runs_without_legacy_keras(*lines):
+    """Run ``lines`` in a fresh Python whose environment has no TF_USE_LEGACY_KERAS; they print ok at the end."""
+    code = "\n".join(["import os; os.environ.pop('TF_USE_LEGACY_KERAS', None)", *lines, "print('ok')"])
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+def test_importing_lt_keras_leaves_tf_keras_alone():
+    _runs_without_legacy_keras(
+        "import lt_keras, tensorflow as tf",
+        "v = tf.keras.version() if hasattr(tf.keras, 'version') else tf.keras.__version__",
+        "assert v.startswith('3.'), v",
+        "assert lt_keras.keras.__version__.startswith('2.'), lt_keras.keras.__version__")
 
 
 def test_the_8bit_path_puts_tf_use_legacy_keras_back():
     """TFMOT sets TF_USE_LEGACY_KERAS=1 while it imports; lt_keras.quantize puts the environment back, so a child
     process started afterwards gets the user's Keras."""
-    code = ("import os; os.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
-            "import lt_keras.quantize\n"
-            "assert 'TF_USE_LEGACY_KERAS' not in os.environ, os.environ.get('TF_USE_LEGACY_KERAS')\n"
-            "print('ok')")
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+    _runs_without_legacy_keras(
+        "import lt_keras.quantize",
+        "assert 'TF_USE_LEGACY_KERAS' not in os.environ, os.environ.get('TF_USE_LEGACY_KERAS')")
