@@ -21,7 +21,7 @@ import numpy as np
 
 from lt_keras._keras import keras, tf
 from lt_keras.convert import strip_masks
-from lt_keras.errors import ConfigError, LtKerasError
+from lt_keras.errors import ConfigError, LtKerasError, RunDirError
 from lt_keras.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lt_keras.layers import masked_layers, walk_layers
 from lt_keras.runs import sign_lock, take_lock
@@ -204,8 +204,11 @@ def _export_lock(target):
         _HELD[target] = (handle, depth + 1)
     else:
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        handle = take_lock(os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.lt-export.lock"),
-                           f"{target} is being exported by another process", "wait for it to finish")
+        try:
+            handle = take_lock(os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.lt-export.lock"),
+                               f"{target} is being exported by another process", "wait for it to finish")
+        except RunDirError as e:
+            raise ConfigError("saved_model_dir", e.message) from None
         sign_lock(handle)
         _HELD[target] = (handle, 1)
     try:

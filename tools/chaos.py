@@ -16,8 +16,8 @@ expected, observed, pass) and exits non-zero if any scenario fails.
 - signals: SIGINT, SIGTERM and SIGHUP once training has started: one line naming the signal, exit
   128 + signal, no traceback; the re-run finishes identically;
 - two_writers: for lt-imp, lt-supermask, lt-early-bird and lt-export, a second run on the same folder started
-  while the first trains (or writes its export): refused naming the first's PID; the first's output identical
-  to a lone run;
+  while the first trains (or writes its export), paused there with SIGSTOP so the two overlap on any machine:
+  refused naming the first's PID; the first, continued, identical to a lone run;
 - full_disk: the run directory on a 4 MB tmpfs (skipped where this process cannot mount one): a one-line
   error, nothing truncated outside ``.partial``, and the run completes once the disk has room.
 """
@@ -53,7 +53,7 @@ SKIPPED = {
     "fingerprint.pb": "hashes saved_model.pb",
 }
 # JSON keys that measure time, or the zipped size of a SavedModel (whose graph file varies as above).
-VOLATILE_KEYS = ("wall_time", "seconds", "time_s", "zipped_bytes", "zip_ratio")
+VOLATILE_KEYS = ("wall_time", "seconds", "time_s", "ms_per", "zipped_bytes", "zip_ratio")
 EXPORT_DEPTH = 3  # lt-export writes <out>/model, <out>/model.report.json, <out>/model.tflite
 
 
@@ -81,8 +81,10 @@ TRAINING = {"imp": "round_0.backup/round/chief/checkpoint", "supermask": "backup
 
 def start(binary, out, reference=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    # SIGINT back to its default: a shell starts background jobs with it ignored, and Python keeps that.
     return subprocess.Popen([sys.executable, *commands(out, reference)[binary]], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finish(proc, timeout=900):
@@ -223,9 +225,12 @@ def two_writers(root, reference):
             results.append(f"{binary}: the first run ended before its mid point")
             ok = False
             continue
+        os.killpg(first.pid, signal.SIGSTOP)  # paused mid-way, holding its lock, however fast the machine
         second = start(binary, out, reference)
-        (code1, _, err1), (code2, _, err2) = finish(first), finish(second)
-        named = f"(process {first.pid})" in err2 and "Traceback" not in err2
+        code2, _, err2 = finish(second)
+        os.killpg(first.pid, signal.SIGCONT)
+        code1, _, err1 = finish(first)
+        named = f"(process {first.pid})" in err2 and "Traceback" not in err2  # it ran while the first held the lock
         problem = f"first exit {code1}: {err1[-200:]}" if code1 else compare_trees(out, reference.dirs[binary])
         ok &= code2 != 0 and named and problem is None
         refusal = err2.strip().splitlines()[-1] if err2.strip() else "-"
