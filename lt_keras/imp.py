@@ -291,8 +291,9 @@ def imp_rounds(model, config: ImpConfig, seed, train_round, state: RoundState, i
             check_mask_viable(model, mask, f"round {k}'s mask comes from allocation={config.allocation!r}; "
                                            "lower the rates")
             fresh = fresh_draw(k) if config.mask1 in NEEDS_FRESH_DRAW else None
-            chain = _set_start(model, state.rewind_weights, mask, config, rng_for(seed, k, "mask1"), fresh,
-                               init_kernels, state.final_kernels, state.chain_kernels)
+            starts = _set_start(model, state.rewind_weights, mask, config, rng_for(seed, k, "mask1"), fresh,
+                                init_kernels, state.final_kernels, state.chain_kernels)
+            chain = starts if config.mask1 != "init" and not config.mask1_rescaling else None  # only these chain
         start_kernels = kernels(model)
         if before_train is not None:
             before_train(k, model, mask)
