@@ -101,6 +101,18 @@ def write_ticket(folder, model, mask: Mask, info: TicketInfo):
     return folder
 
 
+def ticket_model_name(folder) -> str:
+    """The name of a ticket's model, read from model.keras's config without loading it ("" if unreadable: the
+    load that follows names the problem)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(os.path.join(os.fspath(folder), "model.keras")) as archive:
+            return json.loads(archive.read("config.json"))["config"]["name"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return ""
+
+
 def _uncompiled(model):
     """``model``'s layers and weights without its compile state: a ticket is a starting point, and an optimizer
     saved with it would depend on what the writing process compiled before (a resumed run compiles differently)."""

@@ -26,8 +26,8 @@ BINARIES = {
     "imp": ((DataConfig, TrainConfig, SearchPrecision, ImpConfig), {"model", "output_dir"}),
     "supermask": ((DataConfig, TrainConfig, SearchPrecision, LearnConfig, UntrainedConfig), {"model", "output_dir"}),
     "early_bird": ((DataConfig, TrainConfig, SearchPrecision, EarlyBirdConfig), {"model", "output_dir"}),
-    "retrain": ((DataConfig, TrainConfig), {"output_dir", "ticket_dir", "strategy", "cpu_devices"}),  # ticket: model
-    "export": ((DataConfig, TrainConfig), {"output_dir", "ticket_dir", "saved_model_dir", "tflite",
+    "retrain": ((DataConfig, TrainConfig), {"model", "output_dir", "ticket_dir", "strategy", "cpu_devices"}),
+    "export": ((DataConfig, TrainConfig), {"model", "output_dir", "ticket_dir", "saved_model_dir", "tflite",
                                            "tflite_quantization", "parity_examples", "representative_examples"}),
 }
 

@@ -252,5 +252,12 @@ def test_hand_edited_ticket_json_and_a_contradicting_flag_are_refused(imp_ticket
             load_ticket(folder)
     result = run("lt_keras.bin.retrain", f"--ticket_dir={imp_ticket}", f"--output_dir={tmp_path / 'r'}",
                  "--model=conv2", "--train_steps=2", *QUICK_DATA)
-    assert result.returncode != 0 and "model" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "--model: the ticket holds a 'lenet_300_100' model, not 'conv2'" in result.stderr
     assert not (tmp_path / "r").exists()
+    # The paper's flagfile (with its --model) retrains its own ticket, and flags.txt records the ticket's model.
+    same = run("lt_keras.bin.retrain", "--flagfile=flags/lenet300_mnist_dense.flags", f"--ticket_dir={imp_ticket}",
+               f"--output_dir={tmp_path / 's'}", "--train_steps=2", "--eval_every=2", "--dataset=mnist_5k",
+               "--validation_size=500", "--max_train_examples=300")
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert "--model=lenet_300_100" in (tmp_path / "s" / "flags.txt").read_text()

@@ -58,11 +58,9 @@ def run_binary(define_flags, main):
         raise
 
 
-def define_common_flags(default_model="lenet_300_100", flag_values=FLAGS, model_flag=True):
-    """--model (not for binaries whose ticket defines the model), --output_dir, and the data and training flags
-    (generated from DataConfig and TrainConfig)."""
-    if model_flag:
-        flags.DEFINE_enum("model", default_model, model_names(), "Registered model.", flag_values=flag_values)
+def define_common_flags(default_model="lenet_300_100", flag_values=FLAGS):
+    """--model, --output_dir, and the data and training flags (generated from DataConfig and TrainConfig)."""
+    flags.DEFINE_enum("model", default_model, model_names(), "Registered model.", flag_values=flag_values)
     flags.DEFINE_string("output_dir", None, "Run directory (created; re-running resumes or skips).",
                         flag_values=flag_values)
     config_flags.define(DataConfig, flag_values)
@@ -194,6 +192,18 @@ def user_errors(binary):
         _abandon_fresh_runs()
         sys.exit(f"{binary}: error: the disk is full ({type(e).__name__}); completed work is kept, free space "
                  "and re-run the same command to resume.")
+
+
+def model_from_ticket(ticket_dir):
+    """lt-retrain and lt-export take the model from the ticket: a --model naming another is refused, and an
+    absent one is set to the ticket's (so flags.txt records the model that runs)."""
+    from lt_keras.ticket import ticket_model_name
+
+    name = ticket_model_name(ticket_dir)
+    if FLAGS["model"].present and FLAGS.model != name:
+        raise ConfigError("model", f"the ticket holds a {name!r} model, not {FLAGS.model!r}; drop --model.")
+    if name in model_names():
+        FLAGS.model = name
 
 
 def _abandon_fresh_runs():

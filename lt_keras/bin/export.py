@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags(flag_values=FLAGS):
-    common_flags.define_common_flags(flag_values=flag_values, model_flag=False)
+    common_flags.define_common_flags(flag_values=flag_values)
     flags.DEFINE_string("ticket_dir", None, "Ticket folder (model.keras, mask.npz, ticket.json) to export.",
                         flag_values=flag_values)
     flags.DEFINE_string("saved_model_dir", None, "New (or empty) folder for the SavedModel.", flag_values=flag_values)
@@ -40,6 +40,7 @@ def main(argv):
     with common_flags.user_errors("lt-export"):
         if not FLAGS.ticket_dir:
             raise LtKerasError("--ticket_dir: the ticket to export is required.")
+        common_flags.model_from_ticket(FLAGS.ticket_dir)
         if not FLAGS.saved_model_dir:
             raise LtKerasError("--saved_model_dir: the folder for the SavedModel is required.")
         from lt_keras.export import export_ticket_dir

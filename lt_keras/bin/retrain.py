@@ -23,7 +23,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags(flag_values=FLAGS):
-    common_flags.define_common_flags(flag_values=flag_values, model_flag=False)
+    common_flags.define_common_flags(flag_values=flag_values)
     flags.DEFINE_string("ticket_dir", None, "Ticket folder (model.keras, mask.npz, ticket.json) to retrain.",
                         flag_values=flag_values)
     flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
@@ -44,6 +44,7 @@ def main(argv):
         with common_flags.user_errors("lt-retrain"):
             if not FLAGS.ticket_dir:
                 raise LtKerasError("--ticket_dir: the ticket to retrain is required.")
+            common_flags.model_from_ticket(FLAGS.ticket_dir)
             split_cpu(FLAGS.cpu_devices)
             data_cfg, train_cfg = common_flags.data_config(), common_flags.train_config()
             strategy = make_strategy(FLAGS.strategy)
