@@ -119,3 +119,10 @@ def test_bad_seed_and_truncated_data_are_one_line(tmp_path):
     assert cut.returncode != 0 and "train-images-idx3-ubyte.gz" in cut.stderr, cut.stderr[-1500:]
     assert "EOFError" in cut.stderr and "Traceback" not in cut.stderr
     shutil.rmtree(data)
+
+
+def test_help_shows_the_flags_and_no_tensorflow_start_up_lines():
+    result = subprocess.run([sys.executable, "-m", "lt_keras.bin.train", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and "--train_steps" in result.stdout, result.stderr[-2000:]
+    assert "oneDNN" not in result.stdout + result.stderr and "absl::InitializeLog" not in result.stderr
