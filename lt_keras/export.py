@@ -24,7 +24,7 @@ from lt_keras.convert import strip_masks
 from lt_keras.errors import ConfigError, LtKerasError, RunDirError
 from lt_keras.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lt_keras.layers import masked_layers, walk_layers
-from lt_keras.runs import sign_lock, take_lock
+from lt_keras.runs import release_lock, sign_lock, take_lock
 from lt_keras.ticket import load_ticket
 
 TFLITE_QUANTIZATION = ("none", "dynamic", "int8")
@@ -199,14 +199,14 @@ _HELD = {}  # export target -> (lock file, depth): export_ticket_dir holds it ar
 @contextlib.contextmanager
 def _export_lock(target):
     """One export writes ``target`` (and its .tflite, .report.json) at a time: a lock file beside it."""
+    path = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.lt-export.lock")
     if target in _HELD:
         handle, depth = _HELD[target]
         _HELD[target] = (handle, depth + 1)
     else:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         try:
-            handle = take_lock(os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.lt-export.lock"),
-                               f"{target} is being exported by another process", "wait for it to finish")
+            handle = take_lock(path, f"{target} is being exported by another process", "wait for it to finish")
         except RunDirError as e:
             raise ConfigError("saved_model_dir", e.message) from None
         sign_lock(handle)
@@ -217,7 +217,7 @@ def _export_lock(target):
         handle, depth = _HELD[target]
         if depth == 1:
             del _HELD[target]
-            handle.close()
+            release_lock(handle, path)  # the user's folder keeps nothing of ours but the export
         else:
             _HELD[target] = (handle, depth - 1)
 

@@ -79,6 +79,7 @@ def take_lock(path, busy, what_to_do):
         raise RunDirError(f"cannot create {path}: {e.strerror}.") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        current = os.stat(path)
     except OSError:
         handle.seek(0)
         holder = handle.read().strip()
@@ -86,7 +87,20 @@ def take_lock(path, busy, what_to_do):
         if not (holder.isdigit() and _alive(int(holder))):  # the holder has not signed yet: a previous PID
             holder = "starting up, not yet signed"
         raise RunDirError(f"{busy} (process {holder}); {what_to_do}.") from None
+    if current.st_ino != os.fstat(handle.fileno()).st_ino:  # released and removed (release_lock) meanwhile
+        handle.close()
+        return take_lock(path, busy, what_to_do)
     return handle
+
+
+def release_lock(handle, path):
+    """Remove a lock file taken with ``take_lock`` and let it go (a process that opened it just before sees the
+    file gone and takes a new one)."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+    handle.close()
 
 
 def sign_lock(handle):

@@ -324,7 +324,7 @@ def test_export_leaves_a_users_sibling_folders_alone_and_completes_after_a_kill(
     assert (tmp_path / "out" / "model.report.json").exists()
     for name in ("model.partial", "model.dense_for_size", "model.tmp"):
         assert (tmp_path / "out" / name / "keep.txt").read_text() == "mine"
-    assert not list((tmp_path / "out").glob(".model.lt-export-*"))
+    assert not list((tmp_path / "out").glob(".model.lt-export*"))  # no scratch folder, no lock file
     with pytest.raises(LtKerasError, match="not empty"):  # another ticket's export is not overwritten
         export_ticket_dir(str(_ticket(tmp_path / "t2", seed=1)), str(target), data, parity_examples=20)
 

@@ -1,4 +1,6 @@
 """Run directories: a re-opened run must hold the same config, up to execution-only settings."""
+import os
+
 import pytest
 
 from lt_keras.errors import RunDirError
@@ -38,3 +40,15 @@ def test_a_run_from_before_a_setting_existed_resumes_only_under_its_old_value(tm
                     {"initial_mask": True}):
         with pytest.raises(RunDirError, match="different configuration"):
             RunDir(tmp_path / "run").open(config(**changed), "--flagfile")
+
+
+def test_a_released_lock_file_is_removed_and_can_be_taken_again(tmp_path):
+    from lt_keras.runs import release_lock, take_lock
+
+    path = str(tmp_path / ".x.lock")
+    held = take_lock(path, "busy", "wait")
+    assert os.path.exists(path)
+    release_lock(held, path)
+    assert not os.path.exists(path)
+    again = take_lock(path, "busy", "wait")  # a fresh file, locked
+    release_lock(again, path)
