@@ -180,6 +180,19 @@ def test_output_is_kernel_times_mask_after_every_write(write, mask0, tmp_path):
     assert_computes_kernel_times_mask(model, f"{write}, mask0={mask0}")
 
 
+@pytest.mark.parametrize("mask0", ["zero", "freeze_init_zero_mask"])
+def test_strip_masks_bakes_the_mask_however_it_was_written(mask0):
+    """The plain model strip_masks gives computes what the masked one does, also when the stored kernel holds
+    values where the mask prunes (a mask written by assign: training would store zeros, this did not)."""
+    from lt_keras import strip_masks
+
+    model = masked_cnn(mask0)
+    model.set_weights(random_values(model, 2))
+    plain = strip_masks(model)
+    assert not any(hasattr(layer, "kernel_mask") for layer in plain.layers)
+    np.testing.assert_allclose(plain(x_batch()).numpy(), plain_twin(model)(x_batch()).numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_prune_everything_gives_the_bias_alone():
     """The new user's check: a Dense layer whose mask is assigned all zeros outputs its bias (here 0)."""
     inputs = keras.Input((20,))
