@@ -142,6 +142,7 @@ def dense_twin(plain, model):
 
 
 EXPORT_MARK = os.path.join("assets.extra", "lt_keras_export.json")  # inside an export: whose export it is
+SCRATCH_MARK = ".lt_keras_export_scratch"  # inside a scratch folder: a later export may remove it
 
 
 def _fingerprint(model) -> str:
@@ -163,9 +164,6 @@ def _scratch(target):
     folder = tempfile.mkdtemp(prefix=f".{base}.lt-export-", dir=parent)
     open(os.path.join(folder, SCRATCH_MARK), "w").close()
     return folder
-
-
-SCRATCH_MARK = ".lt_keras_export_scratch"
 
 
 def _ours(target, fingerprint):
