@@ -11,11 +11,11 @@ from lt_keras.mask import Mask  # noqa: E402
 from lt_keras import supermask  # noqa: E402
 
 # The public modules (the API reference, docs/api/, documents these); the ones not imported above load on
-# first use (``lt_keras.early_bird.search``), so ``import lt_keras`` stays light.
+# first use (``lt_keras.methods.Imp``), so ``import lt_keras`` stays light.
 PUBLIC_MODULES = ("actions", "bernoulli", "convert", "criteria", "data", "distribute", "early_bird", "errors",
-                  "export", "flops", "graph", "imp", "io_utils", "keras3", "layers", "mask", "models", "options",
-                  "precision", "pruning", "quantize", "report", "runs", "seeds", "straight_through", "supermask",
-                  "ticket", "topk", "training")
+                  "export", "flops", "graph", "imp", "io_utils", "keras3", "layers", "mask", "methods", "models",
+                  "options", "precision", "pruning", "quantize", "report", "runs", "seeds", "straight_through",
+                  "supermask", "ticket", "topk", "training", "versions")
 
 
 def __getattr__(name):

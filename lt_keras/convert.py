@@ -15,7 +15,6 @@ from lt_keras.errors import LtKerasError
 from lt_keras.graph import inline, input_name
 from lt_keras.keras3 import from_keras3, keras_line, not_keras2_message
 from lt_keras.layers import MASK0_ACTIONS, MASK_OPTIONS, MASKED_TWIN, PLAIN_TWIN, is_masked, walk_layers
-from lt_keras.mask import mask_key
 
 
 def _check_convertible(model):

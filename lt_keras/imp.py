@@ -3,36 +3,32 @@
 Round 0 trains the dense network; every later round prunes the previous
 round's survivors by a mask criterion, rewinds the kept weights (to theta_0,
 to the weights after K steps, or not at all) through a mask-1 action, and
-trains again. Each round is written to ``round_<k>/`` only once complete
-(built in a temporary folder, then renamed), so a killed run resumes at the
-first missing round and ends with the same masks as an uninterrupted one.
+trains again. ``imp_rounds`` is the round engine; ``find_ticket`` runs it
+around a user's own training loop, and ``lt_keras.methods.imp`` runs it as a
+run directory that resumes (``lt-imp``).
 """
 import contextlib
 import dataclasses
 import os
-import shutil
-import time
 import typing
 
-import numpy as np
 from absl import logging
 
 from lt_keras._keras import keras
 from lt_keras.actions import (MASK0_ACTIONS, NEEDS_FINAL_WEIGHTS, NEEDS_FRESH_DRAW, apply_mask0, kept_start,
                               mask1_action_names, mask1_start)
-from lt_keras.convert import mask_model
 from lt_keras.criteria import criterion_names, score
 from lt_keras.errors import ConfigError, LtKerasError
-from lt_keras.io_utils import atomic_write_json, load_weights, read_json, save_weights
+from lt_keras.io_utils import load_weights, save_weights
 from lt_keras.keras3 import not_keras2_message
 from lt_keras.layers import MaskedConv2D, masked_layers
 from lt_keras.mask import Mask, mask_key
 from lt_keras.options import option
-from lt_keras.pruning import COUNT_RULES, prune_count, prune_global, prune_layerwise, random_mask_like
+from lt_keras.pruning import COUNT_RULES, prune_count, prune_global, prune_layerwise
 from lt_keras.seeds import rng_for, seed_globals
 from lt_keras.precision import SearchPrecision
 from lt_keras.ticket import TicketInfo, write_ticket
-from lt_keras.training import TrainConfig, fit, format_duration, reset_optimizer
+from lt_keras.training import reset_optimizer
 
 CONTROLS = ("random_reinit", "random_prune")
 
@@ -333,167 +329,11 @@ def _next_mask(imp, start_kernels, final_kernels, mask, rates, rng):
     return prune_layerwise(scores, mask, rates, rng=rng, count_rule=imp.prune_count)
 
 
-def _write_ticket(folder, model, mask, imp, k, precision):
+def write_round_ticket(folder, model, mask, imp, k, precision):
     """The round's ticket: the fp32 masked model at its starting weights, its mask, and what it is."""
     write_ticket(folder, precision.to_fp32(model), mask, TicketInfo("imp", precision.precision, {
         "round": k, "criterion": imp.criterion, "rewind": imp.rewind, "mask1": imp.mask1, "mask0": imp.mask0,
         **precision.bits}))
-
-
-def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=None,
-           precision: SearchPrecision = SearchPrecision()) -> list:
-    """Run (or resume) IMP in ``run_dir``: lt-imp as one call; returns the list of per-round metrics.
-
-    ``build()`` must return a fresh masked model with deterministic initial
-    weights. ``precision`` turns the trained model into its fake-quantized
-    twin; tickets are fp32. Each round is saved to ``round_<k>/`` (mask,
-    metrics, ticket, and ``next.npz``: the next mask, the rewind weights and
-    theta_final) only once complete; a killed round resumes at its last
-    evaluation from ``round_<k>.backup/``. A resumed run is bit-identical to
-    an uninterrupted one.
-    """
-    base = build
-    if imp.mask0 != "zero":
-        base = _with_mask0(base, imp.mask0)
-
-    def build():
-        return precision.to_search(base())
-
-    data.check_batch_size(train.batch_size)
-    keras.utils.set_random_seed(train.seed)  # theta_0 as lt-train draws it for the same --seed
-    model = build()
-    check_schedule(model, imp)
-    os.makedirs(run_dir, exist_ok=True)
-    init_path = os.path.join(run_dir, "init_weights.npz")
-    if os.path.exists(init_path):
-        init_weights = load_weights(init_path)
-    else:
-        init_weights = model.get_weights()
-        save_weights(init_path, init_weights)
-    model.set_weights(init_weights)
-    state, results = RoundState(0, Mask.ones_like(model), init_weights), []
-    while state.k <= imp.total_rounds and os.path.exists(_round_file(run_dir, state.k, "metrics.json")):
-        results.append(read_json(_round_file(run_dir, state.k, "metrics.json")))
-        state = _load_round_state(run_dir, state.k, len(init_weights))
-        shutil.rmtree(_backup_dir(run_dir, state.k - 1), ignore_errors=True)  # a kill right after the round
-        logging.info("round %d is complete; skipping.", state.k - 1)
-    if state.k > imp.total_rounds:
-        return results
-    untrained, first_round, started = {}, state.k, time.perf_counter()
-
-    def before_train(k, model, mask):
-        if verbose != 0:
-            eta = ""
-            if k > first_round:  # from the rounds this process ran (each round has fewer weights, not fewer steps)
-                per_round = (time.perf_counter() - started) / (k - first_round)
-                eta = f", ETA {format_duration(per_round * (imp.total_rounds + 1 - k))}"
-            print(f"=== round {k} of {imp.total_rounds}: {100 * mask.density():.1f}% of weights{eta}", flush=True)
-        tmp = _round_file(run_dir, k) + ".partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        untrained[k] = _evaluate(_compiled(model), data)
-        _write_ticket(os.path.join(tmp, "ticket"), model, mask, imp, k, precision)
-
-    def train_round(k, model, callbacks):
-        seed_globals(train.seed, k, "train")
-        return fit(model, data, train, callbacks=callbacks, verbose=verbose,
-                   backup_dir=os.path.join(_backup_dir(run_dir, k), "round"))
-
-    def after_round(done: TrainedRound):
-        k, mask, result, tmp = done.k, done.mask, done.trained, _round_file(run_dir, done.k) + ".partial"
-        metrics = {
-            "round": k, "density": mask.density(), "layer_density": mask.layer_densities(),
-            "early_stop_step": result.early_stop_step,
-            "early_stop_val_accuracy": result.early_stop_val_accuracy,
-            "early_stop_test_accuracy": result.early_stop_test_accuracy,
-            "final_val_accuracy": result.final_val_accuracy, "final_test_accuracy": result.final_test_accuracy,
-            "untrained_test_accuracy": untrained[k], "wall_time_s": result.wall_time_s,
-            "search_precision": precision.describe(),
-            "controls": {c: _control(c, model, build, data, train, mask, done.next.rewind_weights, k, verbose,
-                                     os.path.join(_backup_dir(run_dir, k), c))
-                         for c in (imp.controls if k > 0 else ())},
-        }
-        mask.save(os.path.join(tmp, "mask.npz"))
-        nxt = done.next
-        np.savez(os.path.join(tmp, "next.npz"), **{f"mask:{key}": v for key, v in nxt.mask.items()},
-                 **{f"rewind{i}": w for i, w in enumerate(nxt.rewind_weights)},
-                 **{f"final:{key}": v for key, v in nxt.final_kernels.items()},
-                 **{f"chain:{key}": v for key, v in (nxt.chain_kernels or {}).items()})
-        atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)
-        shutil.rmtree(_round_file(run_dir, k), ignore_errors=True)
-        os.replace(tmp, _round_file(run_dir, k))  # the round exists only once complete
-        shutil.rmtree(_backup_dir(run_dir, k), ignore_errors=True)
-        results.append(metrics)
-
-    imp_rounds(model, imp, train.seed, train_round, state, kernels(model),
-               fresh_draw=lambda k: kernels(_seeded_build(build, train.seed, k, "mask1_draw")),
-               before_train=before_train, after_round=after_round,
-               snapshot_path=lambda k: os.path.join(_backup_dir(run_dir, k), "rewind_weights.npz"))
-    return results
-
-
-def _round_file(run_dir, k, name=None):
-    folder = os.path.join(run_dir, f"round_{k}")
-    return folder if name is None else os.path.join(folder, name)
-
-
-def _backup_dir(run_dir, k):
-    """Round ``k``'s trainings in progress (Keras ``BackupAndRestore`` state per training, the late-rewind
-    snapshot): a killed round resumes at its last evaluation; removed once the round is complete."""
-    return _round_file(run_dir, k) + ".backup"
-
-
-def _load_round_state(run_dir, k, num_weights) -> RoundState:
-    """The state round ``k + 1`` starts from, as round ``k`` saved it."""
-    with np.load(_round_file(run_dir, k, "next.npz")) as f:
-        def prefixed(prefix):
-            return {key[len(prefix):]: f[key] for key in f.files if key.startswith(prefix)}
-
-        return RoundState(k + 1, Mask(prefixed("mask:")), [f[f"rewind{i}"] for i in range(num_weights)],
-                          prefixed("final:"), prefixed("chain:") or None)
-
-
-def _evaluate(model, data):
-    return float(model.evaluate(data.eval_dataset("test"), verbose=0, return_dict=True)["accuracy"])
-
-
-def _with_mask0(build, mask0):
-    """``build`` whose masked layers keep their initial values where pruned."""
-    return lambda: mask_model(build(), mask0=mask0)
-
-
-def _seeded_build(build, seed, k, purpose):
-    seed_globals(seed, k, purpose)
-    return build()
-
-
-def _compiled(model):
-    if model.optimizer is None:
-        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    return model
-
-
-def _control(name, model, build, data, train, mask, rewind_weights, k, verbose, backup_dir=None):
-    """Train a baseline with the ticket's per-layer densities (Frankle & Carbin's controls).
-
-    random_reinit: the ticket's mask over a fresh initialization; random_prune:
-    random positions with the same per-layer counts, over the ticket's rewind
-    weights. Both train on the ticket's data order, in the search's own
-    ``model`` (its compiled step is reused; the next round sets every weight).
-    """
-    if name == "random_reinit":
-        used, weights = mask, _seeded_build(build, train.seed, k, name).get_weights()
-    else:
-        used, weights = random_mask_like(mask, rng_for(train.seed, k, name)), rewind_weights
-    model.set_weights(weights)
-    used.apply_to(model)
-    seed_globals(train.seed, k, "train")
-    result = fit(model, data, train, verbose=verbose, backup_dir=backup_dir)
-    return {"density": used.density(), "layer_density": used.layer_densities(),
-            "early_stop_step": result.early_stop_step,
-            "early_stop_test_accuracy": result.early_stop_test_accuracy,
-            "final_test_accuracy": result.final_test_accuracy}
 
 
 @dataclasses.dataclass
@@ -589,7 +429,8 @@ def find_ticket(model, train_fn, config: ImpConfig = ImpConfig(), evaluate_fn=No
         if k > 0:
             reset_optimizer(model)
         if output_dir is not None:
-            _write_ticket(os.path.join(output_dir, f"round_{k}", "ticket"), model, mask, config, k, SearchPrecision())
+            write_round_ticket(os.path.join(output_dir, f"round_{k}", "ticket"), model, mask, config, k,
+                               SearchPrecision())
 
     def after_round(done: TrainedRound):
         mask = done.mask

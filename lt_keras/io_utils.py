@@ -10,6 +10,8 @@ import tempfile
 
 import numpy as np
 
+from lt_keras.errors import LtKerasError
+
 
 def atomic_write_bytes(path, data: bytes):
     path = os.fspath(path)
@@ -41,8 +43,6 @@ def atomic_write_text(path, text: str):
 
 def atomic_write_json(path, obj):
     """Strict JSON: a NaN or infinity is refused (``LtKerasError``), never written as an invalid token."""
-    from lt_keras.errors import LtKerasError
-
     try:
         text = json.dumps(obj, indent=2, sort_keys=True, default=_jsonable, allow_nan=False)
     except ValueError as e:

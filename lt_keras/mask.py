@@ -12,6 +12,7 @@ import numpy as np
 
 from lt_keras.errors import MaskError
 from lt_keras.io_utils import atomic_write_bytes, atomic_write_json
+from lt_keras.layers import masked_layers
 
 KERNEL_SUFFIX = "/kernel"
 
@@ -92,15 +93,11 @@ class Mask(Mapping):
     # Construction from and application to models.
     @classmethod
     def ones_like(cls, model) -> "Mask":
-        from lt_keras.layers import masked_layers
-
         return cls({mask_key(l): np.ones(l.kernel.shape, np.float32) for l in masked_layers(model)})
 
     @classmethod
     def from_model(cls, model) -> "Mask":
         """The masks currently held by the model's masked layers."""
-        from lt_keras.layers import masked_layers
-
         layers = masked_layers(model)
         if not layers:
             raise MaskError(
@@ -110,8 +107,6 @@ class Mask(Mapping):
 
     def check_fits(self, model):
         """Raise MaskError unless keys and shapes match the model's masked layers exactly."""
-        from lt_keras.layers import masked_layers
-
         layers = {mask_key(l): l for l in masked_layers(model)}
         missing = sorted(set(layers) - set(self))
         extra = sorted(set(self) - set(layers))

@@ -42,7 +42,7 @@ class SearchPrecision:
         """The model the search trains: ``model`` itself at fp32, its fake-quantized twin at int8."""
         if self.precision == "fp32":
             return model
-        from lt_keras.quantize import to_search_precision
+        from lt_keras.quantize import to_search_precision  # TFMOT loads only for an 8-bit search
 
         return to_search_precision(model, self)
 
@@ -50,7 +50,7 @@ class SearchPrecision:
         """The fp32 masked model with ``model``'s weights and masks (``model`` itself at fp32)."""
         if self.precision == "fp32":
             return model
-        from lt_keras.quantize import from_search_precision
+        from lt_keras.quantize import from_search_precision  # TFMOT loads only for an 8-bit search
 
         return from_search_precision(model)
 

@@ -12,28 +12,13 @@ exit, ``kill -9`` included, so a dead holder never blocks a resume), and a
 second run on the same folder stops at once, naming the holder's PID.
 """
 import fcntl
-import importlib.metadata
 import os
-import platform
 import shutil
 import sys
 
 from lt_keras.errors import RunDirError
-from lt_keras.io_utils import atomic_save_model, atomic_write_json, atomic_write_text, read_json
-
-PACKAGES = ("lt_keras", "tensorflow", "tf_keras", "tensorflow-model-optimization", "tensorflow-datasets", "numpy",
-            "absl-py")
-
-
-def library_versions() -> dict:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
+from lt_keras.io_utils import atomic_write_json, atomic_write_text, read_json
+from lt_keras.versions import library_versions
 
 # Settings that change how fast a run goes, not what it computes: a run resumes under other values.
 _EXECUTION_ONLY = ("jit_compile", "steps_per_execution")
@@ -68,6 +53,7 @@ def _alive(pid):
 
 
 _HELD_LOCKS = {}  # path -> open lock file: held until the process exits, whatever happens to RunDir objects
+_OPENED = []  # run directories this process locked, for ``abandon_fresh_runs``
 
 
 def take_lock(path, busy, what_to_do):
@@ -138,6 +124,7 @@ class RunDir:
         handle = take_lock(self.file(self.LOCK), f"{self.path} is in use by another run",
                            "wait for it to finish or choose another output_dir")
         _HELD_LOCKS[self.path], self.fresh = handle, not existed
+        _OPENED.append(self)
         return self
 
     def _sign_lock(self):
@@ -187,5 +174,8 @@ class RunDir:
     def write_summary(self, summary: dict):
         atomic_write_json(self.file(self.SUMMARY), summary)
 
-    def save_model(self, model, name="model.keras"):
-        return atomic_save_model(model, self.file(name))
+
+def abandon_fresh_runs():
+    """``abandon`` every run directory this process locked (a refused command leaves no folder behind)."""
+    for run in _OPENED:
+        run.abandon()

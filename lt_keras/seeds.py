@@ -9,6 +9,8 @@ import hashlib
 
 import numpy as np
 
+from lt_keras._keras import keras
+
 
 def derive_seed(seed, round_index, purpose) -> int:
     """A 31-bit seed for one stream; different purposes or rounds give unrelated streams."""
@@ -22,6 +24,4 @@ def rng_for(seed, round_index, purpose) -> np.random.RandomState:
 
 def seed_globals(seed, round_index, purpose):
     """Seed Python, NumPy and TensorFlow's global generators for one stage (what Keras draws from)."""
-    from lt_keras._keras import keras
-
     keras.utils.set_random_seed(derive_seed(seed, round_index, purpose))

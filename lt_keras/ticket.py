@@ -13,10 +13,17 @@ import dataclasses
 import json
 import os
 import shutil
+import zipfile
 
-from lt_keras.errors import ConfigError, LtKerasError
+import numpy as np
+
+import lt_keras.layers  # noqa: F401  (registers the masked layers, which model.keras files deserialize)
+from lt_keras._keras import keras
+from lt_keras.errors import LtKerasError
 from lt_keras.io_utils import atomic_save_model, atomic_write_json
 from lt_keras.mask import Mask
+from lt_keras.precision import PRECISIONS
+from lt_keras.versions import library_versions
 
 FILES = ("model.keras", "mask.npz", "ticket.json")
 
@@ -41,8 +48,6 @@ class TicketInfo:
     _LEGACY = ("precision", "search_precision")  # written before found_at_precision was the one field
 
     def __post_init__(self):
-        from lt_keras.precision import PRECISIONS
-
         if not isinstance(self.method, str) or not self.method:
             raise LtKerasError(f"a ticket's method must be a non-empty string, got {self.method!r}.")
         if self.found_at_precision not in PRECISIONS:
@@ -77,8 +82,6 @@ class Ticket:
 
 def write_ticket(folder, model, mask: Mask, info: TicketInfo):
     """Write ``model`` (with ``mask`` applied) and its description to ``folder`` atomically."""
-    from lt_keras.runs import library_versions
-
     if not isinstance(info, TicketInfo):
         raise TypeError(f"write_ticket takes a TicketInfo, got {type(info).__name__}.")
     mask.check_fits(model)
@@ -104,8 +107,6 @@ def write_ticket(folder, model, mask: Mask, info: TicketInfo):
 def ticket_model_name(folder) -> str:
     """The name of a ticket's model, read from model.keras's config without loading it ("" if unreadable: the
     load that follows names the problem)."""
-    import zipfile
-
     try:
         with zipfile.ZipFile(os.path.join(os.fspath(folder), "model.keras")) as archive:
             return json.loads(archive.read("config.json"))["config"]["name"]
@@ -116,8 +117,6 @@ def ticket_model_name(folder) -> str:
 def _uncompiled(model):
     """``model``'s layers and weights without its compile state: a ticket is a starting point, and an optimizer
     saved with it would depend on what the writing process compiled before (a resumed run compiles differently)."""
-    from lt_keras._keras import keras
-
     if getattr(model, "optimizer", None) is None and not getattr(model, "compiled_loss", None):
         return model
     copy = keras.models.clone_model(model)
@@ -127,8 +126,6 @@ def _uncompiled(model):
 
 def load_ticket(folder) -> Ticket:
     """Load and validate a ticket folder; ``LtKerasError`` names the missing or broken part."""
-    from lt_keras._keras import keras
-
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise LtKerasError(f"ticket {folder!r}: not a directory.")
@@ -154,8 +151,6 @@ def load_ticket(folder) -> Ticket:
     except Exception as e:  # numpy raises several types for a corrupted archive
         raise LtKerasError(f"ticket {folder!r}: mask.npz is unreadable: {e}") from None
     try:
-        import lt_keras.layers  # noqa: F401  (registers the masked layers for deserialization)
-
         model = keras.models.load_model(os.path.join(folder, "model.keras"))
     except Exception as e:
         raise LtKerasError(f"ticket {folder!r}: model.keras is unreadable: {e}") from None
@@ -200,67 +195,6 @@ def _check_fields(info):
 
 def _check_finite(model, what):
     """A ticket's weights are finite: a NaN or infinite weight is a diverged run, never a result."""
-    import numpy as np
-
     bad = [w.name for w in model.weights if not np.isfinite(w.numpy()).all()]
     if bad:
         raise LtKerasError(f"{what} has non-finite weights in {bad[:5]}; it comes from a diverged run.")
-
-
-def retrain(output_dir, ticket_dir, data, train, strategy=None, strategy_name="default") -> dict:
-    """Retrain the ticket in ``ticket_dir`` at fp32 (XLA where faster) into ``output_dir``: lt-retrain as one call.
-
-    Writes the retrained ``ticket/``, history.json and curves.png; a killed
-    call resumes from its last evaluation (``backup/``) when made again.
-    ``strategy`` is a ``tf.distribute`` strategy (``--batch_size`` is then
-    the global batch). The summary reports ``pruned_weights_nonzero``
-    (masked weights must stay exactly zero) and what the step really ran.
-    """
-    import numpy as np
-    from absl import logging
-
-    from lt_keras._keras import keras, tf
-    from lt_keras.layers import masked_layers
-    from lt_keras.mask import mask_key
-    from lt_keras.report import plot_curves
-    from lt_keras.training import fit
-
-    strategy = strategy or tf.distribute.get_strategy()
-    keras.utils.set_random_seed(train.seed)
-    on_cpus = strategy.num_replicas_in_sync > 1 and not tf.config.list_logical_devices("GPU")
-    if on_cpus and train.jit_compile is not False:
-        # XLA cannot compile a step whose replicas' variables live on other logical CPU devices.
-        logging.warning("XLA is off: %d replicas on logical CPU devices cannot share one XLA program.",
-                        strategy.num_replicas_in_sync)
-        train = dataclasses.replace(train, jit_compile=False)
-    with strategy.scope():
-        ticket = load_ticket(ticket_dir)
-        model = ticket.model
-        expected = tuple(model.input_shape[1:])
-        if expected != tuple(data.input_shape):
-            raise ConfigError("dataset", f"ticket {ticket_dir!r} takes inputs of shape {expected}, but "
-                               f"{data.spec.name} has {tuple(data.input_shape)}.")
-        backup = os.path.join(output_dir, "backup")
-        result = fit(model, data, train, output_dir=output_dir, backup_dir=backup)
-    pruned_nonzero = 0
-    for layer in masked_layers(model):
-        if layer.mask0 == "zero":
-            kernel = layer.masked_kernel(training=False).numpy()
-            pruned_nonzero += int(np.count_nonzero(kernel[ticket.mask[mask_key(layer)] == 0]))
-    atomic_write_json(os.path.join(output_dir, "history.json"), result.history)
-    plot_curves(result.history, os.path.join(output_dir, "curves.png"))
-    write_ticket(os.path.join(output_dir, "ticket"), model, ticket.mask,
-                 dataclasses.replace(ticket.info, retrained_from=os.path.abspath(ticket_dir)))
-    shutil.rmtree(backup, ignore_errors=True)
-    return {
-        "ticket": os.path.abspath(ticket_dir),
-        "method": ticket.info.method,
-        "found_at_precision": ticket.info.found_at_precision,
-        "density": ticket.mask.density(),
-        "pruned_weights_nonzero": pruned_nonzero,
-        "strategy": strategy_name,
-        "replicas": strategy.num_replicas_in_sync,
-        "devices": sorted({d.device_type for d in tf.config.list_logical_devices()}),
-        "jit_compile": bool(model.jit_compile),  # what the compiled step ran, not what was asked
-        **{k: v for k, v in result.to_dict().items() if k != "history"},
-    }

@@ -18,8 +18,9 @@ from absl import logging
 
 from lt_keras._keras import keras, tf
 from lt_keras.errors import ConfigError, DivergedError, LtKerasError
-from lt_keras.io_utils import atomic_write_json, read_json
-from lt_keras.layers import masked_layers
+from lt_keras.io_utils import atomic_save_model, atomic_write_json, read_json, save_weights
+from lt_keras.layers import masked_layers, walk_layers
+from lt_keras.models import build_model
 from lt_keras.options import option
 
 OPTIMIZERS = ("adam", "sgd")
@@ -252,8 +253,6 @@ def use_xla(model, requested=None) -> bool:
         return bool(requested)
     if tf.config.list_logical_devices("GPU"):
         return True
-    from lt_keras.layers import walk_layers
-
     return not any(isinstance(layer, keras.layers.Conv2D) for layer in walk_layers(model))
 
 
@@ -595,9 +594,6 @@ def build_and_train(model_name, data, config: TrainConfig, output_dir=None, call
     later: init_weights.npz (theta_0), model.keras and history.json. With
     ``backup_dir`` a killed call resumes at its last evaluation (see ``fit``).
     """
-    from lt_keras.io_utils import atomic_save_model, save_weights
-    from lt_keras.models import build_model
-
     data.check_batch_size(config.batch_size)
     keras.utils.set_random_seed(config.seed)
     model = build_model(model_name, data.input_shape, data.num_classes)
@@ -610,26 +606,3 @@ def build_and_train(model_name, data, config: TrainConfig, output_dir=None, call
         atomic_save_model(model, os.path.join(output_dir, "model.keras"))
         atomic_write_json(os.path.join(output_dir, "history.json"), result.history)
     return model, result
-
-
-def train(output_dir, model_name, data, config: TrainConfig, verbose=None) -> dict:
-    """lt-train as one call: train ``model_name`` into ``output_dir`` and return its summary; a killed call
-    resumes from its last evaluation (``backup/``) when made again."""
-    import shutil
-
-    from lt_keras.mask import Mask
-    from lt_keras.models import parameter_count
-
-    backup = os.path.join(output_dir, "backup")
-    model, result = build_and_train(model_name, data, config, output_dir=output_dir, verbose=verbose,
-                                    backup_dir=backup)
-    shutil.rmtree(backup, ignore_errors=True)
-    return {
-        "model": model_name,
-        "dataset": data.spec.name,
-        "data_source": data.source,
-        "data_sizes": data.sizes(),
-        "parameters": parameter_count(model),
-        "density": Mask.from_model(model).density(),
-        **{k: v for k, v in result.to_dict().items() if k != "history"},
-    }

@@ -2,7 +2,6 @@
 fields (plus its own few), defined once."""
 import dataclasses
 import glob
-import importlib
 import os
 import subprocess
 import sys
@@ -10,11 +9,12 @@ import sys
 import pytest
 from absl import flags
 
-from lt_keras.bin import config_flags
+from lt_keras import options as config_flags
 from lt_keras.data import DataConfig
 from lt_keras.early_bird import EarlyBirdConfig
 from lt_keras.imp import ImpConfig
 from lt_keras.precision import SearchPrecision
+from lt_keras.methods import METHODS, ExportConfig, RetrainConfig
 from lt_keras.supermask import LearnConfig, UntrainedConfig
 from lt_keras.training import TrainConfig
 from tests.conftest import REPO
@@ -26,16 +26,15 @@ BINARIES = {
     "imp": ((DataConfig, TrainConfig, SearchPrecision, ImpConfig), {"model", "output_dir"}),
     "supermask": ((DataConfig, TrainConfig, SearchPrecision, LearnConfig, UntrainedConfig), {"model", "output_dir"}),
     "early_bird": ((DataConfig, TrainConfig, SearchPrecision, EarlyBirdConfig), {"model", "output_dir"}),
-    "retrain": ((DataConfig, TrainConfig), {"model", "output_dir", "ticket_dir", "strategy", "cpu_devices"}),
-    "export": ((DataConfig, TrainConfig), {"model", "output_dir", "ticket_dir", "saved_model_dir", "tflite",
-                                           "tflite_quantization", "parity_examples", "representative_examples"}),
+    "retrain": ((DataConfig, TrainConfig, RetrainConfig), {"model", "output_dir"}),
+    "export": ((DataConfig, TrainConfig, ExportConfig), {"model", "saved_model_dir"}),
 }
 
 
 def binary_flags(name):
     """A fresh FlagValues holding exactly what ``lt_keras.bin.<name>`` defines (importing it defines nothing)."""
     values = flags.FlagValues()
-    importlib.import_module(f"lt_keras.bin.{name}").define_flags(values)
+    METHODS["lt-" + name.replace("_", "-")].define_flags(values)
     return values
 
 
@@ -61,16 +60,16 @@ def test_flagfile_parses_with_its_binary(path, monkeypatch):
 def test_a_binarys_flags_are_its_configs_fields(name):
     configs, own = BINARIES[name]
     values = binary_flags(name)
-    fields = {f.name for cls in configs for f in config_flags.flag_fields(cls)}
+    fields = {f.name for cls in configs for _, f in config_flags.flag_fields(cls)}
     assert set(values) == fields | own
     for cls in configs:  # and each flag's default is the field's default: written once, in the dataclass
-        for field in config_flags.flag_fields(cls):
+        for _, field in config_flags.flag_fields(cls):
             default = values[field.name].default
             if isinstance(field.default, tuple):
                 default = tuple(config_flags._item(field, v) for v in default) if default is not None else None
             assert default == field.default, (name, field.name)
     assert all(f.name not in values for cls in configs for f in dataclasses.fields(cls)
-               if f not in config_flags.flag_fields(cls))
+               if (cls, f) not in config_flags.flag_fields(cls))
 
 
 def test_two_binaries_in_one_process_keep_their_own_defaults():
@@ -124,13 +123,13 @@ def test_the_dense_vgg11_recipe_is_the_early_bird_one_without_the_search(monkeyp
 
 def test_library_errors_name_the_field_and_binaries_the_flag():
     from lt_keras import ConfigError
-    from lt_keras.bin import common_flags
+    from lt_keras.bin import runner
 
     with pytest.raises(ConfigError) as raised:
         ImpConfig(rounds=0)
     assert str(raised.value) == "rounds: must be >= 1, got 0." and raised.value.field == "rounds"
     with pytest.raises(SystemExit) as stopped:
-        with common_flags.user_errors("lt-imp"):
+        with runner.user_errors("lt-imp"):
             ImpConfig(rounds=0)
     assert stopped.value.code == "lt-imp: error: --rounds: must be >= 1, got 0."
 
@@ -203,11 +202,13 @@ def test_every_binarys_help_lists_the_common_flags():
 def test_every_module_is_an_attribute_after_import_lt_keras():
     import lt_keras
 
-    files = sorted(name[:-3] for name in os.listdir(os.path.join(REPO, "lt_keras"))
-                   if name.endswith(".py") and not name.startswith("_"))
+    root = os.path.join(REPO, "lt_keras")
+    files = sorted([name[:-3] for name in os.listdir(root) if name.endswith(".py") and not name.startswith("_")]
+                   + [name for name in os.listdir(root) if name != "bin"
+                      and os.path.exists(os.path.join(root, name, "__init__.py"))])
     assert sorted(lt_keras.PUBLIC_MODULES) == files  # the API reference (tools/api_reference.py) documents these
     code = (f"import lt_keras\nfor m in {files!r}:\n    getattr(lt_keras, m)\n"
-            "assert callable(lt_keras.early_bird.search) and 'early_bird' in dir(lt_keras)\n"
+            "assert callable(lt_keras.methods.EarlyBird.run) and 'early_bird' in dir(lt_keras)\n"
             "assert all(hasattr(lt_keras, name) for name in lt_keras.__all__)\n"
             "try:\n    lt_keras.nothing\nexcept AttributeError as e:\n    print(e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 import lt_keras.imp as imp_module
+import lt_keras.methods.imp as imp_method
 from lt_keras import ConfigError, LtKerasError, Mask
 from lt_keras._keras import keras
 from lt_keras.imp import ImpConfig
-from lt_keras.imp import search as imp_search
+from lt_keras.methods.imp import search as imp_search
 from tests.conftest import IMP_TRAIN as TRAIN
 from tests.conftest import build_lenet as build
 
@@ -60,7 +61,7 @@ def assert_same_rounds(a, b, rounds):
 
 def kill_run_at(monkeypatch, run_dir, config, call):
     """Run IMP until its ``call``-th training (1-based) starts, as a kill there would leave it."""
-    real_fit, calls = imp_module.fit, []
+    real_fit, calls = imp_method.fit, []
 
     def dying_fit(*args, **kwargs):
         calls.append(1)
@@ -68,10 +69,10 @@ def kill_run_at(monkeypatch, run_dir, config, call):
             raise KeyboardInterrupt
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(imp_module, "fit", dying_fit)
+    monkeypatch.setattr(imp_method, "fit", dying_fit)
     with pytest.raises(KeyboardInterrupt):
         imp_search(run_dir, build, data_for_kills, config, TRAIN, verbose=0)
-    monkeypatch.setattr(imp_module, "fit", real_fit)
+    monkeypatch.setattr(imp_method, "fit", real_fit)
     keras.backend.clear_session()
     keras.utils.set_random_seed(123)  # whatever the global state, the resumed run draws its own streams
 
@@ -92,7 +93,7 @@ def test_killed_run_with_controls_resumes_bit_identical(tmp_path, data, monkeypa
     assert_same_rounds(killed, reference, 2)
 
     # A finished run trains nothing.
-    monkeypatch.setattr(imp_module, "fit", lambda *a, **k: pytest.fail("a finished run trained again"))
+    monkeypatch.setattr(imp_method, "fit", lambda *a, **k: pytest.fail("a finished run trained again"))
     assert len(imp_search(killed, build, data, config, TRAIN, verbose=0)) == 3
 
 
@@ -112,7 +113,7 @@ def test_resumed_round_trains_from_the_saved_rewind_weights(tmp_path, data, monk
 
 def kill_inside_fit(monkeypatch, run_dir, config, call):
     """Run IMP until the ``call``-th training (1-based) has saved its first evaluation, then kill it there."""
-    real_fit, calls = imp_module.fit, []
+    real_fit, calls = imp_method.fit, []
 
     class Die(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -124,17 +125,17 @@ def kill_inside_fit(monkeypatch, run_dir, config, call):
         extra = [Die()] if len(calls) == call else []
         return real_fit(*args, callbacks=[*callbacks, *extra], **kwargs)
 
-    monkeypatch.setattr(imp_module, "fit", dying_fit)
+    monkeypatch.setattr(imp_method, "fit", dying_fit)
     with pytest.raises(KeyboardInterrupt):
         imp_search(run_dir, build, data_for_kills, config, TRAIN, verbose=0)
-    monkeypatch.setattr(imp_module, "fit", real_fit)
+    monkeypatch.setattr(imp_method, "fit", real_fit)
     keras.backend.clear_session()
     keras.utils.set_random_seed(123)
 
 
 def first_epochs_of_each_fit(monkeypatch):
     """The first Keras epoch (evaluation interval) each ``fit`` call trains: 0 unless it resumed."""
-    real_fit, firsts = imp_module.fit, []
+    real_fit, firsts = imp_method.fit, []
 
     def recording_fit(*args, callbacks=(), **kwargs):
         seen = []
@@ -143,7 +144,7 @@ def first_epochs_of_each_fit(monkeypatch):
         firsts.append(seen[0] if seen else None)  # None: nothing left to train
         return result
 
-    monkeypatch.setattr(imp_module, "fit", recording_fit)
+    monkeypatch.setattr(imp_method, "fit", recording_fit)
     return firsts
 
 
@@ -175,13 +176,13 @@ def models_at_fit(monkeypatch):
     """Record each model's kernels and masks as ``fit`` receives it."""
     from lt_keras.layers import masked_layers
 
-    real_fit, seen = imp_module.fit, []
+    real_fit, seen = imp_method.fit, []
 
     def recording_fit(model, *args, **kwargs):
         seen.append({l.name: (l.kernel.numpy().copy(), l.kernel_mask.numpy().copy()) for l in masked_layers(model)})
         return real_fit(model, *args, **kwargs)
 
-    monkeypatch.setattr(imp_module, "fit", recording_fit)
+    monkeypatch.setattr(imp_method, "fit", recording_fit)
     return seen
 
 

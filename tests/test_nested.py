@@ -144,7 +144,7 @@ def test_a_nested_ticket_is_found_retrained_and_keeps_its_zeros(tmp_path):
     """find_ticket on a model with nested blocks writes tickets that lt-retrain's call retrains at fp32."""
     from lt_keras import ImpConfig, find_ticket
     from lt_keras.data import DataConfig
-    from lt_keras.ticket import retrain
+    from lt_keras.methods.retrain import retrain
     from lt_keras.training import TrainConfig
 
     data = DataConfig(max_train_examples=300).load()

@@ -13,7 +13,7 @@ from lt_keras import LtKerasError, Mask
 from lt_keras._keras import keras
 from lt_keras.errors import DivergedError, MaskError, RunDirError
 from lt_keras.imp import ImpConfig
-from lt_keras.imp import search as imp_search
+from lt_keras.methods.imp import search as imp_search
 from lt_keras.runs import RunDir
 from lt_keras.training import TrainConfig
 from tests.conftest import IMP_TRAIN as TRAIN
@@ -273,7 +273,7 @@ def test_damaged_mask_files_are_messages(tmp_path):
     (ImpConfig(prune_rate_output=0.9, rounds=3), "output", "lower prune_rate_output"),
 ])
 def test_degenerate_schedules_are_refused_before_training(tmp_path, data, config, layer, fix, monkeypatch):
-    import lt_keras.imp as imp_module
+    import lt_keras.methods.imp as imp_module
 
     monkeypatch.setattr(imp_module, "fit", lambda *a, **k: pytest.fail("trained a degenerate schedule"))
     with pytest.raises(LtKerasError, match=f"layer '{layer}' would keep .* fewer than its .* outputs.*{fix}"):
@@ -346,7 +346,7 @@ def test_a_second_export_into_the_same_folder_is_one_line(tmp_path):
 def test_a_full_disk_inside_tensorflow_is_one_line():
     """TensorFlow raises its own ResourceExhaustedError when a checkpoint write hits a full disk."""
     from lt_keras._keras import tf
-    from lt_keras.bin.common_flags import user_errors
+    from lt_keras.bin.runner import user_errors
 
     full = tf.errors.ResourceExhaustedError(None, None, "backup/chief/ckpt.data-00000-of-00001.tempstate; "
                                             "No space left on device")

@@ -13,7 +13,7 @@ from lt_keras import LtKerasError, Mask, masked_layers
 from lt_keras._keras import keras, tf
 from lt_keras.data import DataConfig
 from lt_keras.imp import ImpConfig
-from lt_keras.imp import search as imp_search
+from lt_keras.methods.imp import search as imp_search
 from lt_keras.models import build_model
 from lt_keras.ticket import load_ticket
 from lt_keras.training import TrainConfig, fit
@@ -210,7 +210,8 @@ def test_an_int8_found_ticket_reports_int8_after_retraining_and_export(imp_ticke
     import dataclasses
 
     from lt_keras.export import export_ticket_dir
-    from lt_keras.ticket import retrain, write_ticket
+    from lt_keras.methods.retrain import retrain
+    from lt_keras.ticket import write_ticket
 
     source = load_ticket(imp_ticket)
     int8_found = str(tmp_path / "int8_ticket")

@@ -317,27 +317,30 @@ def test_killed_bernoulli_supermask_fit_resumes_bit_identical(tmp_path):
 
 
 def test_learn_and_untrained_are_one_library_call_each(tmp_path):
-    """The lt-supermask pipelines from Python, no flags: a learned ticket, then untrained masks of a dense run."""
+    """The lt-supermask method from Python, no flags: a learned ticket, then untrained masks of a dense run."""
     from lt_keras.data import DataConfig
     from lt_keras.io_utils import save_weights
+    from lt_keras.methods import RunSpec, Supermask, SupermaskConfig
     from lt_keras.ticket import load_ticket
     from lt_keras.training import TrainConfig
 
-    data = DataConfig(max_train_examples=300).load()
+    data = DataConfig(max_train_examples=300)
     train = TrainConfig(train_steps=6, eval_every=3, batch_size=100, optimizer="sgd", learning_rate=50.0,
                         jit_compile=False)
-    summary = supermask.learn(str(tmp_path / "learn"), "lenet_300_100", data, train,
-                              supermask.LearnConfig(estimator="topk", keep_fraction=0.3))
+    spec = RunSpec("lenet_300_100", data, train)
+    learn = supermask.LearnConfig(estimator="topk", keep_fraction=0.3)
+    summary = Supermask(SupermaskConfig(learn=learn)).run(str(tmp_path / "learn"), spec)
     assert summary["mode"] == "learn" and abs(summary["ticket_density"] - 0.3) < 1e-3
     assert load_ticket(tmp_path / "learn" / "ticket").info.settings["estimator"] == "topk"
     assert not (tmp_path / "learn" / "backup").exists()
+    assert "--estimator=topk" in (tmp_path / "learn" / "flags.txt").read_text().splitlines()
     dense = tmp_path / "dense"
     dense.mkdir()
-    model = build_model("lenet_300_100", data.input_shape, data.num_classes)
+    model = build_model("lenet_300_100", (28, 28, 1), 10)
     save_weights(str(dense / "init_weights.npz"), model.get_weights())
     model.save(str(dense / "model.keras"))
-    rows = supermask.untrained("lenet_300_100", data, supermask.UntrainedConfig(from_run=str(dense),
-                                                                                densities=(0.5,)))["rows"]
+    untrained = supermask.UntrainedConfig(from_run=str(dense), densities=(0.5,))
+    rows = Supermask(SupermaskConfig(untrained=untrained)).run(str(tmp_path / "untrained"), spec)["rows"]
     assert [r["keep_per_layer"] for r in rows] == [0.5] and 0 <= rows[0]["accuracy"] <= 1
     with pytest.raises(LtKerasError, match="densities: "):
         supermask.UntrainedConfig(densities=(1.5,))

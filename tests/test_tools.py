@@ -278,3 +278,20 @@ def test_bench_reports_the_median_of_repeated_processes():
     assert abs(rows[1]["value"] - 0.74) < 1e-12
     single = bench.collect_runs("masking lenet_300_100", [report(1.10, 2.0)])
     assert single[0]["value"] == 1.10 and "runs" not in single[0]
+
+
+def test_every_planted_bug_still_finds_its_function(tmp_path):
+    """tools/mutants.py names each mutation's function; a rename or a moved line would make it NOT APPLIED
+    (the full run, ~15 minutes, checks the tests kill each one)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mutants", os.path.join(REPO, "tools", "mutants.py"))
+    mutants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mutants)
+    for mutation in mutants.MUTATIONS:
+        tree = tmp_path / mutation.name
+        shutil.copytree(os.path.join(REPO, "lt_keras"), tree / "lt_keras")
+        assert mutants.apply(str(tree), mutation) is None, mutation.name
+        where = mutants.locate(str(tree), mutation.function)
+        assert mutation.new in open(where[0]).read(), mutation.name
+    assert len({m.name for m in mutants.MUTATIONS}) == len(mutants.MUTATIONS)

@@ -262,7 +262,7 @@ def main(argv):
         verdict = "reference" if row["met"] is None else ("ok" if row["met"] else "MISSED")
         runs = f"  (runs: {', '.join(f'{v:.3f}' for v in row['runs'])})" if "runs" in row else ""
         print(f"{row['figure']:<36} {row['ratio']:<20} {row['value']:>12.3f} {target:>8}  {verdict}{runs}")
-    from lt_keras.runs import library_versions
+    from lt_keras.versions import library_versions
 
     report = {"quick": FLAGS.quick, "wall_time_s": time.perf_counter() - start, "rows": rows,
               "versions": library_versions()}

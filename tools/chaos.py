@@ -140,13 +140,13 @@ def _same_value(a, b):
     return a == b
 
 
-def compare_trees(a, b):
+def compare_trees(a, b, skip=()):
     """None if the run folders ``a`` and ``b`` hold the same results, else the first difference. Every file is
     compared: JSON without time measurements, .npz arrays, .keras config and weights, the rest byte for byte,
-    except SKIPPED."""
+    except SKIPPED and the names in ``skip``."""
     def files(root):
         return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, names in os.walk(root) for f in names
-                      if not any(skip in f for skip in SKIPPED))
+                      if not any(s in f for s in SKIPPED) and f not in skip)
 
     names_a, names_b = files(a), files(b)
     if names_a != names_b:

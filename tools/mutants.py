@@ -4,7 +4,10 @@
     bash tools/env.sh python tools/mutants.py --only=xla_off,untrained_ignores_mask
 
 Each mutation is a one-line (or one-expression) change to a function of the
-library, applied to a temporary copy of the tracked tree (the work tree is
+library, named by its qualified name (``fit``, ``Mask.apply_to``,
+``search.train_round``) and found by parsing every module of lt_keras (so a
+function that moves to another module is still found; the name must be
+unique), applied to a temporary copy of the tracked tree (the work tree is
 never touched), followed by the tests that must fail on it. A mutation whose
 tests still pass "survived": the suite does not protect that behaviour.
 Prints a table (mutation, tests, killed or survived, seconds) and exits
@@ -14,6 +17,7 @@ Hand-written rather than a mutation-testing package: the point is a small,
 curated list of plausible bugs above the layers, each tied to the test that
 promises the behaviour, not a sweep of every operator.
 """
+import ast
 import dataclasses
 import os
 import shutil
@@ -33,188 +37,188 @@ FLAGS = flags.FLAGS
 @dataclasses.dataclass(frozen=True)
 class Mutation:
     name: str
-    path: str
-    old: str  # must occur exactly once in the file
+    function: str  # qualified name of the function it changes: "fit", "Mask.apply_to", "search.train_round"
+    old: str  # must occur exactly once in that function's source
     new: str
     tests: tuple
     why: str
 
 
 MUTATIONS = (
-    Mutation("train_keeps_no_backup", "lt_keras/training.py",
-             "    backup = os.path.join(output_dir, \"backup\")\n", "    backup = None\n",
+    Mutation("train_keeps_no_backup", "Train.execute",
+             "        backup = os.path.join(run_dir, \"backup\")\n", "        backup = None\n",
              ("tests/test_train_binary.py::test_killed_train_resumes_to_the_uninterrupted_result",),
              "lt-train checkpoints nothing, so a killed run starts again from step 1"),
-    Mutation("mask_leaves_stale_momenta", "lt_keras/mask.py",
+    Mutation("mask_leaves_stale_momenta", "Mask.apply_to",
              "            for slot in slots.get(_shared_name(layer.kernel), ()):\n",
              "            for slot in ():\n",
              ("tests/test_layers.py::test_a_mask_applied_in_the_middle_of_training_keeps_pruned_entries_zero",),
              "a mask applied mid-training leaves the optimizer's momenta, which move pruned weights off zero"),
-    Mutation("fit_trusts_the_stored_kernel", "lt_keras/training.py",
+    Mutation("fit_trusts_the_stored_kernel", "fit",
              "        layer.store_zeros()\n", "        pass\n",
              ("tests/test_training.py::test_fit_stores_zeros_where_weights_were_set_by_hand",),
              "lt_keras.training.fit trains a kernel set by hand with values where the mask prunes"),
-    Mutation("controls_are_the_ticket", "lt_keras/imp.py",
+    Mutation("controls_are_the_ticket", "_control",
              "    if name == \"random_reinit\":\n"
              "        used, weights = mask, _seeded_build(build, train.seed, k, name).get_weights()\n",
              "    if True:\n        used, weights = mask, rewind_weights\n",
              ("tests/test_imp.py::test_controls_differ_from_the_ticket_as_each_defines",),
              "both controls train the ticket itself (same mask, rewind weights)"),
-    Mutation("resume_loads_zero_rewind_weights", "lt_keras/imp.py",
+    Mutation("resume_loads_zero_rewind_weights", "_load_round_state",
              "[f[f\"rewind{i}\"] for i in range(num_weights)],",
              "[0 * f[f\"rewind{i}\"] for i in range(num_weights)],",
              ("tests/test_imp.py::test_resumed_round_trains_from_the_saved_rewind_weights",),
              "a resumed IMP run rewinds to zeros"),
-    Mutation("control_moves_the_next_rounds_data_order", "lt_keras/imp.py",
+    Mutation("control_moves_the_next_rounds_data_order", "search.train_round",
              "        seed_globals(train.seed, k, \"train\")\n        return fit(model, data, train, callbacks",
              "        return fit(model, data, train, callbacks",
              ("tests/test_imp.py::test_killed_run_with_controls_resumes_bit_identical",),
              "a round's data order depends on what ran before it in the process"),
-    Mutation("xla_off", "lt_keras/training.py", "        jit_compile=jit,\n", "        jit_compile=False,\n",
+    Mutation("xla_off", "compile_model", "        jit_compile=jit,\n", "        jit_compile=False,\n",
              ("tests/test_training.py::test_xla_setting_is_what_the_compiled_step_runs",),
              "jit_compile hard-coded off in compile_model"),
-    Mutation("untrained_ignores_mask", "lt_keras/supermask.py",
+    Mutation("untrained_ignores_mask", "untrained_accuracy",
              "        layer.kernel.assign(apply_mask1(mask1, layer.kernel.numpy(), mask[key], rng))\n"
              "    mask.apply_to(model)\n",
              "        layer.kernel.assign(apply_mask1(mask1, layer.kernel.numpy(), 0 * mask[key] + 1, rng))\n",
              ("tests/test_supermask.py::test_untrained_accuracy_follows_the_mask_it_is_given",),
              "untrained-mask evaluation keeps the model's own mask"),
-    Mutation("resumed_fit_restarts_the_data", "lt_keras/training.py",
+    Mutation("resumed_fit_restarts_the_data", "_backed_up_steps",
              "    return (epoch + 1) * interval if epoch >= 0 else 0", "    return 0",
              ("tests/test_training.py::test_killed_fit_with_backup_resumes_at_its_last_evaluation",),
              "a resumed fit sees the first batches again"),
-    Mutation("divergence_unchecked", "lt_keras/training.py",
+    Mutation("divergence_unchecked", "DivergenceGuard._stop",
              "    def _stop(self, step, why):\n        self.model.stop_training = True\n",
              "    def _stop(self, step, why):\n        return\n",
              ("tests/test_reliability.py::test_divergence_stops_imp_with_no_ticket_or_round",
               "tests/test_reliability.py::test_divergence_is_caught_between_evaluations"),
              "a diverged run is written as a result"),
-    Mutation("no_lock", "lt_keras/runs.py", "        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)\n",
+    Mutation("no_lock", "take_lock", "        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)\n",
              "        pass\n",
              ("tests/test_reliability.py::"
               "test_a_second_writer_is_refused_naming_the_holder_and_a_dead_holders_lock_is_free",
               "tests/test_reliability.py::test_a_second_export_into_the_same_folder_is_one_line"),
              "two runs write one run directory (or one export target)"),
-    Mutation("nan_ticket_written", "lt_keras/ticket.py",
+    Mutation("nan_ticket_written", "write_ticket",
              "    _check_finite(model, f\"refusing to write ticket {os.fspath(folder)!r}: the model\")\n", "",
              ("tests/test_reliability.py::test_nan_tickets_are_refused_on_write_and_on_load",),
              "a NaN model is written as a ticket"),
-    Mutation("export_parity_passes_nan", "lt_keras/export.py",
+    Mutation("export_parity_passes_nan", "max_abs_diff",
              "    if not (np.isfinite(a).all() and np.isfinite(b).all()):\n        return float(\"inf\")\n", "",
              ("tests/test_reliability.py::test_export_parity_fails_on_nan",),
              "NaN outputs pass the export parity check"),
-    Mutation("degenerate_schedule_trains", "lt_keras/imp.py", "            if kept < min_kept(layer):\n",
+    Mutation("degenerate_schedule_trains", "check_schedule", "            if kept < min_kept(layer):\n",
              "            if False:\n",
              ("tests/test_reliability.py::test_degenerate_schedules_are_refused_before_training",),
              "a schedule that empties a layer trains and reports 10%"),
-    Mutation("zero_mask_ignores_movement", "lt_keras/actions.py",
+    Mutation("zero_mask_ignores_movement", "_frozen_zero_mask",
              "    return np.where(_moved_toward_zero(w_init, w_final), 0.0, w_init)", "    return w_init",
              ("tests/test_pruning.py::test_mask0_freeze_init_zero_mask_zeroes_pruned_weights_that_moved_toward_zero",
               "tests/test_imp.py::test_mask0_actions_end_to_end_use_theta0_and_the_trained_kernels"),
              "freeze_init_zero_mask behaves as freeze_init"),
-    Mutation("signed_reshuffle_loses_signs", "lt_keras/actions.py",
+    Mutation("signed_reshuffle_loses_signs", "_signed_reshuffle",
              "    return np.sign(w_init) * np.abs(_reshuffle(w_init, mask, rng, fresh))",
              "    return _reshuffle(w_init, mask, rng, fresh)",
              ("tests/test_pruning.py::test_mask1_signed_reshuffle_keeps_signs_and_the_multiset_of_kept_magnitudes",
               "tests/test_imp.py::test_every_mask1_action_end_to_end"),
              "signed_reshuffle is plain reshuffle"),
-    Mutation("early_bird_distance_to_oldest_only", "lt_keras/early_bird.py",
+    Mutation("early_bird_distance_to_oldest_only", "EarlyBirdDetector.update",
              "distance = max(queue[-1].hamming_distance(m) for m in list(queue)[:-1])",
              "distance = queue[-1].hamming_distance(queue[0])",
              ("tests/test_early_bird.py::"
               "test_detector_declares_when_the_newest_mask_is_within_epsilon_of_the_full_queue",),
              "Early-Bird compares the newest mask with the oldest only"),
-    Mutation("stochastic_rounding_floors", "lt_keras/quantize.py", "q = tf.floor(x / safe + _uniform_noise(x))",
+    Mutation("stochastic_rounding_floors", "stochastic_round_quantize", "q = tf.floor(x / safe + _uniform_noise(x))",
              "q = tf.floor(x / safe + 0.5)",
              ("tests/test_precision.py::test_stochastic_rounding_is_unbiased_keeps_zero_and_uses_few_levels",),
              "8-bit search rounds to nearest instead of stochastically"),
-    Mutation("strip_masks_keeps_pruned_weights", "lt_keras/convert.py",
+    Mutation("strip_masks_keeps_pruned_weights", "strip_masks.weights",
              "            kernel = old.deterministic_kernel().numpy()", "            kernel = old.kernel.numpy()",
              ("tests/test_retrain_export.py::test_retrain_keeps_masks_and_exports_to_a_plain_saved_model",
               "tests/test_mask_holds.py::test_strip_masks_bakes_the_mask_however_it_was_written"),
              "the exported model carries the pruned weights"),
-    Mutation("weight_decay_dropped", "lt_keras/training.py", "    wd = config.weight_decay or None\n",
+    Mutation("weight_decay_dropped", "make_optimizer", "    wd = config.weight_decay or None\n",
              "    wd = None\n", ("tests/test_training.py::test_step_schedule_and_decoupled_weight_decay_inside_fit",),
              "--weight_decay never reaches the optimizer"),
-    Mutation("schedule_dropped", "lt_keras/training.py",
+    Mutation("schedule_dropped", "make_optimizer",
              "    if config.warmup_steps or config.lr_schedule != \"constant\":\n", "    if False:\n",
              ("tests/test_training.py::test_step_schedule_and_decoupled_weight_decay_inside_fit",),
              "the learning-rate schedule is never applied"),
-    Mutation("every_worker_writes_the_run_dir", "lt_keras/bin/retrain.py",
-             "            if not is_chief():", "            if False:",
+    Mutation("every_worker_writes_the_run_dir", "Method.placement",
+             "        if is_chief():", "        if True:",
              ("tests/test_retrain_export.py::test_multi_worker_strategy_with_two_local_workers",),
              "a non-chief worker writes the chief's run directory"),
-    Mutation("theta_final_from_stored_kernel", "lt_keras/imp.py",
+    Mutation("theta_final_from_stored_kernel", "kernels",
              "    return {mask_key(l): l.masked_kernel(training=False).numpy() for l in masked_layers(model)}",
              "    return {mask_key(l): l.kernel.numpy() for l in masked_layers(model)}",
              ("tests/test_imp.py::test_freeze_init_zero_mask_keeps_earlier_zeros_in_later_rounds",),
              "theta_final read from the stored kernel (0 where pruned): weights frozen at theta_0 are zeroed later"),
-    Mutation("run_dir_accepts_other_config", "lt_keras/runs.py", "            if saved != now:\n",
+    Mutation("run_dir_accepts_other_config", "RunDir.open", "            if saved != now:\n",
              "            if False:\n", ("tests/test_runs.py::test_refuses_a_different_config",),
              "a run directory resumes under a different configuration"),
-    Mutation("quadrant_criterion_on_one_absolute_scale", "lt_keras/criteria.py",
+    Mutation("quadrant_criterion_on_one_absolute_scale", "_large_init_large_final",
              "    return np.minimum(_percentile_ranks(np.abs(wi), kept), _percentile_ranks(np.abs(wf), kept))",
              "    return np.minimum(np.abs(wi), np.abs(wf))",
              ("tests/test_pruning.py::test_quadrant_criteria_rank_each_distribution_as_the_authors_code",),
              "large_init_large_final thresholds min(|w_init|, |w_final|), i.e. selects by the smaller scale"),
-    Mutation("bernoulli_key_from_global_rng", "lt_keras/layers.py",
+    Mutation("bernoulli_key_from_global_rng", "MaskedKernelMixin._next_sample_key",
              "        return tf.stack([tf.constant(word, tf.int32), tf.cast(count, tf.int32)])",
              "        return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32) + 0 * tf.cast(count, tf.int32)",
              ("tests/test_supermask.py::test_killed_bernoulli_supermask_fit_resumes_bit_identical",
               "tests/test_supermask_binary.py::test_killed_bernoulli_run_resumes_to_the_uninterrupted_result"),
              "a resumed supermask run draws other masks than an uninterrupted one"),
-    Mutation("early_bird_fifo_not_restored", "lt_keras/early_bird.py",
+    Mutation("early_bird_fifo_not_restored", "EarlyBirdCallback.restore",
              "        if not self.state_dir or not os.path.isdir(self.state_dir):",
              "        if True:",
              ("tests/test_early_bird.py::test_killed_search_resumes_with_its_fifo_and_a_stopped_search_stays_stopped",
               "tests/test_early_bird.py::test_binary_finds_slims_retrains_and_counts_flops"),
              "a resumed Early-Bird search starts with empty mask queues"),
-    Mutation("stopped_fit_trains_on", "lt_keras/training.py",
+    Mutation("stopped_fit_trains_on", "fit",
              "    stopped = bool(done) and _stopped_step(backup_dir) == done\n",
              "    stopped = False\n",
              ("tests/test_early_bird.py::test_killed_search_resumes_with_its_fifo_and_a_stopped_search_stays_stopped",),
              "a search stopped at its Early-Bird epoch trains on when re-run after a kill"),
-    Mutation("early_bird_ticket_from_the_last_epoch", "lt_keras/early_bird.py",
+    Mutation("early_bird_ticket_from_the_last_epoch", "_ticket_for",
              "    mask = callback.mask_at(ratio, callback.emerged[ratio])",
              "    mask = callback.history[ratio][-1]",
              ("tests/test_early_bird.py::"
               "test_callback_puts_the_initial_mask_first_and_the_ticket_is_the_eb_epochs_mask",),
              "an Early-Bird ticket is cut by the last epoch's mask instead of its EB epoch's"),
-    Mutation("slim_takes_channel_major_rows_after_flatten", "lt_keras/early_bird.py",
+    Mutation("slim_takes_channel_major_rows_after_flatten", "slim",
              "(np.arange(spatial)[:, None] * channels + current[None, :]).ravel()",
              "(current[:, None] * spatial + np.arange(spatial)[None, :]).ravel()",
              ("tests/test_early_bird.py::test_slimming_before_flatten_keeps_the_right_dense_rows",),
              "slimming copies the wrong Dense rows after a Flatten of a map larger than 1x1"),
-    Mutation("export_parity_against_itself", "lt_keras/export.py",
+    Mutation("export_parity_against_itself", "_export",
              "        reference = model(x_check, training=False).numpy()\n",
              "        reference = exported\n",
              ("tests/test_reliability.py::test_export_parity_catches_a_wrong_strip",),
              "the export's parity check compares the export with itself"),
-    Mutation("coupled_decay_once_per_replica", "lt_keras/training.py",
+    Mutation("coupled_decay_once_per_replica", "_coupled_weight_decay.Coupled.apply_gradients",
              "            share = self.coupled_weight_decay / tf.distribute.get_strategy().num_replicas_in_sync",
              "            share = self.coupled_weight_decay",
              ("tests/test_training.py::test_coupled_weight_decay_is_applied_once_per_step_on_two_replicas",),
              "coupled weight decay is added by every replica, so N replicas decay N times"),
-    Mutation("global_allocation_at_the_pooled_rate_per_layer", "lt_keras/imp.py",
+    Mutation("global_allocation_at_the_pooled_rate_per_layer", "_next_mask",
              "        return prune_global(scores, mask, imp.prune_rate, rng=rng, count_rule=imp.prune_count)",
              "        return prune_layerwise(scores, mask, {k: imp.prune_rate for k in mask}, rng=rng)",
              ("tests/test_imp.py::test_one_shot_and_global",),
              "global allocation prunes each layer at the pooled rate (the total density is the same)"),
-    Mutation("keras3_bridge_drops_initializers", "lt_keras/keras3.py",
+    Mutation("keras3_bridge_drops_initializers", "_translate_config",
              "    for key, value in layer.get_config().items():\n        if key == \"dtype\"",
              "    for key, value in layer.get_config().items():\n        if key.endswith(\"_initializer\"):\n"
              "            continue\n        if key == \"dtype\"",
              ("tests/test_keras3.py::test_from_keras3_keeps_the_initializers",),
              "a Keras 3 model's initializers are lost (He-normal becomes Glorot-uniform; reinit draws change)"),
-    Mutation("ticket_mask_npz_unchecked", "lt_keras/ticket.py", "    if Mask.from_model(model) != mask:",
+    Mutation("ticket_mask_npz_unchecked", "load_ticket", "    if Mask.from_model(model) != mask:",
              "    if False:",
              ("tests/test_reliability.py::test_a_mask_npz_whose_values_differ_from_the_models_masks_is_refused",),
              "load_ticket accepts a mask.npz whose values differ from the model's masks"),
-    Mutation("expected_mask_keeps_p_one_half", "lt_keras/layers.py",
+    Mutation("expected_mask_keeps_p_one_half", "MaskedKernelMixin.learned_mask",
              "scale * tf.cast(scores > 0.0, scores.dtype)", "scale * tf.cast(scores >= 0.0, scores.dtype)",
              ("tests/test_supermask.py::test_expected_bernoulli_mask_keeps_only_scores_above_zero",),
              "the expected Bernoulli mask keeps scores of exactly 0 (p = 0.5)"),
-    Mutation("mask_ignored_in_training", "lt_keras/layers.py",
+    Mutation("mask_ignored_in_training", "MaskedKernelMixin.masked_kernel",
              "        return self._compose(tf.cast(self.effective_mask(training), self.kernel.dtype), override)",
              "        return self.kernel if training and override is None and not self.is_supermask else "
              "self._compose(tf.cast(self.effective_mask(training), self.kernel.dtype), override)",
@@ -235,14 +239,50 @@ def copy_tree(target):
             shutil.copy2(source, os.path.join(target, name))
 
 
+def functions(path):
+    """Qualified name -> (first line, last line) of every function in the module at ``path`` (1-based)."""
+    found = {}
+
+    def visit(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = prefix + child.name
+                if not isinstance(child, ast.ClassDef):
+                    found[name] = (child.lineno, child.end_lineno)
+                visit(child, name + ".")
+
+    visit(ast.parse(open(path).read()), "")
+    return found
+
+
+def locate(tree, function):
+    """``(path, first, last)`` of the one function of lt_keras with this qualified name, or an error string."""
+    hits = []
+    for folder, _, names in os.walk(os.path.join(tree, "lt_keras")):
+        for name in sorted(names):
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                span = functions(path).get(function)
+                if span:
+                    hits.append((path, *span))
+    if len(hits) != 1:
+        return f"function {function} found {len(hits)} times"
+    return hits[0]
+
+
 def apply(tree, mutation):
-    path = os.path.join(tree, mutation.path)
-    text = open(path).read()
-    count = text.count(mutation.old)
+    where = locate(tree, mutation.function)
+    if isinstance(where, str):
+        return where
+    path, first, last = where
+    lines = open(path).read().splitlines(keepends=True)
+    body = "".join(lines[first - 1:last])
+    count = body.count(mutation.old)
     if count != 1:
-        return f"patch target found {count} times"
-    open(path, "w").write(text.replace(mutation.old, mutation.new))
-    compile(open(path).read(), path, "exec")  # a mutant that does not parse would be killed for nothing
+        return f"patch target found {count} times in {mutation.function}"
+    text = "".join(lines[:first - 1]) + body.replace(mutation.old, mutation.new) + "".join(lines[last:])
+    open(path, "w").write(text)
+    compile(text, path, "exec")  # a mutant that does not parse would be killed for nothing
     return None
 
 

@@ -311,7 +311,7 @@ def main(argv):
     docs_dir = os.path.join(os.path.dirname(results), "results")
     os.makedirs(docs_dir, exist_ok=True)
     from lt_keras.io_utils import atomic_write_text
-    from lt_keras.runs import library_versions
+    from lt_keras.versions import library_versions
 
     versions = library_versions()
     head = ["# lt_keras results", "",

@@ -1,14 +1,13 @@
-"""Flags shared by every binary: the same name and meaning everywhere.
+"""What every binary is: a method of ``lt_keras.methods`` behind absl flags.
 
-Each binary defines its flags in ``define_flags()`` (called by its entry
-point, so importing a binary defines nothing), most of them generated from
-the config dataclasses (``config_flags``), then turns the parsed values into
-frozen configs with the helpers below.
+``binary(Method)`` gives a binary's entry point: define the method's flags
+(from its configs), build the configs from the parsed flags, run the method
+and print its report, with what a user can act on (bad input, a full disk,
+a signal) as one line and a non-zero exit. Importing a binary defines no
+flags; its entry point does.
 """
 import contextlib
-import dataclasses
 import errno
-import json
 import logging
 import os
 import signal
@@ -16,11 +15,9 @@ import sys
 
 from absl import flags
 
-from lt_keras.bin import config_flags
-from lt_keras.data import DataConfig
+from lt_keras._keras import tf
 from lt_keras.errors import ConfigError, LtKerasError
-from lt_keras.models import model_names
-from lt_keras.training import TrainConfig
+from lt_keras.runs import abandon_fresh_runs
 
 FLAGS = flags.FLAGS
 
@@ -58,76 +55,6 @@ def run_binary(define_flags, main):
         raise
 
 
-def define_common_flags(default_model="lenet_300_100", flag_values=FLAGS):
-    """--model, --output_dir, and the data and training flags (generated from DataConfig and TrainConfig)."""
-    flags.DEFINE_enum("model", default_model, model_names(), "Registered model.", flag_values=flag_values)
-    flags.DEFINE_string("output_dir", None, "Run directory (created; re-running resumes or skips).",
-                        flag_values=flag_values)
-    config_flags.define(DataConfig, flag_values)
-    config_flags.define(TrainConfig, flag_values)
-    flags.register_multi_flags_validator(
-        ["train_steps", "epochs"],
-        lambda v: v["train_steps"] is None or v["epochs"] is None,
-        "--train_steps and --epochs both set the training length; give only one.",
-        flag_values=flag_values,
-    )
-
-
-def define_precision_flags(flag_values=FLAGS):
-    """--precision and bit widths (from SearchPrecision): the search binaries."""
-    from lt_keras.precision import SearchPrecision
-
-    config_flags.define(SearchPrecision, flag_values)
-
-
-def data_config() -> DataConfig:
-    return config_flags.build(DataConfig)
-
-
-def search_precision():
-    from lt_keras.precision import SearchPrecision
-
-    return config_flags.build(SearchPrecision)
-
-
-def train_config() -> TrainConfig:
-    return config_flags.build(TrainConfig)
-
-
-def config_dict(**parts) -> dict:
-    """JSON-ready dict of frozen dataclass configs, exactly as it reads back from config.json."""
-    plain = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in parts.items()}
-    return json.loads(json.dumps(plain))
-
-
-def open_run(output_dir, binary_module, **config_parts):
-    """Open (or re-open) the run directory for this config: ``(run, summary)``, summary None unless complete."""
-    from absl import logging
-
-    from lt_keras.runs import RunDir
-
-    run = RunDir(output_dir)
-    _OPENED.append(run)
-    run.open(config_dict(**config_parts), operative_flagfile(binary_module))
-    if run.is_complete():
-        logging.info("%s is complete; nothing to train.", run.path)
-        return run, run.read_summary()
-    return run, None
-
-
-def operative_flagfile(binary_module: str) -> str:
-    """The flags of the lt_keras modules, one per line: a flagfile that re-runs this run."""
-    lines = [f"# Operative flags of {binary_module}; re-run with --flagfile=<this file>."]
-    for module, module_flags in sorted(FLAGS.flags_by_module_dict().items()):
-        if "lt_keras" not in module and module != binary_module and module != sys.argv[0]:
-            continue
-        for flag in sorted(module_flags, key=lambda f: f.name):
-            if flag.value is not None:
-                lines.append(flag.serialize())
-    return "\n".join(lines) + "\n"
-
-
-_OPENED = []  # run directories this process opened, for ``user_errors``
 _DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
                 errno.EACCES: "permission denied", errno.EROFS: "the file system is read-only",
                 errno.EPERM: "permission denied"}
@@ -147,8 +74,6 @@ def _raise_terminated(signum, frame):
 
 def _disk_full(error):
     """A TensorFlow write error that is a full disk (checkpoints, SavedModels): TensorFlow raises its own type."""
-    from lt_keras._keras import tf
-
     return isinstance(error, (tf.errors.ResourceExhaustedError, tf.errors.UnknownError, tf.errors.InternalError)) \
         and "no space left on device" in str(error).lower()
 
@@ -194,18 +119,21 @@ def user_errors(binary):
                  "and re-run the same command to resume.")
 
 
-def model_from_ticket(ticket_dir):
-    """lt-retrain and lt-export take the model from the ticket: a --model naming another is refused, and an
-    absent one is set to the ticket's (so flags.txt records the model that runs)."""
-    from lt_keras.ticket import ticket_model_name
-
-    name = ticket_model_name(ticket_dir)
-    if FLAGS["model"].present and FLAGS.model != name:
-        raise ConfigError("model", f"the ticket holds a {name!r} model, not {FLAGS.model!r}; drop --model.")
-    if name in model_names():
-        FLAGS.model = name
-
-
 def _abandon_fresh_runs():
-    for run in _OPENED:
-        run.abandon()
+    abandon_fresh_runs()
+
+
+def binary(method_class):
+    """The entry point of the binary for ``method_class`` (a ``lt_keras.methods.Method``)."""
+
+    def main(argv):
+        from absl import app
+
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        with user_errors(method_class.binary):
+            method, run_dir, spec = method_class.from_flags(FLAGS)
+            summary = method.run(run_dir, spec)
+        print(method.report(summary, run_dir))
+
+    return lambda: run_binary(method_class.define_flags, main)

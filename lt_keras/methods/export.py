@@ -1,0 +1,53 @@
+"""lt-export: a ticket as a plain SavedModel (and TFLite) that serves without lt_keras, checked and reported."""
+import dataclasses
+import json
+
+from absl import logging
+
+from lt_keras.errors import ConfigError
+from lt_keras.export import TFLITE_QUANTIZATION, export_ticket_dir
+from lt_keras.methods.base import Method, RunSpec
+from lt_keras.options import option
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """The ticket to export, the TFLite twin, and how many examples check and calibrate it."""
+
+    ticket_dir: str = option(None, "Ticket folder (model.keras, mask.npz, ticket.json) to export.")
+    tflite: bool = option(False, "Also write <saved_model_dir>.tflite.")
+    tflite_quantization: str = option("none", "TFLite weight/activation quantization.", choices=TFLITE_QUANTIZATION)
+    parity_examples: int = option(100, "Test examples for the parity checks.", lower_bound=1)
+    representative_examples: int = option(200, "Training examples that calibrate int8 TFLite.", lower_bound=1)
+
+    def __post_init__(self):
+        if not self.ticket_dir:
+            raise ConfigError("ticket_dir", "the ticket to export is required.")
+        if self.tflite_quantization not in TFLITE_QUANTIZATION:
+            raise ConfigError("tflite_quantization", f"{self.tflite_quantization!r} is not one of "
+                              f"{list(TFLITE_QUANTIZATION)}.")
+
+
+class Export(Method):
+    """Export ``config.ticket_dir`` into ``run_dir`` (the SavedModel's folder; the report is
+    ``<run_dir>.report.json``). The export takes its own lock and resumes; it has no run metadata."""
+
+    binary = "lt-export"
+    Config = ExportConfig
+    default_model = None  # the ticket's
+    run_dir_flag = "saved_model_dir"
+
+    def run(self, run_dir, spec: RunSpec = None) -> dict:
+        spec = self.resolve(spec if spec is not None else RunSpec())
+        if not run_dir:
+            raise ConfigError("saved_model_dir", "the folder for the SavedModel is required.")
+        data = spec.data.load()
+        logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
+        c = self.config
+        return export_ticket_dir(c.ticket_dir, run_dir, data, c.parity_examples,
+                                 c.tflite_quantization if c.tflite else None, c.representative_examples)
+
+    def report(self, summary, run_dir) -> str:
+        return (f"{json.dumps(summary, indent=2, sort_keys=True)}\n\nSavedModel: {run_dir} (max |diff| "
+                f"{summary['max_abs_diff_saved_model']:.2e}, {100 * summary['total_sparsity']:.1f}% zeros, zipped "
+                f"{summary['zip_ratio']:.2f}x of dense)")
