@@ -152,6 +152,15 @@ MASK0_ACTIONS = {
     "freeze_init_zero_reshuffle": _frozen_zero_reshuffle,
     "freeze_init_zero_rev": _frozen_zero_rev,
 }
+
+
+def check_mask0(action):
+    """The one validation of a mask-0 action name (configs, ``mask_model`` and the masked layers call it)."""
+    if action not in MASK0_ACTIONS:
+        raise ConfigError("mask0", f"{action!r} is not one of {list(MASK0_ACTIONS)}.")
+    return action
+
+
 NEEDS_FINAL_WEIGHTS = ("freeze_init_zero_mask", "freeze_init_zero_all", "freeze_init_zero_reshuffle",
                        "freeze_init_zero_rev")
 

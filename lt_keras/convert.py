@@ -11,10 +11,11 @@ import numpy as np
 from absl import logging
 
 from lt_keras._keras import keras
+from lt_keras.actions import check_mask0
 from lt_keras.errors import LtKerasError
 from lt_keras.graph import inline, input_name
 from lt_keras.keras3 import from_keras3, keras_line, not_keras2_message
-from lt_keras.layers import MASK0_ACTIONS, MASK_OPTIONS, MASKED_TWIN, PLAIN_TWIN, is_masked, walk_layers
+from lt_keras.layers import MASK_OPTIONS, MASKED_TWIN, PLAIN_TWIN, is_masked, walk_layers
 
 
 def _check_convertible(model):
@@ -72,8 +73,7 @@ def mask_model(model, **options):
     unknown = sorted(set(options) - set(MASK_OPTIONS))
     if unknown:
         raise LtKerasError(f"mask_model: unknown options {unknown}; choose from {list(MASK_OPTIONS)}.")
-    if options.get("mask0", "zero") not in MASK0_ACTIONS:
-        raise LtKerasError(f"mask0: {options['mask0']!r} is not one of {list(MASK0_ACTIONS)}.")
+    check_mask0(options.get("mask0", "zero"))
     if "mask_mode" in options and "eval_mask" not in options:
         options["eval_mask"] = None  # the new mode's default
 

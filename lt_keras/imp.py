@@ -15,7 +15,7 @@ import typing
 from absl import logging
 
 from lt_keras._keras import keras
-from lt_keras.actions import (MASK0_ACTIONS, NEEDS_FINAL_WEIGHTS, NEEDS_FRESH_DRAW, apply_mask0, kept_start,
+from lt_keras.actions import (NEEDS_FINAL_WEIGHTS, NEEDS_FRESH_DRAW, apply_mask0, check_mask0, kept_start,
                               mask1_action_names, mask1_start)
 from lt_keras.criteria import criterion_names, score
 from lt_keras.errors import ConfigError, LtKerasError
@@ -93,8 +93,7 @@ class ImpConfig:
             raise ConfigError("criterion", f"{self.criterion!r} is not one of {criterion_names()}.")
         if self.mask1 not in mask1_action_names():
             raise ConfigError("mask1", f"{self.mask1!r} is not one of {mask1_action_names()}.")
-        if self.mask0 not in MASK0_ACTIONS:
-            raise ConfigError("mask0", f"{self.mask0!r} is not one of {list(MASK0_ACTIONS)}.")
+        check_mask0(self.mask0)
         if self.prune_count not in COUNT_RULES:
             raise ConfigError("prune_count", f"{self.prune_count!r} is not one of {list(COUNT_RULES)}.")
         unknown = sorted(set(self.controls) - set(CONTROLS))

@@ -36,7 +36,7 @@ uninterrupted one does.
 import numpy as np
 
 from lt_keras._keras import keras, tf
-from lt_keras.actions import MASK0_ACTIONS
+from lt_keras.actions import check_mask0
 from lt_keras.bernoulli import sampled_mask
 from lt_keras.errors import LtKerasError
 from lt_keras.seeds import derive_seed
@@ -77,8 +77,7 @@ class MaskedKernelMixin:
 
     def _init_mask_options(self, mask0="zero", mask_mode="fixed", keep_fraction=0.5, score_init=0.0,
                            eval_mask=None, dynamic_weight_rescaling=False, sample_seed=0):
-        if mask0 not in MASK0_ACTIONS:
-            raise ValueError(f"mask0: {mask0!r} is not one of {list(MASK0_ACTIONS)}.")
+        check_mask0(mask0)
         if mask_mode not in MASK_MODES:
             raise ValueError(f"mask_mode: {mask_mode!r} is not one of {list(MASK_MODES)}.")
         eval_mask = eval_mask or EVAL_MASKS[mask_mode][0]

@@ -14,7 +14,11 @@ Keras layers, so the same architecture can be compared with and without masks.
   their Gaussian Glorot init.
 - ``resnet20``: He et al. (2016) CIFAR ResNet-20 with projection shortcuts (Frankle & Carbin's
   "Resnet-18": 16/32/64 filters, 3 blocks a stage).
+- ``resnet18``, ``resnet50``: the ImageNet ResNets of torchvision (open_lth's and You et al.'s), for
+  224x224 inputs.
 """
+import functools
+
 from lt_keras._keras import keras
 from lt_keras.errors import LtKerasError
 from lt_keras.layers import MaskedConv2D, MaskedDense
@@ -34,13 +38,16 @@ def model_names():
     return sorted(_REGISTRY)
 
 
-def build_model(name, input_shape, num_classes, masked=True, **kwargs):
-    """Build registered model ``name`` for inputs of ``input_shape``."""
+def build_model(name, input_shape, num_classes, masked=True, **layer_options):
+    """Build registered model ``name`` for inputs of ``input_shape``; ``layer_options`` (``mask0``, the
+    supermask options of ``lt_keras.layers``) go to every masked layer as it is built, so a search needs no
+    converting clone."""
     if name not in _REGISTRY:
         raise LtKerasError(f"unknown model {name!r}; choose one of {model_names()}.")
-    return _REGISTRY[name](
-        input_shape=tuple(input_shape), num_classes=num_classes, masked=masked, **kwargs
-    )
+    if layer_options and not masked:
+        raise LtKerasError(f"masked layer options {sorted(layer_options)} need masked=True.")
+    return _REGISTRY[name](input_shape=tuple(input_shape), num_classes=num_classes,
+                           masked=dict(layer_options) if layer_options else masked)
 
 
 def parameter_count(model) -> int:
@@ -50,7 +57,12 @@ def parameter_count(model) -> int:
 
 
 def _layers(masked):
-    return (MaskedDense, MaskedConv2D) if masked else (keras.layers.Dense, keras.layers.Conv2D)
+    """The dense and conv layer classes of a build: plain, masked, or masked with options (a dict)."""
+    if not masked:
+        return keras.layers.Dense, keras.layers.Conv2D
+    if isinstance(masked, dict):
+        return functools.partial(MaskedDense, **masked), functools.partial(MaskedConv2D, **masked)
+    return MaskedDense, MaskedConv2D
 
 
 def _fc_head(x, dense, widths, num_classes, init):
@@ -201,3 +213,67 @@ def resnet20(input_shape=(32, 32, 3), num_classes=10, masked=True):
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
     outputs = dense(num_classes, name="output")(x)
     return keras.Model(inputs, outputs, name="resnet20")
+
+
+def _imagenet_resnet(name, block, blocks_per_stage, input_shape, num_classes, masked):
+    """torchvision's ImageNet ResNet (v1.5: a bottleneck strides in its 3x3 conv), as open_lth and You et al. use
+    it: bias-free convolutions with Kaiming-normal (fan_out) init, BatchNorm (eps 1e-5, PyTorch momentum 0.1),
+    explicit zero padding where a convolution or the stem's pool strides (PyTorch pads both sides), and the
+    classifier's PyTorch default init, U(+-1/sqrt(fan_in)) for weights and bias. Layer names follow
+    torchvision's (``layer2_0_conv1`` for ``layer2.0.conv1``), so mask keys are stable."""
+    dense, conv = _layers(masked)
+
+    def conv_init():  # a fresh initializer per layer: Keras repeats an unseeded instance's values
+        return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+
+    def conv_bn(x, filters, kernel, stride, prefix, index, relu=True):
+        if stride > 1 and kernel > 1:
+            x = keras.layers.ZeroPadding2D(kernel // 2, name=f"{prefix}_pad{index}")(x)
+        x = conv(filters, kernel, strides=stride, padding="valid" if stride > 1 and kernel > 1 else "same",
+                 use_bias=False, kernel_initializer=conv_init(), name=f"{prefix}_conv{index}")(x)
+        x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"{prefix}_bn{index}")(x)
+        return keras.layers.ReLU(name=f"{prefix}_relu{index}")(x) if relu else x
+
+    inputs = keras.Input(input_shape, name="image")
+    x = keras.layers.ZeroPadding2D(3, name="pad1")(inputs)
+    x = conv(64, 7, strides=2, use_bias=False, kernel_initializer=conv_init(), name="conv1")(x)
+    x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="bn1")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.ZeroPadding2D(1, name="pool_pad")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
+    expansion = 4 if block == "bottleneck" else 1
+    for stage, (width, count) in enumerate(zip((64, 128, 256, 512), blocks_per_stage), start=1):
+        for index in range(count):
+            stride = 2 if stage > 1 and index == 0 else 1
+            prefix = f"layer{stage}_{index}"
+            shortcut = x
+            if block == "bottleneck":
+                y = conv_bn(x, width, 1, 1, prefix, 1)
+                y = conv_bn(y, width, 3, stride, prefix, 2)
+                y = conv_bn(y, width * expansion, 1, 1, prefix, 3, relu=False)
+            else:
+                y = conv_bn(x, width, 3, stride, prefix, 1)
+                y = conv_bn(y, width, 3, 1, prefix, 2, relu=False)
+            if stride != 1 or shortcut.shape[-1] != width * expansion:
+                shortcut = conv_bn(x, width * expansion, 1, stride, prefix + "_downsample", 0, relu=False)
+            x = keras.layers.Add(name=prefix + "_add")([shortcut, y])
+            x = keras.layers.ReLU(name=prefix + "_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    bound = 1.0 / float(x.shape[-1]) ** 0.5
+    outputs = dense(num_classes, kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
+                    bias_initializer=keras.initializers.RandomUniform(-bound, bound), name="fc")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register("resnet18")
+def resnet18(input_shape=(224, 224, 3), num_classes=1000, masked=True):
+    """ResNet-18 (He et al. 2016; torchvision): basic blocks, 2 a stage; 11,689,512 parameters at 1,000
+    classes (You et al.'s Early-Bird ImageNet network)."""
+    return _imagenet_resnet("resnet18", "basic", (2, 2, 2, 2), input_shape, num_classes, masked)
+
+
+@register("resnet50")
+def resnet50(input_shape=(224, 224, 3), num_classes=1000, masked=True):
+    """ResNet-50 (He et al. 2016; torchvision v1.5): bottleneck blocks 3/4/6/3; 25,557,032 parameters at
+    1,000 classes (open_lth's ImageNet network, Frankle et al. 2020)."""
+    return _imagenet_resnet("resnet50", "bottleneck", (3, 4, 6, 3), input_shape, num_classes, masked)

@@ -41,12 +41,73 @@ SLOW_FIRST = ("test_tools.py::test_reproduce_quick", "test_tools.py::test_bench_
               "test_supermask_binary.py::test_learned", "test_supermask_binary.py::test_untrained",
               "test_imp_binary.py::test_imp_run", "test_imp_binary.py::test_int8", "test_reliability.py::test_two_imp")
 
+# The ``slow`` tests (``pytest -m "not slow"`` is the fast loop; CI runs everything): every test that starts a
+# subprocess (a binary, a tool, a fresh interpreter; ``_no_subprocess_unless_slow`` refuses one elsewhere) and
+# the in-process ones that take tens of seconds here. Names are prefixes of test ids (``file::name``).
+SLOW = (
+    "test_early_bird.py::test_binary_", "test_early_bird.py::test_int8_search",
+    "test_flagfiles.py::test_help_lists", "test_flagfiles.py::test_every_binarys_help",
+    "test_flagfiles.py::test_every_module_is_an_attribute",
+    "test_imp_binary.py::", "test_train_binary.py::", "test_supermask_binary.py::",
+    "test_keras3.py::test_importing_lt_keras_leaves", "test_keras3.py::test_the_8bit_path",
+    "test_layers.py::test_savedmodel_serves_without_lt_keras",
+    "test_mask_holds.py::test_output_is_kernel_times_mask_on_every_replica",
+    "test_precision.py::test_fp32_is_the_model_itself", "test_readme_example.py::",
+    "test_reliability.py::test_a_second_writer", "test_reliability.py::test_a_holder_that_has_not_signed",
+    "test_reliability.py::test_two_imp_runs", "test_reliability.py::test_a_command_refused",
+    "test_reliability.py::test_a_supermask_at_a_runaway", "test_reliability.py::test_diverged_binary",
+    "test_reliability.py::test_a_second_export",
+    "test_retrain_export.py::test_retrain_keeps_masks", "test_retrain_export.py::test_mirrored_strategy",
+    "test_retrain_export.py::test_multi_worker", "test_retrain_export.py::test_broken_tickets",
+    "test_retrain_export.py::test_supermask_ticket_retrains", "test_retrain_export.py::test_hand_edited_ticket",
+    "test_supermask.py::test_topk_fit_under_a_mirrored_strategy",
+    "test_tools.py::test_bench_quick", "test_tools.py::test_reproduce", "test_tools.py::test_quick_mode_refuses",
+    "test_tools.py::test_zhou_checks_on_hand_made_rounds",
+    "test_training.py::test_coupled_weight_decay_is_applied_once_per_step_on_two_replicas",
+    # in process, but whole searches, kills and resumes: 20-50 s each here
+    "test_imp.py::test_round_killed_mid_training", "test_imp.py::test_killed_run_with_controls",
+    "test_imp.py::test_resumed_round_trains", "test_imp.py::test_controls_differ", "test_imp.py::test_counts_rewind",
+    "test_precision.py::test_stochastic_rounding_is_unbiased", "test_precision.py::test_fp32_int8_fp32_round_trip",
+    "test_early_bird.py::test_early_bird_detects_the_same", "test_early_bird.py::test_killed_search",
+    "test_early_bird.py::test_search_is_one_library_call", "test_models.py::test_every_layer_is_named",
+    "test_models.py::test_imagenet_resnets", "test_supermask.py::test_learn_and_untrained",
+    "test_supermask.py::test_killed_bernoulli", "test_nested.py::test_a_nested_ticket_is_found",
+    "test_tools.py::test_every_planted_bug",
+)
+
+
+def _is_slow(nodeid):
+    name = nodeid.split("/")[-1]
+    return any(name.startswith(prefix) for prefix in SLOW)
+
 
 def pytest_collection_modifyitems(items):
+    for item in items:
+        if _is_slow(item.nodeid):
+            item.add_marker(pytest.mark.slow)
+
     def rank(item):  # slowest first, in SLOW_FIRST's order; the rest keep theirs (the sort is stable)
         return next((i for i, name in enumerate(SLOW_FIRST) if name in item.nodeid), len(SLOW_FIRST))
 
     items.sort(key=rank)
+
+
+@pytest.fixture(autouse=True)
+def _no_subprocess_unless_slow(request, monkeypatch):
+    """A test outside SLOW that starts a Python subprocess (a binary, a tool, a fresh interpreter) fails at once,
+    naming the fix: the fast loop stays fast. Other programs (a library's own helpers) are let through."""
+    if request.node.get_closest_marker("slow") is None:
+        start = subprocess.Popen.__init__
+
+        def guarded(self, args, *rest, **kwargs):
+            program = args[0] if isinstance(args, (list, tuple)) and args else args
+            if program == sys.executable:
+                raise AssertionError(f"{request.node.nodeid} starts a Python subprocess: add it to SLOW in "
+                                     "tests/conftest.py")
+            start(self, args, *rest, **kwargs)
+
+        monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
+    yield
 
 
 @pytest.fixture(autouse=True)

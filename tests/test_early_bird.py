@@ -12,6 +12,7 @@ from lt_keras import early_bird as eb
 from lt_keras._keras import keras
 from lt_keras.flops import forward_flops_per_example, training_flops_per_step
 from lt_keras.models import build_model
+from lt_keras.methods.early_bird import _ticket_for
 from lt_keras.ticket import load_ticket
 from tests.conftest import REPO, kill_binary_when
 
@@ -114,7 +115,7 @@ def test_callback_puts_the_initial_mask_first_and_the_ticket_is_the_eb_epochs_ma
     assert callback.emerged == {0.3: 3, 0.7: 5} and callback.epochs == [0, 1, 2, 3, 4, 5]
     config = eb.EarlyBirdConfig(prune_ratios=(0.3, 0.7))
     for ratio, epoch in callback.emerged.items():
-        _, _, used = eb._ticket_for(model, callback, ratio, config, SearchPrecision())
+        _, _, used = _ticket_for(model, callback, ratio, config, SearchPrecision())
         assert used == masks(plan[ratio][epoch - 1])
         np.testing.assert_array_equal(model.get_weights()[0], callback.eb_weights[ratio][0])
     assert callback.mask_at(0.3, 3) != callback.history[0.3][-1]
@@ -258,7 +259,9 @@ def test_binary_finds_slims_retrains_and_counts_flops(tmp_path):
 def test_binary_bad_flags(tmp_path):
     for extra, message in ((["--prune_ratios=0.5,1.5", "--epochs=1"], "--prune_ratios"),
                            (["--train_steps=10"], "--epochs"),
-                           (["--epochs=1", "--retrain_ratios=0.9"], "--retrain_ratios")):
+                           (["--epochs=1", "--retrain_ratios=0.9"], "--retrain_ratios"),
+                           (["--epochs=2", "--lr_schedule=step", "--lr_decay_steps=10"],
+                            "--lr_decay_steps: Early-Bird")):
         result = run("lt_keras.bin.early_bird", f"--output_dir={tmp_path / 'x'}", *extra)
         assert result.returncode != 0, result.stderr[-800:]
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-800:]
@@ -359,21 +362,25 @@ def test_killed_search_resumes_with_its_fifo_and_a_stopped_search_stays_stopped(
 
 
 def test_search_is_one_library_call(tmp_path):
-    """lt-early-bird's pipeline from Python with typed configs, no flags."""
+    """lt-early-bird from Python with typed configs, no flags: the method writes what the binary writes."""
     from lt_keras.data import DataConfig
+    from lt_keras.methods import EarlyBird, RunSpec
     from lt_keras.training import TrainConfig
 
-    data = DataConfig(max_train_examples=200, validation_size=100).load()
+    data = DataConfig(max_train_examples=200, validation_size=100)
     config = eb.EarlyBirdConfig(prune_ratios=(0.5,), queue_length=2, epsilon=0.5, retrain_ratios=(),
                                 initial_mask=False)
     train = TrainConfig(epochs=2, batch_size=50, optimizer="sgd", learning_rate=0.05, jit_compile=False)
-    summary = eb.search(str(tmp_path), "resnet20", data, train, config)
+    summary = EarlyBird(config).run(str(tmp_path), RunSpec("resnet20", data, train))
     assert summary["ratios"]["0.5"]["eb_epoch"] == 2 and "retrain_test_accuracy" not in summary["ratios"]["0.5"]
+    assert summary["search_precision"]["precision"] == "fp32" and summary["model"] == "resnet20"
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
     assert load_ticket(tmp_path / "eb_p0.5" / "ticket").info.found_at_precision == "fp32"
     assert not list(tmp_path.rglob("backup_*"))
+    assert "--prune_ratios=0.5" in (tmp_path / "flags.txt").read_text().splitlines()
     with pytest.raises(LtKerasError, match="epochs: "):
-        eb.search(str(tmp_path / "steps"), "resnet20", data, TrainConfig(train_steps=4), config)
+        EarlyBird(config).run(str(tmp_path / "steps"), RunSpec("resnet20", data, TrainConfig(train_steps=4)))
+    assert not (tmp_path / "steps").exists()  # refused before the run directory is made
     with pytest.raises(LtKerasError, match="retrain_ratios: "):
         eb.EarlyBirdConfig(prune_ratios=(0.5,), retrain_ratios=(0.3,))
 

@@ -29,7 +29,7 @@ def test_bench_quick_measures_every_figure(tmp_path):
                 ("supermask lenet_300_100", "topk/plain"),
                 ("bernoulli mask draw lenet_300_100", "fused/philox"),
                 ("topk select lenet_300_100", "radix/top_k"),
-                ("eb inference vgg11_bn p=0.5", "slimmed/dense")}
+                ("eb inference vgg11_bn p=0.5", "slimmed/dense"), ("mask_model resnet50", "seconds")}
     assert expected <= ratios
     assert all(r["value"] > 0 and (r["target"] is None or r["met"] in (True, False)) for r in report["rows"])
     assert "median ratio" in result.stdout

@@ -12,10 +12,12 @@ in one fixed scratch folder, so that every path a run records is the same on
 both trees, then moves the folder to ``--result``. ``--compare`` compares
 the two results file by file with ``chaos.compare_trees`` (masks, weights,
 metrics; time measurements and wall-clock stamps excepted; ``flags.txt`` as
-a set of flags, see RESOLVED_FLAGS) and exits non-zero on the first
+a set of flags, see RESOLVED_FLAGS; ``summary.json`` may add
+ADDED_SUMMARY_KEYS) and exits non-zero on the first
 difference of any scenario. About 5 minutes a tree on
 2 cores.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -25,7 +27,7 @@ import time
 
 from absl import app, flags
 
-from chaos import compare_trees
+from chaos import _strip, compare_trees
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 flags.DEFINE_string("tree", REPO, "Source tree whose binaries run (a checkout of lt_keras).")
@@ -100,11 +102,27 @@ def _flag_difference(a, b):
     return f"flags.txt differs in {changed}" if changed else None
 
 
+# Keys a newer tree's summary.json holds that an older one's lacked (every summary's common keys since the
+# methods floor): an addition, not a changed result.
+ADDED_SUMMARY_KEYS = ("model", "dataset", "data_source", "search_precision")
+
+
+def _summary_difference(a, b):
+    paths = [os.path.join(x, "summary.json") for x in (a, b)]
+    if not all(os.path.exists(p) for p in paths):
+        return None if not any(os.path.exists(p) for p in paths) else "summary.json exists in one only"
+    old, new = (_strip(json.load(open(p)), x) for p, x in zip(paths, (a, b)))
+    new = {k: v for k, v in new.items() if k in old or k not in ADDED_SUMMARY_KEYS}
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return f"summary.json differs in {changed}" if changed else None
+
+
 def compare(a, b):
     differences = 0
     for name in SCENARIOS:
         left, right = os.path.join(a, name), os.path.join(b, name)
-        difference = compare_trees(left, right, skip=("flags.txt",)) or _flag_difference(left, right)
+        difference = (compare_trees(left, right, skip=("flags.txt", "summary.json"))
+                      or _flag_difference(left, right) or _summary_difference(left, right))
         differences += difference is not None
         print(f"{name}: {'same' if difference is None else 'DIFFERENT: ' + difference}")
     if differences:

@@ -86,7 +86,7 @@ class Method:
                 return run.read_summary()
             data = spec.data.load()
             logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
-            summary = self.execute(run.path, spec, data)
+            summary = {**self.execute(run.path, spec, data), **self.common_keys(spec, data)}
             run.write_summary(summary)
             self.after_summary(run.path)
         return summary
@@ -98,6 +98,13 @@ class Method:
     def report(self, summary: dict, run_dir) -> str:
         """What the binary prints for a summary."""
         raise NotImplementedError
+
+    def common_keys(self, spec: RunSpec, data) -> dict:
+        """What every summary.json holds: the model, the data, and for a search its precision."""
+        keys = {"model": spec.model, "dataset": data.spec.name, "data_source": data.source}
+        if self.searches:
+            keys["search_precision"] = spec.precision.describe()
+        return keys
 
     # --- hooks with shared defaults -------------------------------------------------------------------------
 

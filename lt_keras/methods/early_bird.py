@@ -40,6 +40,9 @@ class EarlyBird(Method):
     def resolve(self, spec: RunSpec) -> RunSpec:
         if spec.train.epochs is None:
             raise ConfigError("epochs", "Early-Bird works in epochs; set epochs, not train_steps.")
+        if spec.train.lr_decay_steps:  # the phases shift the schedule by epochs; steps would be dropped silently
+            raise ConfigError("lr_decay_steps", "Early-Bird's schedule is in epochs: give the decay points as "
+                              "lr_decay_epochs.")
         return super().resolve(spec)
 
     def execute(self, run_dir, spec: RunSpec, data) -> dict:
@@ -58,11 +61,9 @@ class EarlyBird(Method):
         search_time = search_result.wall_time_s  # all of its processes' training seconds (a resumed search too)
         searched_epochs = len(search_result.history)
         dense_step = training_flops_per_step(build(), train_cfg.batch_size)
-        summary = {"model": model_name, "dataset": data.spec.name, "data_source": data.source,
-                   "schedule_epochs": epochs, "search_epochs": searched_epochs, "search_wall_time_s": search_time,
+        summary = {"schedule_epochs": epochs, "search_epochs": searched_epochs, "search_wall_time_s": search_time,
                    "dense_flops_per_step": dense_step, "steps_per_epoch": spe, "retrain_from": config.retrain_from,
                    "granularity": config.granularity, "search_final_test_accuracy": search_result.final_test_accuracy,
-                   "search_precision": precision.describe(),
                    "ratios": {}}
         dense_baseline = None
         for ratio in config.prune_ratios:

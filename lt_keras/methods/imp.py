@@ -18,6 +18,7 @@ from lt_keras._keras import keras
 from lt_keras.convert import mask_model
 from lt_keras.imp import ImpConfig, RoundState, TrainedRound, write_round_ticket, check_schedule, imp_rounds, kernels
 from lt_keras.io_utils import atomic_write_json, load_weights, read_json, save_weights
+from lt_keras.layers import masked_layers
 from lt_keras.mask import Mask
 from lt_keras.methods.base import Method, RunSpec
 from lt_keras.models import build_model
@@ -38,11 +39,11 @@ class Imp(Method):
 
     def execute(self, run_dir, spec: RunSpec, data) -> dict:
         imp = self.config
-        results = search(run_dir, lambda: build_model(spec.model, data.input_shape, data.num_classes), data, imp,
-                         spec.train, precision=spec.precision)
+        results = search(run_dir, lambda: build_model(spec.model, data.input_shape, data.num_classes, mask0=imp.mask0),
+                         data, imp, spec.train, precision=spec.precision)
         plot_rounds(results, os.path.join(run_dir, "report.png"), title=f"{spec.model} on {data.spec.name}: IMP, "
                     f"criterion {imp.criterion}, rewind {imp.rewind}")
-        return {"model": spec.model, "dataset": data.spec.name, "data_source": data.source, "rounds": results}
+        return {"rounds": results}
 
     def report(self, summary, run_dir) -> str:
         return (f"{round_table(summary['rounds'])}\n\nRun directory: {run_dir} (report.png, summary.json, "
@@ -62,11 +63,9 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
     an uninterrupted one.
     """
     base = build
-    if imp.mask0 != "zero":
-        base = _with_mask0(base, imp.mask0)
 
     def build():
-        return precision.to_search(base())
+        return precision.to_search(_with_mask0(base(), imp.mask0))
 
     data.check_batch_size(train.batch_size)
     keras.utils.set_random_seed(train.seed)  # theta_0 as lt-train draws it for the same --seed
@@ -166,9 +165,12 @@ def _evaluate(model, data):
     return float(model.evaluate(data.eval_dataset("test"), verbose=0, return_dict=True)["accuracy"])
 
 
-def _with_mask0(build, mask0):
-    """``build`` whose masked layers keep their initial values where pruned."""
-    return lambda: mask_model(build(), mask0=mask0)
+def _with_mask0(model, mask0):
+    """``model``, converted only where a builder did not give its masked layers ``mask0`` (a registered model
+    is built with it: ``build_model(..., mask0=...)``)."""
+    if all(layer.mask0 == mask0 for layer in masked_layers(model)):
+        return model
+    return mask_model(model, mask0=mask0)
 
 
 def _seeded_build(build, seed, k, purpose):

@@ -58,9 +58,7 @@ class Retrain(Method):
         return super().resolve(spec)
 
     def execute(self, run_dir, spec: RunSpec, data) -> dict:
-        summary = retrain(run_dir, self.config.ticket_dir, data, spec.train, self.strategy, self.config.strategy)
-        summary.update(dataset=data.spec.name, data_source=data.source)
-        return summary
+        return retrain(run_dir, self.config.ticket_dir, data, spec.train, self.strategy, self.config.strategy)
 
     def report(self, summary, run_dir) -> str:
         return (f"{json.dumps(summary, indent=2, sort_keys=True)}\n\nretrained {summary['method']} ticket "

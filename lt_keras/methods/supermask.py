@@ -52,11 +52,8 @@ class Supermask(Method):
 
     def execute(self, run_dir, spec: RunSpec, data) -> dict:
         if self.config.untrained.from_run:
-            summary = untrained(spec.model, data, self.config.untrained, spec.train.seed)
-        else:
-            summary = learn(run_dir, spec.model, data, spec.train, self.config.learn, spec.precision)
-        summary.update(model=spec.model, dataset=data.spec.name, data_source=data.source)
-        return summary
+            return untrained(spec.model, data, self.config.untrained, spec.train.seed)
+        return learn(run_dir, spec.model, data, spec.train, self.config.learn, spec.precision)
 
     def report(self, summary, run_dir) -> str:
         lines = [json.dumps(summary, indent=2, sort_keys=True)]

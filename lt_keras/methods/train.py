@@ -27,9 +27,6 @@ class Train(Method):
         model, result = build_and_train(spec.model, data, spec.train, output_dir=run_dir, backup_dir=backup)
         shutil.rmtree(backup, ignore_errors=True)
         return {
-            "model": spec.model,
-            "dataset": data.spec.name,
-            "data_source": data.source,
             "data_sizes": data.sizes(),
             "parameters": parameter_count(model),
             "density": Mask.from_model(model).density(),
