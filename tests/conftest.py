@@ -41,9 +41,10 @@ SLOW_FIRST = ("test_tools.py::test_reproduce_quick", "test_tools.py::test_bench_
               "test_supermask_binary.py::test_learned", "test_supermask_binary.py::test_untrained",
               "test_imp_binary.py::test_imp_run", "test_imp_binary.py::test_int8", "test_reliability.py::test_two_imp")
 
-# The ``slow`` tests (``pytest -m "not slow"`` is the fast loop; CI runs everything): every test that starts a
-# subprocess (a binary, a tool, a fresh interpreter; ``_no_subprocess_unless_slow`` refuses one elsewhere) and
-# the in-process ones that take tens of seconds here. Names are prefixes of test ids (``file::name``).
+# The ``slow`` tests (``pytest -m "not slow"`` is the fast loop, <= 3 minutes on 2 cores; CI runs everything):
+# every test that starts a Python subprocess (a binary, a tool, a fresh interpreter; ``_no_subprocess_unless_slow``
+# refuses one elsewhere), and the in-process ones that take 10 s or more here (whole searches, kills and
+# resumes, sweeps of many trainings). Names are prefixes of test ids (``file::name``).
 SLOW = (
     "test_early_bird.py::test_binary_", "test_early_bird.py::test_int8_search",
     "test_flagfiles.py::test_help_lists", "test_flagfiles.py::test_every_binarys_help",
@@ -72,7 +73,16 @@ SLOW = (
     "test_early_bird.py::test_search_is_one_library_call", "test_models.py::test_every_layer_is_named",
     "test_models.py::test_imagenet_resnets", "test_supermask.py::test_learn_and_untrained",
     "test_supermask.py::test_killed_bernoulli", "test_nested.py::test_a_nested_ticket_is_found",
-    "test_tools.py::test_every_planted_bug",
+    "test_tools.py::test_every_planted_bug", "test_tools.py::test_early_bird_report_judges",
+    # in process, sweeps of many trainings or compilations: 10-100 s each here
+    "test_mask_holds.py::test_output_is_kernel_times_mask_after_every_write", "test_imp.py::test_every_mask1_action",
+    "test_topk.py::test_ties_keep_the_lowest_indices", "test_topk.py::test_matches_sorting",
+    "test_topk.py::test_within_and_the_straight_through_slope", "test_supermask.py::test_training_moves_only",
+    "test_supermask.py::test_straight_through_gradient", "test_training.py::test_xla_setting_is_what",
+    "test_training.py::test_killed_fit_with_backup", "test_training.py::test_late_rewind_snapshot",
+    "test_retrain_export.py::test_xla_and_non_xla", "test_precision.py::test_xla_and_eager_agree",
+    "test_precision.py::test_supermask_twin_keeps", "test_nested.py::test_int8_twin_of_a_nested",
+    "test_nested.py::test_export_of_a_nested_ticket",
 )
 
 
