@@ -82,7 +82,8 @@ SLOW = (
     "test_training.py::test_killed_fit_with_backup", "test_training.py::test_late_rewind_snapshot",
     "test_retrain_export.py::test_xla_and_non_xla", "test_precision.py::test_xla_and_eager_agree",
     "test_precision.py::test_supermask_twin_keeps", "test_nested.py::test_int8_twin_of_a_nested",
-    "test_nested.py::test_export_of_a_nested_ticket",
+    "test_nested.py::test_export_of_a_nested_ticket", "test_early_bird.py::test_int8_twin_detector",
+    "test_imp.py::test_one_shot_and_global", "test_supermask.py::test_topk_keeps_exactly",
 )
 
 
