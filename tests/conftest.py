@@ -84,6 +84,9 @@ SLOW = (
     "test_precision.py::test_supermask_twin_keeps", "test_nested.py::test_int8_twin_of_a_nested",
     "test_nested.py::test_export_of_a_nested_ticket", "test_early_bird.py::test_int8_twin_detector",
     "test_imp.py::test_one_shot_and_global", "test_supermask.py::test_topk_keeps_exactly",
+    "test_supermask.py::test_bernoulli_supermask_learns_the_same", "test_supermask.py::test_criterion_mask_and",
+    "test_retrain_export.py::test_an_int8_found_ticket", "test_training.py::test_same_seed_same_result",
+    "test_imp.py::test_mask0_actions_end_to_end", "test_imp.py::test_freeze_init_zero_mask_keeps",
 )
 
 
