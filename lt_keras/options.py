@@ -102,9 +102,10 @@ def _item(field, text):
         raise LtKerasError(f"--{field.name}: {text!r} is not a valid {kind.__name__}.") from None
 
 
-def flag_lines(config) -> list:
+def flag_lines(config, only=None) -> list:
     """``--name=value`` lines, sorted by name, that set every option of ``config`` (nested configs included)
-    not None, serialized by absl itself (so each line parses back to the same value)."""
+    not None and, with ``only``, named there; serialized by absl itself (each line parses back to the same
+    value)."""
     scratch = flags.FlagValues()
     define(type(config), scratch)
     values = {}
@@ -114,7 +115,7 @@ def flag_lines(config) -> list:
             value = getattr(instance, field.name)
             if dataclasses.is_dataclass(value):
                 collect(value)
-            elif "help" in field.metadata and value is not None:
+            elif "help" in field.metadata and value is not None and (only is None or field.name in only):
                 values[field.name] = [str(v) for v in value] if isinstance(value, tuple) else value
 
     collect(config)

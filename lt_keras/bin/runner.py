@@ -93,11 +93,11 @@ def user_errors(binary):
     try:
         yield
     except LtKerasError as e:
-        _abandon_fresh_runs()
+        abandon_fresh_runs()
         # A config field's error names its flag.
         sys.exit(f"{binary}: error: " + (f"--{e.field}: {e.message}" if isinstance(e, ConfigError) else str(e)))
     except (KeyboardInterrupt, Terminated) as e:
-        _abandon_fresh_runs()
+        abandon_fresh_runs()
         signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
         what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
         sys.stderr.write(f"{binary}: {what}; re-run the same command to resume from the last saved point.\n")
@@ -107,20 +107,16 @@ def user_errors(binary):
     except OSError as e:
         if e.errno not in _DISK_ERRORS:
             raise
-        _abandon_fresh_runs()
+        abandon_fresh_runs()
         where = f" writing {e.filename}" if e.filename else ""
         sys.exit(f"{binary}: error: {_DISK_ERRORS[e.errno]}{where}; completed work is kept, free space or fix "
                  "permissions and re-run the same command to resume.")
     except Exception as e:  # noqa: BLE001 (only TensorFlow's disk-full errors are handled; the rest re-raise)
         if not _disk_full(e):
             raise
-        _abandon_fresh_runs()
+        abandon_fresh_runs()
         sys.exit(f"{binary}: error: the disk is full ({type(e).__name__}); completed work is kept, free space "
                  "and re-run the same command to resume.")
-
-
-def _abandon_fresh_runs():
-    abandon_fresh_runs()
 
 
 def binary(method_class):

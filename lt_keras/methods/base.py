@@ -84,8 +84,7 @@ class Method:
             if run.is_complete():
                 logging.info("%s is complete; nothing to train.", run.path)
                 return run.read_summary()
-            data = spec.data.load()
-            logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
+            data = self.load_data(spec)
             summary = {**self.execute(run.path, spec, data), **self.common_keys(spec, data)}
             run.write_summary(summary)
             self.after_summary(run.path)
@@ -98,6 +97,11 @@ class Method:
     def report(self, summary: dict, run_dir) -> str:
         """What the binary prints for a summary."""
         raise NotImplementedError
+
+    def load_data(self, spec: RunSpec):
+        data = spec.data.load()
+        logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
+        return data
 
     def common_keys(self, spec: RunSpec, data) -> dict:
         """What every summary.json holds: the model, the data, and for a search its precision."""
@@ -161,18 +165,13 @@ class Method:
     @classmethod
     def from_flags(cls, flag_values):
         """``(method, run_dir, spec)`` from parsed flags."""
-        spec = build(RunSpec, flag_values)
-        if flag_values["model"].using_default_value and cls.default_model is None:
-            spec = dataclasses.replace(spec, model=None)
-        return cls(build(cls.Config, flag_values)), flag_values[cls.run_dir_flag].value, spec
+        return cls(build(cls.Config, flag_values)), flag_values[cls.run_dir_flag].value, build(RunSpec, flag_values)
 
     def flagfile(self, run_dir, spec: RunSpec) -> str:
         """The operative flags of this run, one per line: a flagfile that re-runs it with ``self.binary``."""
         known = flags.FlagValues()
         self.define_flags(known)
-        lines = [line for line in flag_lines(spec) + flag_lines(self.config)
-                 if line.lstrip("-").split("=")[0] in known or line.startswith("--no")
-                 and line[4:] in known]
+        lines = flag_lines(spec, only=known) + flag_lines(self.config, only=known)
         lines.append(f"--{self.run_dir_flag}={os.path.abspath(run_dir)}")
         return "\n".join([f"# Operative flags of {self.binary}; re-run with --flagfile=<this file>.",
                           *sorted(lines)]) + "\n"

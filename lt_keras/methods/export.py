@@ -2,8 +2,6 @@
 import dataclasses
 import json
 
-from absl import logging
-
 from lt_keras.errors import ConfigError
 from lt_keras.export import TFLITE_QUANTIZATION, export_ticket_dir
 from lt_keras.methods.base import Method, RunSpec
@@ -41,8 +39,7 @@ class Export(Method):
         spec = self.resolve(spec if spec is not None else RunSpec())
         if not run_dir:
             raise ConfigError("saved_model_dir", "the folder for the SavedModel is required.")
-        data = spec.data.load()
-        logging.info("data: %s from %s, %s", data.spec.name, data.source, data.sizes())
+        data = self.load_data(spec)
         c = self.config
         return export_ticket_dir(c.ticket_dir, run_dir, data, c.parity_examples,
                                  c.tflite_quantization if c.tflite else None, c.representative_examples)
