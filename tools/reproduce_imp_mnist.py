@@ -59,7 +59,7 @@ def checks(rounds):
     if len(rounds) > ROUND_21_1:
         r = rounds[ROUND_21_1]
         out.append((f"early-stop iteration at {100 * r['density']:.1f}% earlier than dense",
-                    f"{r['early_stop_step']} vs dense {dense['early_stop_step']}", "earlier",
+                    f"{r['early_stop_step']:.0f} vs dense {dense['early_stop_step']:.0f}", "earlier",
                     r["early_stop_step"] < dense["early_stop_step"]))
     return out
 
