@@ -20,6 +20,7 @@ Keras layers, so the same architecture can be compared with and without masks.
 import functools
 
 from lt_keras._keras import keras
+from lt_keras.distribute import several_replicas
 from lt_keras.errors import LtKerasError
 from lt_keras.layers import MaskedConv2D, MaskedDense
 
@@ -54,6 +55,12 @@ def parameter_count(model) -> int:
     """Weights of the network itself: masks (and other mask state) excluded."""
     return int(sum(int(w.shape.num_elements()) for w in model.weights
                    if "kernel_mask" not in w.name and "sample_count" not in w.name))
+
+
+def _batch_norm(**kwargs):
+    """PyTorch's BatchNorm settings; under a strategy of several replicas the statistics are the global batch's
+    (synchronized across replicas), so a mirrored search computes what one device does."""
+    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, synchronized=several_replicas(), **kwargs)
 
 
 def _layers(masked):
@@ -148,8 +155,7 @@ def _vgg(name, input_shape, num_classes, masked, width=1.0, config=None, init="s
         conv_index += 1
         x = conv(max(1, int(round(item * width))), 3, padding="same", use_bias=False, kernel_initializer=conv_init(),
                  name=f"conv{conv_index}")(x)
-        x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"bn{conv_index}",
-                                            gamma_initializer=keras.initializers.Constant(gamma))(x)
+        x = _batch_norm(name=f"bn{conv_index}", gamma_initializer=keras.initializers.Constant(gamma))(x)
         x = keras.layers.ReLU(name=f"relu{conv_index}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)  # = 2x2 average pool on 32x32 inputs
     x = keras.layers.Flatten(name="flatten")(x)
@@ -194,7 +200,7 @@ def resnet20(input_shape=(32, 32, 3), num_classes=10, masked=True):
     def conv_bn(x, filters, kernel, stride, name, relu=True):
         x = conv(filters, kernel, strides=stride, padding="same", use_bias=False,
                  kernel_initializer="he_normal", name=name)(x)
-        x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name + "_bn")(x)
+        x = _batch_norm(name=name + "_bn")(x)
         return keras.layers.ReLU(name=name + "_relu")(x) if relu else x
 
     inputs = keras.Input(input_shape, name="image")
@@ -231,13 +237,13 @@ def _imagenet_resnet(name, block, blocks_per_stage, input_shape, num_classes, ma
             x = keras.layers.ZeroPadding2D(kernel // 2, name=f"{prefix}_pad{index}")(x)
         x = conv(filters, kernel, strides=stride, padding="valid" if stride > 1 and kernel > 1 else "same",
                  use_bias=False, kernel_initializer=conv_init(), name=f"{prefix}_conv{index}")(x)
-        x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"{prefix}_bn{index}")(x)
+        x = _batch_norm(name=f"{prefix}_bn{index}")(x)
         return keras.layers.ReLU(name=f"{prefix}_relu{index}")(x) if relu else x
 
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.ZeroPadding2D(3, name="pad1")(inputs)
     x = conv(64, 7, strides=2, use_bias=False, kernel_initializer=conv_init(), name="conv1")(x)
-    x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="bn1")(x)
+    x = _batch_norm(name="bn1")(x)
     x = keras.layers.ReLU(name="relu")(x)
     x = keras.layers.ZeroPadding2D(1, name="pool_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="maxpool")(x)

@@ -35,6 +35,9 @@ def top_k_masks(values, k: int, *factors):
     """The top-k 0/1 mask of |values| and edge-popup's straight-through slope sign(values) (d|x|/dx),
     both times ``factors`` (a fixed mask, the kernel), from one compiled pass."""
     _check_k(values, k)
+    # A tensor, never a variable: TF 2.21 reused a trace made with one model's mirrored variable for the next
+    # model's, which then trained with, and kept, the first model's mask (tests/test_distribute.py).
+    values = tf.convert_to_tensor(values)
     return _masks_and_slope(values, tf.constant(k, tf.int32), [tf.cast(f, values.dtype) for f in factors])
 
 

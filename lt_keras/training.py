@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 
 from lt_keras._keras import keras, tf
+from lt_keras.distribute import replicas_on_cpus
 from lt_keras.errors import ConfigError, DivergedError, LtKerasError
 from lt_keras.io_utils import atomic_save_model, atomic_write_json, read_json, save_weights
 from lt_keras.layers import masked_layers, walk_layers
@@ -247,8 +248,15 @@ def use_xla(model, requested=None) -> bool:
     XLA speeds up every model on a GPU and dense nets on a CPU, but XLA's CPU
     convolutions run ~3x slower than TensorFlow's oneDNN kernels (VGG-11-BN:
     93 vs 30 ms/step; tools/bench.py's Conv-4 figure), so by default conv nets
-    on a CPU-only machine train without it.
+    on a CPU-only machine train without it. Replicas on CPU devices (logical
+    CPUs, CPU workers) never use it: XLA cannot compile a step whose replicas'
+    variables live on several devices.
     """
+    if replicas_on_cpus(tf.distribute.get_strategy()):
+        if requested:
+            logging.warning("XLA is off: %d replicas on CPU devices cannot share one XLA program.",
+                            tf.distribute.get_strategy().num_replicas_in_sync)
+        return False
     if requested is not None:
         return bool(requested)
     if tf.config.list_logical_devices("GPU"):

@@ -1,6 +1,8 @@
 """Shared fixtures: small models, and the optional real data beside the repo."""
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +15,41 @@ from lt_keras.training import TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+
+
+def start_workers(module, args, env=None):
+    """Two loopback workers of one ``--strategy=multi_worker`` run of binary ``module``, each with its TF_CONFIG."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+    procs = []
+    for index in range(2):
+        worker_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}),
+                          TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen([sys.executable, "-m", module, "--strategy=multi_worker", *args], cwd=REPO,
+                                      env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def wait_workers(procs, timeout):
+    """Each worker's (stdout, stderr), once every one has exited 0 (all are killed on a timeout)."""
+    try:
+        outputs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    return outputs
+
+
+def free_ports(n):
+    """``n`` free TCP ports on the loopback interface (for multi-worker TF_CONFIG clusters)."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 # Short IMP rounds on the embedded digits: the tests of the IMP engine and of run reliability share them.
@@ -39,7 +76,8 @@ SLOW_FIRST = ("test_tools.py::test_reproduce_quick", "test_tools.py::test_bench_
               "test_early_bird.py::test_binary_finds", "test_early_bird.py::test_int8_search",
               "test_retrain_export.py::test_multi_worker", "test_retrain_export.py::test_mirrored",
               "test_supermask_binary.py::test_learned", "test_supermask_binary.py::test_untrained",
-              "test_imp_binary.py::test_imp_run", "test_imp_binary.py::test_int8", "test_reliability.py::test_two_imp")
+              "test_imp_binary.py::test_imp_run", "test_imp_binary.py::test_int8", "test_reliability.py::test_two_imp",
+              "test_distribute.py::")
 
 # The ``slow`` tests (``pytest -m "not slow"`` is the fast loop, <= 3 minutes on 2 cores; CI runs everything):
 # every test that starts a Python subprocess (a binary, a tool, a fresh interpreter; ``_no_subprocess_unless_slow``
@@ -49,7 +87,7 @@ SLOW = (
     "test_early_bird.py::test_binary_", "test_early_bird.py::test_int8_search",
     "test_flagfiles.py::test_help_lists", "test_flagfiles.py::test_every_binarys_help",
     "test_flagfiles.py::test_every_module_is_an_attribute",
-    "test_imp_binary.py::", "test_train_binary.py::", "test_supermask_binary.py::",
+    "test_imp_binary.py::", "test_train_binary.py::", "test_supermask_binary.py::", "test_distribute.py::",
     "test_keras3.py::test_importing_lt_keras_leaves", "test_keras3.py::test_the_8bit_path",
     "test_layers.py::test_savedmodel_serves_without_lt_keras",
     "test_mask_holds.py::test_output_is_kernel_times_mask_on_every_replica",

@@ -11,6 +11,7 @@ from absl import flags
 
 from lt_keras import options as config_flags
 from lt_keras.data import DataConfig
+from lt_keras.distribute import Devices
 from lt_keras.early_bird import EarlyBirdConfig
 from lt_keras.imp import ImpConfig
 from lt_keras.precision import SearchPrecision
@@ -22,11 +23,12 @@ from tests.conftest import REPO
 FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.flags")))
 # Binary -> the config dataclasses its flags come from, and the flags it defines itself.
 BINARIES = {
-    "train": ((DataConfig, TrainConfig), {"model", "output_dir"}),
-    "imp": ((DataConfig, TrainConfig, SearchPrecision, ImpConfig), {"model", "output_dir"}),
-    "supermask": ((DataConfig, TrainConfig, SearchPrecision, LearnConfig, UntrainedConfig), {"model", "output_dir"}),
-    "early_bird": ((DataConfig, TrainConfig, SearchPrecision, EarlyBirdConfig), {"model", "output_dir"}),
-    "retrain": ((DataConfig, TrainConfig, RetrainConfig), {"model", "output_dir"}),
+    "train": ((DataConfig, TrainConfig, Devices), {"model", "output_dir"}),
+    "imp": ((DataConfig, TrainConfig, SearchPrecision, Devices, ImpConfig), {"model", "output_dir"}),
+    "supermask": ((DataConfig, TrainConfig, SearchPrecision, Devices, LearnConfig, UntrainedConfig),
+                  {"model", "output_dir"}),
+    "early_bird": ((DataConfig, TrainConfig, SearchPrecision, Devices, EarlyBirdConfig), {"model", "output_dir"}),
+    "retrain": ((DataConfig, TrainConfig, Devices, RetrainConfig), {"model", "output_dir"}),
     "export": ((DataConfig, TrainConfig, ExportConfig), {"model", "saved_model_dir"}),
 }
 

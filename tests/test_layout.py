@@ -9,6 +9,7 @@ import pytest
 from absl import flags
 
 from lt_keras import methods
+from lt_keras.distribute import Devices
 from lt_keras.imp import ImpConfig
 from lt_keras.methods import METHODS, RunSpec
 from lt_keras.training import TrainConfig
@@ -124,12 +125,15 @@ def test_flags_txt_gives_back_the_same_configs(name, tmp_path):
     method_class = METHODS[name]
     ticket_dir = str(tmp_path / "ticket")
     config = {"lt-imp": ImpConfig(rounds=2, controls=("random_reinit",), mask1_rescaling=True, rewind="step:5"),
-              "lt-retrain": methods.RetrainConfig(ticket_dir=ticket_dir, strategy="mirrored", cpu_devices=2),
+              "lt-retrain": methods.RetrainConfig(ticket_dir=ticket_dir),
               "lt-export": methods.ExportConfig(ticket_dir=ticket_dir, tflite=True)}.get(name)
     method = method_class(config)
-    spec = RunSpec("conv2", train=TrainConfig(train_steps=7, eval_every=7, lr_decay_steps=(3, 5), jit_compile=False))
+    devices = Devices("mirrored", cpu_devices=2) if method_class.distributes else Devices()
+    spec = RunSpec("conv2", train=TrainConfig(train_steps=7, eval_every=7, lr_decay_steps=(3, 5), jit_compile=False),
+                   devices=devices)
     if name == "lt-early-bird":
         spec = dataclasses.replace(spec, train=TrainConfig(epochs=2.0))
+    assert method_class.distributes == (name != "lt-export")
     text = method.flagfile(str(tmp_path / "run"), spec)
     values = flags.FlagValues()
     method_class.define_flags(values)

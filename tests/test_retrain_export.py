@@ -2,7 +2,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ from lt_keras.methods.imp import search as imp_search
 from lt_keras.models import build_model
 from lt_keras.ticket import load_ticket
 from lt_keras.training import TrainConfig, fit
-from tests.conftest import REPO
+from tests.conftest import REPO, start_workers, wait_workers
 
 QUICK_DATA = ["--max_train_examples=600", "--validation_size=200"]
 
@@ -124,35 +123,11 @@ def test_mirrored_strategy_over_two_cpu_devices(imp_ticket, tmp_path):
     assert summary["replicas"] == 2 and summary["pruned_weights_nonzero"] == 0
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_multi_worker_strategy_with_two_local_workers(imp_ticket, tmp_path):
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     out = tmp_path / "multi"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    procs = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "lt_keras.bin.retrain", f"--ticket_dir={imp_ticket}", f"--output_dir={out}",
-             "--strategy=multi_worker", "--train_steps=10", "--eval_every=5", "--nojit_compile", *QUICK_DATA],
-            cwd=REPO, env=dict(env, TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        outputs = [p.communicate(timeout=240) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, (_, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
+    outputs = wait_workers(start_workers("lt_keras.bin.retrain", [
+        f"--ticket_dir={imp_ticket}", f"--output_dir={out}", "--train_steps=10", "--eval_every=5", "--nojit_compile",
+        *QUICK_DATA]), timeout=240)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["replicas"] == 2 and summary["pruned_weights_nonzero"] == 0
     # Both workers trained the same replicated model: each prints the same evaluations; only the chief's

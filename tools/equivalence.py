@@ -104,7 +104,7 @@ def _flag_difference(a, b):
 
 # Keys a newer tree's summary.json holds that an older one's lacked (every summary's common keys since the
 # methods floor): an addition, not a changed result.
-ADDED_SUMMARY_KEYS = ("model", "dataset", "data_source", "search_precision")
+ADDED_SUMMARY_KEYS = ("model", "dataset", "data_source", "search_precision", "strategy", "replicas")
 
 
 def _summary_difference(a, b):

@@ -19,8 +19,9 @@ import tempfile
 
 from absl import flags, logging
 
+from lt_keras._keras import tf
 from lt_keras.data import DataConfig
-from lt_keras.distribute import is_chief
+from lt_keras.distribute import Devices, is_chief
 from lt_keras.errors import ConfigError, LtKerasError
 from lt_keras.models import model_names
 from lt_keras.options import build, define, flag_lines, option
@@ -32,17 +33,19 @@ from lt_keras.training import TrainConfig
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """What a method runs on: a registered model, the data, the training schedule and the search precision
-    (``precision`` is read by the searches only)."""
+    """What a method runs on: a registered model, the data, the training schedule, the search precision
+    (``precision`` is read by the searches only) and the devices (``tf.distribute``; not lt-export's)."""
 
     model: str = option(None, "Registered model (lt-retrain and lt-export: the ticket's; default: the method's).",
                         choices=model_names)
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     precision: SearchPrecision = SearchPrecision()
+    devices: Devices = Devices()
 
 
 _PRECISION_FLAGS = tuple(f.name for f in dataclasses.fields(SearchPrecision))
+_DEVICE_FLAGS = tuple(f.name for f in dataclasses.fields(Devices))
 
 
 def config_dict(**parts) -> dict:
@@ -65,6 +68,7 @@ class Method:
     config_key = None  # its entry in config.json
     default_model = "lenet_300_100"  # None: the model comes from the ticket (``config.ticket_dir``)
     searches = False  # runs at ``spec.precision`` (the searches); the others are fp32
+    distributes = True  # runs on ``spec.devices``' strategy
     run_dir_flag = "output_dir"
 
     def __init__(self, config=None):
@@ -78,14 +82,15 @@ class Method:
     def run(self, run_dir, spec: RunSpec = None) -> dict:
         """Run (or resume, or read back) this method in ``run_dir``; returns its summary."""
         spec = self.resolve(spec if spec is not None else RunSpec())
-        with self.placement() as scratch:
+        with self.placement(run_dir) as scratch:
             run = RunDir(scratch or run_dir)
             run.open(self.config_entry(spec), self.flagfile(run_dir, spec))
             if run.is_complete():
                 logging.info("%s is complete; nothing to train.", run.path)
                 return run.read_summary()
             data = self.load_data(spec)
-            summary = {**self.execute(run.path, spec, data), **self.common_keys(spec, data)}
+            with self.device_scope():
+                summary = {**self.execute(run.path, spec, data), **self.common_keys(spec, data)}
             run.write_summary(summary)
             self.after_summary(run.path)
         return summary
@@ -108,12 +113,16 @@ class Method:
         keys = {"model": spec.model, "dataset": data.spec.name, "data_source": data.source}
         if self.searches:
             keys["search_precision"] = spec.precision.describe()
+        if self.distributes:
+            keys.update(strategy=spec.devices.strategy, replicas=self.strategy.num_replicas_in_sync)
         return keys
 
     # --- hooks with shared defaults -------------------------------------------------------------------------
 
     def resolve(self, spec: RunSpec) -> RunSpec:
-        """The spec with its model settled: the method's default, or the ticket's (a contradiction is refused)."""
+        """The spec with its devices made and its model settled: the method's default, or the ticket's (a
+        contradiction is refused)."""
+        self.strategy = self._make_strategy(spec.devices)
         ticket_dir = getattr(self.config, "ticket_dir", None)
         if ticket_dir is None:
             return spec if spec.model else dataclasses.replace(spec, model=self.default_model)
@@ -122,24 +131,53 @@ class Method:
             raise ConfigError("model", f"the ticket holds a {name!r} model, not {spec.model!r}; drop --model.")
         return dataclasses.replace(spec, model=name if name in model_names() else None)
 
+    def _make_strategy(self, devices: Devices):
+        """The strategy, made first: before any other op (multi-worker needs it so, and logical CPUs can only be
+        split before TensorFlow starts); None for a method that runs on one device."""
+        if self.distributes:
+            return devices.make()
+        if not devices.is_default:
+            raise ConfigError("strategy", f"{self.binary} runs on one device; drop --strategy/--cpu_devices.")
+        return None
+
+    def device_scope(self):
+        """The strategy's scope around the method: the model and everything it holds live on every replica."""
+        if self.strategy is None or self.strategy is tf.distribute.get_strategy():  # the default: no scope
+            return contextlib.nullcontext()
+        return self.strategy.scope()
+
     def config_entry(self, spec: RunSpec) -> dict:
-        """config.json: what makes two runs the same run."""
+        """config.json: what makes two runs the same run (the devices only when not the default: other devices
+        sum gradients in another order, so a run resumes only on the devices it started on)."""
         parts = {"model": spec.model, "data": spec.data, "train": spec.train}
         if self.config_key:
             parts[self.config_key] = self.config
         if self.searches and spec.precision.precision != "fp32":
             parts["precision"] = spec.precision.describe()
+        if not spec.devices.is_default:
+            parts["devices"] = spec.devices
         return config_dict(**parts)
 
     @contextlib.contextmanager
-    def placement(self):
+    def placement(self, run_dir):
         """Where the run writes: None (its run directory), or a scratch folder a non-chief worker writes to and
-        that goes when it is done (what Keras recommends for multi-worker runs)."""
+        that goes when it is done (what Keras recommends for multi-worker runs).
+
+        The scratch folder starts as a copy of the chief's run directory, so a restarted non-chief resumes from
+        the rounds and checkpoints the chief resumes from (the workers need one shared file system, as Keras's
+        ``BackupAndRestore`` does). The copy is taken before the first collective op, and the chief writes
+        nothing a resume reads before every worker has joined it.
+        """
         if is_chief():
             yield None
             return
         scratch = tempfile.mkdtemp(prefix=f"{self.binary}_worker_")
         try:
+            if os.path.isdir(run_dir):
+                try:
+                    shutil.copytree(run_dir, scratch, dirs_exist_ok=True, ignore=shutil.ignore_patterns(RunDir.LOCK))
+                except shutil.Error:  # a file the chief replaced meanwhile (its metadata, written atomically)
+                    pass
             yield scratch
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -152,7 +190,8 @@ class Method:
     @classmethod
     def define_flags(cls, flag_values):
         """The method's flags: the spec's (the precision ones for searches), the run directory, its config's."""
-        define(RunSpec, flag_values, skip=() if cls.searches else _PRECISION_FLAGS)
+        define(RunSpec, flag_values, skip=(() if cls.searches else _PRECISION_FLAGS)
+               + (() if cls.distributes else _DEVICE_FLAGS))
         flag_values.set_default("model", cls.default_model)
         flags.DEFINE_string(cls.run_dir_flag, None, "Run directory (created; re-running resumes or skips)."
                             if cls.run_dir_flag == "output_dir" else "New (or empty) folder for the SavedModel.",

@@ -14,7 +14,7 @@ import shutil
 
 from absl import logging
 
-from lt_keras._keras import keras
+from lt_keras._keras import keras, tf
 from lt_keras.early_bird import EarlyBirdCallback, EarlyBirdConfig, add_bn_l1, compute_mask, slim
 from lt_keras.errors import ConfigError
 from lt_keras.flops import training_flops_per_step
@@ -92,7 +92,7 @@ class EarlyBird(Method):
             entry["lt_total_flops"] = (epochs * dense_step + epochs * slim_step) * spe
             entry["flops_ratio"] = entry["lt_total_flops"] / entry["eb_total_flops"]
             if ratio in config.retrain_ratios and retrain_epochs > 0:
-                keras.backend.clear_session()
+                _fresh_session()
                 keras.utils.set_random_seed(train_cfg.seed)
                 retrain_model = ticket_model
                 if config.retrain_from == "scratch":
@@ -125,6 +125,12 @@ class EarlyBird(Method):
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         table = "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows)
         return f"{table}\n\nRun directory: {run_dir} (summary.json, eb_distances.png, eb_p<ratio>/ticket)"
+
+
+def _fresh_session():
+    """Free the previous phase's models; not inside a strategy's scope, whose graph stack clearing would drop."""
+    if not tf.distribute.has_strategy():
+        keras.backend.clear_session()
 
 
 def _pct(v):
@@ -212,7 +218,7 @@ def _ticket_for(searched, callback, ratio, config, precision):
 def _train_dense_baseline(output_dir, data, train_cfg, config, build):
     """LT one-shot, part 1: the full dense training (with the same BN L1), once for every ratio."""
 
-    keras.backend.clear_session()
+    _fresh_session()
     keras.utils.set_random_seed(train_cfg.seed)
     model = build()
     if config.granularity == "channel":
@@ -227,7 +233,7 @@ def _train_dense_baseline(output_dir, data, train_cfg, config, build):
 def _baseline_retrain(data, train_cfg, config, ratio, build, dense, folder):
     """LT one-shot, part 2: prune the trained dense net at ``ratio`` (slimmed) and retrain the full schedule."""
 
-    keras.backend.clear_session()
+    _fresh_session()
     keras.utils.set_random_seed(train_cfg.seed)
     model = build()
     model.set_weights(dense["weights"])

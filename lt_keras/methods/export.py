@@ -34,6 +34,7 @@ class Export(Method):
     Config = ExportConfig
     default_model = None  # the ticket's
     run_dir_flag = "saved_model_dir"
+    distributes = False
 
     def run(self, run_dir, spec: RunSpec = None) -> dict:
         spec = self.resolve(spec if spec is not None else RunSpec())
