@@ -25,6 +25,7 @@ import zlib
 
 import numpy as np
 
+from lt_keras import streaming
 from lt_keras._keras import tf
 from lt_keras.errors import ConfigError, DataError
 from lt_keras.options import option
@@ -48,8 +49,10 @@ class DatasetSpec:
     tfds_name: str = None
     local_format: str = None  # "idx", "cifar10", "cifar100" or None
     embedded: bool = False
+    streaming: bool = False  # too large for memory: streamed from TFDS's files (lt_keras.streaming)
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DATASETS = {
     spec.name: spec
     for spec in (
@@ -60,6 +63,10 @@ DATASETS = {
                     "cifar10", "cifar10"),
         DatasetSpec("cifar100", (32, 32, 3), 100, 5000, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
                     "cifar100", "cifar100"),
+        DatasetSpec("imagenet2012", (224, 224, 3), 1000, 10000, IMAGENET_MEAN, IMAGENET_STD, "imagenet2012",
+                    streaming=True),
+        DatasetSpec("imagenette", (224, 224, 3), 10, 500, IMAGENET_MEAN, IMAGENET_STD, "imagenette/320px-v2",
+                    streaming=True),
     )
 }
 DEFAULT_DATASET = "mnist_5k"
@@ -112,6 +119,10 @@ class Data:
     @property
     def num_classes(self):
         return self.spec.num_classes
+
+    @property
+    def num_train(self):
+        return len(self.y_train)
 
     def sizes(self):
         return {"train": len(self.y_train), "validation": len(self.y_val), "test": len(self.y_test)}
@@ -176,9 +187,9 @@ def augment_example(image, kind, seed, index, fill=0.0):
 
 
 def load_dataset(name, data_dir=None, tfds_data_dir=None, validation_size=None, max_train_examples=None,
-                 normalization="dataset") -> Data:
+                 normalization="dataset"):
     """Load ``name`` from ``data_dir``, the embedded copy, or TFDS; split and normalize (``normalization``:
-    see ``DataConfig``)."""
+    see ``DataConfig``). A streaming dataset (ImageNet) comes back as ``lt_keras.streaming.StreamingData``."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {dataset_names()}.")
     spec = DATASETS[name]
@@ -189,6 +200,10 @@ def load_dataset(name, data_dir=None, tfds_data_dir=None, validation_size=None, 
             raise ConfigError("normalization", f"earlybird_code is for CIFAR-10/100, not {name!r}.")
         mean, std = EARLYBIRD_CODE_NORMALIZATION
         spec = dataclasses.replace(spec, mean=mean, std=std)
+    if spec.streaming:
+        if data_dir:
+            raise ConfigError("data_dir", f"{name!r} streams from a prepared TFDS copy: pass --tfds_data_dir.")
+        return streaming.load(spec, tfds_data_dir, validation_size, max_train_examples)
     if data_dir:
         if not spec.local_format:
             raise ConfigError("data_dir", f"dataset {name!r} is embedded and takes none.")

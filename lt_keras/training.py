@@ -421,7 +421,7 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
     """
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    num_train = len(data.y_train)
+    num_train = data.num_train
     total = config.total_steps(num_train)
     interval = min(config.eval_interval(num_train), total)
     exact_steps = [s for cb in callbacks for s in getattr(cb, "exact_steps", ())]

@@ -48,7 +48,7 @@ class EarlyBird(Method):
     def execute(self, run_dir, spec: RunSpec, data) -> dict:
         output_dir, model_name, train_cfg, config = run_dir, spec.model, spec.train, self.config
         precision = spec.precision
-        num_train, epochs = len(data.y_train), train_cfg.epochs
+        num_train, epochs = data.num_train, train_cfg.epochs
         spe = train_cfg.steps_per_epoch(num_train)
 
         def build():
@@ -186,7 +186,7 @@ def _detect(output_dir, build, data, train_cfg, config):
                                  config.stop_at_eb, state_dir=os.path.join(backup, "early_bird"),
                                  prune_rule=config.prune_rule, initial_mask=config.initial_mask)
     callback.restore(saved_evaluations(backup))
-    phase = schedule(train_cfg, config, len(data.y_train), train_cfg.epochs)
+    phase = schedule(train_cfg, config, data.num_train, train_cfg.epochs)
     result = fit(model, data, phase, output_dir=os.path.join(output_dir, "search"), callbacks=[callback],
                  backup_dir=backup)
     atomic_write_json(os.path.join(output_dir, "search_history.json"), result.history)
@@ -223,7 +223,7 @@ def _train_dense_baseline(output_dir, data, train_cfg, config, build):
     model = build()
     if config.granularity == "channel":
         add_bn_l1(model, config.bn_l1)
-    phase = schedule(train_cfg, config, len(data.y_train), train_cfg.epochs)
+    phase = schedule(train_cfg, config, data.num_train, train_cfg.epochs)
     result = fit(model, data, phase, output_dir=os.path.join(output_dir, "baseline_dense"),
                  backup_dir=os.path.join(output_dir, BACKUP + "dense"))
     return {"weights": model.get_weights(), "test_accuracy": result.final_test_accuracy,
@@ -242,7 +242,7 @@ def _baseline_retrain(data, train_cfg, config, ratio, build, dense, folder):
         model = slim(model, mask)
     else:
         mask.apply_to(model)
-    phase = schedule(train_cfg, config, len(data.y_train), train_cfg.epochs)
+    phase = schedule(train_cfg, config, data.num_train, train_cfg.epochs)
     retrained = fit(model, data, phase, output_dir=os.path.join(folder, "baseline_retrain"),
                     backup_dir=os.path.join(folder, BACKUP + "baseline_retrain"))
     return {"baseline_dense_test_accuracy": dense["test_accuracy"],

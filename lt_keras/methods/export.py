@@ -41,6 +41,9 @@ class Export(Method):
         if not run_dir:
             raise ConfigError("saved_model_dir", "the folder for the SavedModel is required.")
         data = self.load_data(spec)
+        if not hasattr(data, "x_test"):
+            raise ConfigError("dataset", f"lt-export takes its parity and calibration examples from a dataset held in "
+                              f"memory; {data.spec.name} streams, which lt-export does not support yet.")
         c = self.config
         return export_ticket_dir(c.ticket_dir, run_dir, data, c.parity_examples,
                                  c.tflite_quantization if c.tflite else None, c.representative_examples)
