@@ -27,6 +27,23 @@ def data_args(script):
     sys.exit(f"{script}: error: give --data_dir (the dataset's official files) or --data_flags.")
 
 
+def define_shard_flag():
+    flags.DEFINE_string("shard", None, "i/n: train only every n-th unit (seed or chain) starting at the i-th "
+                        "(0 <= i < n), so n machines split one reproduction without coordination (each run "
+                        "directory has its own lock); the report is written once every unit is complete.")
+
+
+def shard_of(script, units):
+    """The units this process trains under ``--shard=i/n`` (all without it), in order."""
+    text = flags.FLAGS.shard
+    if not text:
+        return list(units)
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        sys.exit(f"{script}: error: --shard: expected i/n with 0 <= i < n, got {text!r}.")
+    return [u for k, u in enumerate(units) if k % int(count) == int(index)]
+
+
 def run_module(script, module, args):
     command = [sys.executable, "-m", module, *args]
     print("running:", " ".join(command[2:]), flush=True)

@@ -24,10 +24,11 @@ import sys
 
 from absl import app, flags
 
-from repro_util import (REPO, checks_json, checks_table, command_line, data_args, define_data_flags, load_json,
-                        mean_rounds, pct_pm, run_module, write_reproduction)
+from repro_util import (REPO, checks_json, checks_table, command_line, data_args, define_data_flags,
+                        define_shard_flag, load_json, mean_rounds, pct_pm, run_module, shard_of, write_reproduction)
 
 define_data_flags("MNIST IDX")
+define_shard_flag()
 flags.DEFINE_string("output_dir", "runs/repro_imp_mnist", "Run directory (resumed when it exists).")
 flags.DEFINE_integer("train_steps", 50_000, "Iterations per round (paper: 50K).")
 flags.DEFINE_integer("rounds", 15, "Pruning rounds (15 reaches 3.6% of the weights).")
@@ -83,12 +84,17 @@ def main(argv):
         seeds = [int(s) for s in FLAGS.seeds]
     except ValueError:
         sys.exit(f"reproduce_imp_mnist: error: --seeds: {FLAGS.seeds} are not whole numbers.")
-    per_seed = []
+    per_seed, mine = [], shard_of("reproduce_imp_mnist", seeds or [0])
     for seed in seeds or [0]:
         folder = FLAGS.output_dir + (f"_seed{seed}" if seed else "")
-        run_module("reproduce_imp_mnist", "lt_keras.bin.imp", [
-            "--flagfile=flags/lenet300_mnist_imp.flags", *data, f"--rounds={FLAGS.rounds}",
-            f"--train_steps={FLAGS.train_steps}", f"--seed={seed}", f"--output_dir={folder}"])
+        if seed in mine:
+            run_module("reproduce_imp_mnist", "lt_keras.bin.imp", [
+                "--flagfile=flags/lenet300_mnist_imp.flags", *data, f"--rounds={FLAGS.rounds}",
+                f"--train_steps={FLAGS.train_steps}", f"--seed={seed}", f"--output_dir={folder}"])
+        if not os.path.exists(os.path.join(REPO, folder, "summary.json")):
+            print(f"seeds {mine} of this shard are done; seed {seed} is another shard's. Re-run without --shard "
+                  "once every shard has finished to write the report.")
+            return
         per_seed.append(load_json(REPO, folder, "summary.json")["rounds"])
     run_dir = os.path.join(REPO, FLAGS.output_dir + ("_mean" if seeds else ""))
     rounds = mean_rounds(per_seed) if seeds else per_seed[0]

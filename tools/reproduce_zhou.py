@@ -49,10 +49,11 @@ import time
 
 from absl import app, flags
 
-from repro_util import (REPO, checks_table, command_line, data_args, define_data_flags, mean_rounds, pct, pct_pm,
-                        write_reproduction)
+from repro_util import (REPO, checks_table, command_line, data_args, define_data_flags, define_shard_flag, mean_rounds,
+                        pct, pct_pm, shard_of, write_reproduction)
 
 define_data_flags("MNIST IDX")
+define_shard_flag()
 flags.DEFINE_enum("net", "lenet300_mnist", ["lenet300_mnist", "conv2_cifar10"], "Network and dataset.")
 flags.DEFINE_string("output_dir", None, "Root of the chains' run directories (default runs/repro_zhou_mnist, "
                     "runs/repro_zhou_conv2_cifar10).")
@@ -343,16 +344,24 @@ def main(argv):
         sys.exit(f"reproduce_zhou: error: --chains: unknown {unknown}; choose from {list(todo)}.")
     if FLAGS.chains:
         todo = {k: v for k, v in todo.items() if k in FLAGS.chains}
-    per_seed = {}
+    per_seed, unfinished, fixed_dir = {}, [], FLAGS.output_dir is not None and not seeds
+    mine = set(shard_of("reproduce_zhou", [(s, n) for s in seeds or [FLAGS.seed] for n in todo]))
     for seed in seeds or [FLAGS.seed]:  # the chain functions read the seed and folder from the flags
         FLAGS.seed = seed
-        if seeds or FLAGS.output_dir is None:
+        if not fixed_dir:
             FLAGS.output_dir = root + (f"_seed{seed}" if seed else "")
         if not FLAGS.report_only:
-            failed = train_all(todo, data_args("reproduce_zhou"))
+            # A shard without the lottery-ticket chain trains a mask-1 chain's dense round itself (the same
+            # seed gives the same round, so the results do not depend on how the chains are split).
+            failed = train_all({n: v for n, v in todo.items() if (seed, n) in mine}, data_args("reproduce_zhou"))
             if failed:
                 sys.exit(f"reproduce_zhou: error: chains {failed} failed (see their .log); re-run to resume.")
         per_seed[seed] = {name: rounds_of(name) for name in chains()}
+        unfinished += [n for n in todo if not os.path.exists(os.path.join(REPO, FLAGS.output_dir, n, "summary.json"))]
+    if FLAGS.shard and unfinished:
+        print(f"this shard's {len(mine)} chains are done; others are not yet. Re-run with --report_only once "
+              "every shard has finished to write the report.")
+        return
     runs = per_seed[FLAGS.seed]
     if seeds:
         FLAGS.output_dir = root + "_mean"
