@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -171,6 +173,26 @@ def test_a_report_of_some_steps_keeps_the_other_sections():
     assert merged == ["## A\n\nold a\n", "## B\n\nnew b\n", "## Speed\n\nfast\n", "## C\n\nnew c\n"]
     assert "\n".join(merged) == "## A\n\nold a\n\n## B\n\nnew b\n\n## Speed\n\nfast\n\n## C\n\nnew c\n"
     assert merge_report("", ["## C\n\nc\n"]) == ["## C\n\nc\n"]
+
+
+def test_shards_split_the_units_without_overlap(monkeypatch):
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    try:
+        import repro_util
+    finally:
+        sys.path.pop(0)
+    units = [(seed, chain) for seed in range(3) for chain in "abcde"]
+    monkeypatch.setattr(repro_util.flags, "FLAGS", type("F", (), {"shard": None})())
+    assert repro_util.shard_of("t", units) == units
+    parts = []
+    for i in range(4):
+        repro_util.flags.FLAGS.shard = f"{i}/4"
+        parts.append(repro_util.shard_of("t", units))
+    assert sorted(u for p in parts for u in p) == sorted(units) and max(map(len, parts)) - min(map(len, parts)) <= 1
+    for bad in ("4/4", "1", "a/2", "-1/2"):
+        repro_util.flags.FLAGS.shard = bad
+        with pytest.raises(SystemExit, match="--shard"):
+            repro_util.shard_of("t", units)
 
 
 def test_quick_mode_refuses_to_overwrite_full_results(tmp_path):
