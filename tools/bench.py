@@ -18,7 +18,9 @@ processes and the median of their ratios is reported, with every run's value.
   two-pass radix select), and from scratch / ``tf.math.top_k`` (references);
 - Early-Bird slimmed model inference / dense inference at p = 0.5 (VGG-11-BN, batch 256);
 - ``model.fit`` with ``--steps_per_execution=auto`` / one step per call, masked LeNet-300-100 and Conv-4
-  (XLA off and on; ``tools/bench_steps.py``).
+  (XLA off and on; ``tools/bench_steps.py``);
+- images per second of a search step mirrored over 2 logical CPU devices / one device (reference: no
+  speed-up on 2 cores), and of the streaming ImageNet-size input pipeline (reference).
 
 Prints one table and writes JSON (``--json_out``, default bench_results.json).
 """
@@ -187,8 +189,88 @@ def mask_model_time(quick):
     return {"figure": "mask_model resnet50", "seconds": seconds}
 
 
+def mirrored_step(quick):
+    """Images per second of a masked LeNet-300-100 search step (batch 60) on one device and mirrored over 2
+    logical CPU devices, alternating. No speed-up is expected on 2 cores (the replicas share them); the figure
+    is for machines with several accelerators, where each replica has its own."""
+    from lt_keras.distribute import Devices
+
+    mirrored = Devices("mirrored", cpu_devices=2).make()  # first: logical devices exist only if split first
+    import numpy as np
+    from lt_keras._keras import keras, tf
+    from lt_keras.models import build_model
+
+    batch, steps = 60, 20 if quick else 100
+    x = np.random.RandomState(0).rand(batch * steps, 28, 28, 1).astype(np.float32)
+    y = np.arange(batch * steps) % 10
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()
+    runs = {}
+    for name, strategy in (("one device", tf.distribute.get_strategy()), ("mirrored 2", mirrored)):
+        with strategy.scope():
+            model = build_model("lenet_300_100", (28, 28, 1), 10)
+            model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          jit_compile=False)
+        model.fit(data, epochs=1, verbose=0)  # trace
+        runs[name] = model
+    seconds = {name: [] for name in runs}
+    for _ in range(3 if quick else 5):
+        for name, model in runs.items():
+            began = time.perf_counter()
+            model.fit(data, epochs=1, verbose=0)
+            seconds[name].append(time.perf_counter() - began)
+    rate = {name: batch * steps / statistics.median(s) for name, s in seconds.items()}
+    return {"figure": "search step lenet_300_100", "images_per_s": rate,
+            "ratio": rate["mirrored 2"] / rate["one device"]}
+
+
+def streaming_input(quick):
+    """Images per second of the streaming training pipeline (TFDS files -> decode -> random-resized crop 224 +
+    flip -> batch 64), on a TFDS dataset of JPEG images of ImageNet's typical size written to a temp folder."""
+    import numpy as np
+    import tensorflow_datasets as tfds
+    from lt_keras import streaming
+    from lt_keras.data import DATASETS
+
+    count = 256 if quick else 1024
+
+    class LtBenchImages(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, supervised_keys=("image", "label"),
+                                         features=tfds.features.FeaturesDict({
+                                             "image": tfds.features.Image(shape=(None, None, 3),
+                                                                          encoding_format="jpeg"),
+                                             "label": tfds.features.ClassLabel(num_classes=10)}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(count), "validation": self._generate_examples(32)}
+
+        def _generate_examples(self, n):
+            rng = np.random.RandomState(n)
+            for i in range(n):
+                yield i, {"image": rng.randint(0, 255, (375, 500, 3), np.uint8), "label": i % 10}
+
+    with tempfile.TemporaryDirectory() as folder:
+        LtBenchImages(data_dir=folder).download_and_prepare()
+        spec = DATASETS["imagenette"].__class__(**{**vars(DATASETS["imagenette"]), "tfds_name": "lt_bench_images",
+                                                   "default_validation_size": 32})
+        loaded = streaming.load(spec, folder)
+        pipeline = loaded.train_dataset(64, seed=0)
+        batches = (count - 32) // 64
+        for _ in pipeline.take(2):  # warm up
+            pass
+        seconds = []
+        for _ in range(2 if quick else 3):
+            began = time.perf_counter()
+            for _ in pipeline.take(batches):
+                pass
+            seconds.append(time.perf_counter() - began)
+    return {"figure": "streaming input 224x224", "images_per_s": 64 * batches / statistics.median(seconds)}
+
+
 IN_PROCESS = {"eb_inference": eb_inference, "mask_draw": mask_draw, "topk_select": topk_select,
-              "mask_model": mask_model_time}
+              "mask_model": mask_model_time, "mirrored_step": mirrored_step, "streaming_input": streaming_input}
 
 
 def run_in_process_figure(name):
@@ -276,6 +358,11 @@ def main(argv):
     converted = run_in_process_figure("mask_model")
     rows.append({"figure": converted["figure"], "ratio": "seconds", "value": statistics.median(converted["seconds"]),
                  "target": MASK_MODEL_TARGET_S, "runs": converted["seconds"]})
+    step = run_in_process_figure("mirrored_step")
+    rows.append({"figure": step["figure"], "ratio": "mirrored 2 / one (img/s)", "value": step["ratio"],
+                 "target": None, "images_per_s": step["images_per_s"]})
+    stream = run_in_process_figure("streaming_input")
+    rows.append({"figure": stream["figure"], "ratio": "images/s", "value": stream["images_per_s"], "target": None})
     for row in rows:
         row["met"] = None if row["target"] is None else row["value"] <= row["target"]
     print(f"\n{'figure':<36} {'ratio':<20} {'median ratio':>12} {'target':>8}  verdict")
