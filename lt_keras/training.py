@@ -58,7 +58,8 @@ class TrainConfig:
                                    "--lr_decay_factor.", item=int)
     lr_decay_factor: float = option(0.1, "Step-schedule factor.", lower_bound=0)
     warmup_steps: int = option(0, "Linear learning-rate warmup iterations (before any schedule).", lower_bound=0)
-    batch_size: int = option(60, "Training batch size.", lower_bound=1)
+    batch_size: int = option(60, "Training batch size: the global batch, split across the replicas under "
+                             "--strategy.", lower_bound=1)
     train_steps: int = option(None, "Training iterations (exactly one of --train_steps and --epochs).",
                               lower_bound=1)
     epochs: float = option(None, f"Training epochs ({DEFAULT_EPOCHS} when neither this nor --train_steps is "
