@@ -25,7 +25,7 @@ def _check_convertible(model):
         raise LtKerasError(
             f"model {model.name!r} is a subclassed model; mask_model and strip_masks convert "
             "Sequential and functional models. Build the subclassed model from "
-            "lt_keras.MaskedDense / MaskedConv2D directly instead."
+            "lt_keras.MaskedDense / MaskedConv1D / MaskedConv2D / MaskedConv3D directly instead."
         )
     if not model.built:
         raise LtKerasError(f"model {model.name!r} is not built; call it or give it an input shape first.")
@@ -56,7 +56,7 @@ def _variable_name(variable):
 
 
 def mask_model(model, **options):
-    """A copy of ``model`` whose Dense/Conv2D layers are masked twins.
+    """A copy of ``model`` whose Dense and Conv1D/2D/3D layers are masked twins.
 
     Plain layers get all-ones masks; masked layers keep their masks (and
     scores, when the mode stays). ``options`` set masked-layer options on
@@ -120,7 +120,7 @@ def _report_masking(model):
     dense = [f"{name} ({kind})" for name, kind, status, _ in rows if status == "dense"]
     if len(dense) == len(rows):
         raise LtKerasError(
-            f"mask_model: model {model.name!r} has no layer lt_keras can mask (keras.layers.Dense and Conv2D, "
+            f"mask_model: model {model.name!r} has no layer lt_keras can mask (keras.layers.Dense and Conv1D/2D/3D, "
             f"exact types); its weight layers {dense or '(none)'} would stay dense.")
     width = max(len(name) for name, *_ in rows)
     table = "\n".join(f"  {name:<{width}}  {kind:<16} {status:<6} {count:>10,}" for name, kind, status, count in rows)

@@ -1,6 +1,6 @@
 """Training FLOPs of a Keras model, counted from its layers' shapes.
 
-Per example, forward: Conv2D 2*H_out*W_out*k_h*k_w*C_in*C_out (+ bias),
+Per example, forward: a convolution (1-D, 2-D, 3-D) 2 x output positions x kernel size (+ bias),
 Dense 2*in*out (+ bias), BatchNormalization 4 per element (inference
 affine plus statistics), ReLU/pooling/add 1 per output element. Backward is
 counted as twice the forward (gradients w.r.t. inputs and weights), so a
@@ -27,9 +27,9 @@ def forward_flops_per_example(model) -> int:
     total = 0
     for layer in walk_layers(model):
         out = _output_shape(layer)
-        if isinstance(layer, keras.layers.Conv2D):
-            k_h, k_w, c_in, c_out = layer.kernel.shape
-            total += 2 * _elements(out) // c_out * k_h * k_w * c_in * c_out // max(1, getattr(layer, "groups", 1))
+        if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
+            c_out = layer.kernel.shape[-1]
+            total += 2 * _elements(out) // c_out * layer.kernel.shape.num_elements() // max(1, getattr(layer, "groups", 1))
             total += _elements(out) if layer.use_bias else 0
         elif isinstance(layer, keras.layers.Dense):
             n_in, n_out = layer.kernel.shape

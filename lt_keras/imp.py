@@ -21,7 +21,7 @@ from lt_keras.criteria import criterion_names, score
 from lt_keras.errors import ConfigError, LtKerasError
 from lt_keras.io_utils import load_weights, save_weights
 from lt_keras.keras3 import not_keras2_message
-from lt_keras.layers import MaskedConv2D, masked_layers
+from lt_keras.layers import MASKED_CONVOLUTIONS, masked_layers
 from lt_keras.mask import Mask, mask_key
 from lt_keras.options import option
 from lt_keras.pruning import COUNT_RULES, prune_count, prune_global, prune_layerwise
@@ -116,7 +116,7 @@ def _rate_flags(model, config: ImpConfig) -> dict:
         elif i == len(layers) - 1:
             flags[mask_key(layer)] = "prune_rate_output"
         else:
-            flags[mask_key(layer)] = "prune_rate_conv" if isinstance(layer, MaskedConv2D) else "prune_rate_fc"
+            flags[mask_key(layer)] = "prune_rate_conv" if isinstance(layer, MASKED_CONVOLUTIONS) else "prune_rate_fc"
     return flags
 
 

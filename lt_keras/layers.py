@@ -253,27 +253,48 @@ class MaskedDense(MaskedKernelMixin, keras.layers.Dense):
         return outputs
 
 
-@keras.utils.register_keras_serializable(package=_PACKAGE)
-class MaskedConv2D(MaskedKernelMixin, keras.layers.Conv2D):
-    """``keras.layers.Conv2D`` with a fixed 0/1 kernel mask."""
+class _MaskedConvolution(MaskedKernelMixin):
+    """Keras's convolution call (causal padding, groups, the channels-first 1-D bias) with the masked kernel."""
 
     def call(self, inputs, training=None):
+        if self._is_causal:  # Conv1D's causal padding
+            inputs = tf.pad(inputs, self._compute_causal_padding(inputs))
         kernel = self.masked_kernel(training)
         if self.groups > 1:  # Keras compiles grouped convolutions for the CPU.
             outputs = self._jit_compiled_convolution_op(inputs, kernel)
         else:
             outputs = self.convolution_op(inputs, kernel)
         if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, self.bias, data_format=self._tf_data_format)
+            if self.rank == 1 and self._channels_first:  # bias_add takes no 1-D channels-first tensor
+                outputs += tf.reshape(self.bias, (1, self.filters, 1))
+            else:
+                outputs = tf.nn.bias_add(outputs, self.bias, data_format=self._tf_data_format)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
 
 
-MASKED_LAYER_TYPES = (MaskedDense, MaskedConv2D)
-# Plain Keras layer type -> masked twin; exact types only, so subclasses of
-# Dense/Conv2D with their own semantics are left alone.
-MASKED_TWIN = {keras.layers.Dense: MaskedDense, keras.layers.Conv2D: MaskedConv2D}
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedConv1D(_MaskedConvolution, keras.layers.Conv1D):
+    """``keras.layers.Conv1D`` with a 0/1 kernel mask."""
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedConv2D(_MaskedConvolution, keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` with a 0/1 kernel mask."""
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedConv3D(_MaskedConvolution, keras.layers.Conv3D):
+    """``keras.layers.Conv3D`` with a 0/1 kernel mask."""
+
+
+MASKED_CONVOLUTIONS = (MaskedConv1D, MaskedConv2D, MaskedConv3D)
+MASKED_LAYER_TYPES = (MaskedDense, *MASKED_CONVOLUTIONS)
+# Plain Keras layer type -> masked twin; exact types only, so subclasses with their own semantics
+# (Conv2DTranspose, DepthwiseConv2D subclass Conv2D) are left alone.
+MASKED_TWIN = {keras.layers.Dense: MaskedDense, keras.layers.Conv1D: MaskedConv1D, keras.layers.Conv2D: MaskedConv2D,
+               keras.layers.Conv3D: MaskedConv3D}
 PLAIN_TWIN = {masked: plain for plain, masked in MASKED_TWIN.items()}
 
 

@@ -188,7 +188,7 @@ def to_search_precision(model, precision):
         if is_masked(layer):
             return annotate(new, quantize_config=MaskedQuantizeConfig(
                 precision.weight_bits, precision.activation_bits, precision.gradient_bits,
-                isinstance(layer, keras.layers.Conv2D)))
+                isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D))))
         if isinstance(layer, keras.layers.BatchNormalization):
             # TFMOT folds BN only into a plain Conv2D; on its own it gets TFMOT's 8-bit output config.
             return annotate(new, quantize_config=_output_config())
