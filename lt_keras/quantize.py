@@ -47,7 +47,7 @@ if os.environ.get("TF_USE_LEGACY_KERAS") != _LEGACY_BEFORE:
 
 from lt_keras.convert import flatten_model
 from lt_keras.errors import LtKerasError
-from lt_keras.layers import is_masked, masked_layers, walk_layers
+from lt_keras.layers import MASKED_CONVOLUTIONS, is_masked, masked_layers, walk_layers
 
 _FP32_CONFIG = "_lt_fp32_config"
 
@@ -188,7 +188,7 @@ def to_search_precision(model, precision):
         if is_masked(layer):
             return annotate(new, quantize_config=MaskedQuantizeConfig(
                 precision.weight_bits, precision.activation_bits, precision.gradient_bits,
-                isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D))))
+                isinstance(layer, MASKED_CONVOLUTIONS)))
         if isinstance(layer, keras.layers.BatchNormalization):
             # TFMOT folds BN only into a plain Conv2D; on its own it gets TFMOT's 8-bit output config.
             return annotate(new, quantize_config=_output_config())

@@ -24,6 +24,7 @@ processes and the median of their ratios is reported, with every run's value.
 
 Prints one table and writes JSON (``--json_out``, default bench_results.json).
 """
+import dataclasses
 import json
 import os
 import statistics
@@ -253,8 +254,7 @@ def streaming_input(quick):
 
     with tempfile.TemporaryDirectory() as folder:
         LtBenchImages(data_dir=folder).download_and_prepare()
-        spec = DATASETS["imagenette"].__class__(**{**vars(DATASETS["imagenette"]), "tfds_name": "lt_bench_images",
-                                                   "default_validation_size": 32})
+        spec = dataclasses.replace(DATASETS["imagenette"], tfds_name="lt_bench_images", default_validation_size=32)
         loaded = streaming.load(spec, folder)
         pipeline = loaded.train_dataset(64, seed=0)
         batches = (count - 32) // 64

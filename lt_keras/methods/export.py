@@ -41,7 +41,7 @@ class Export(Method):
         if not run_dir:
             raise ConfigError("saved_model_dir", "the folder for the SavedModel is required.")
         data = self.load_data(spec)
-        if not hasattr(data, "x_test"):
+        if data.spec.streaming:
             raise ConfigError("dataset", f"lt-export takes its parity and calibration examples from a dataset held in "
                               f"memory; {data.spec.name} streams, which lt-export does not support yet.")
         c = self.config
