@@ -10,9 +10,11 @@ gradient. ``Mask.apply_to`` (and ``.keras`` loading, and
 stored kernel and of the optimizer's slots for it, so ``get_weights()`` and
 checkpoints show exact zeros, which no optimizer moves.
 
-Subclasses change *which* mask is used by overriding ``effective_mask`` only;
-the variable set and its creation order depend on ``get_config()`` alone, so
-``.keras`` files (which store variables by creation order) round-trip.
+Which mask multiplies the kernel is the business of the layer's mask source
+(``lt_keras.mask_sources``); a new kind of mask is a new source, returned by
+``make_mask_source``. The variable set and its creation order depend on
+``get_config()`` alone, so ``.keras`` files (which store variables by
+creation order) round-trip.
 
 ``mask0`` says what pruned positions hold (Zhou et al.'s mask-0 actions,
 ``lt_keras.actions``): ``"zero"`` (default), or one of the ``freeze_init``
@@ -20,40 +22,30 @@ family, where they keep frozen values stored in a non-trainable
 ``kernel_frozen`` (set to the kernel when the layer is built or converted;
 IMP sets it to theta_0, with the zeros the action asks for).
 
-``mask_mode`` turns a layer into a supermask layer: ``"fixed"`` (default)
-uses ``kernel_mask`` alone; ``"bernoulli"`` (Zhou et al.) samples
-mask ~ Bernoulli(sigmoid(kernel_scores)) and ``"topk"`` (edge-popup) keeps
-the ``keep_fraction`` largest |kernel_scores|, both with straight-through
-gradients to the trainable ``kernel_scores``, while kernel and bias are
-frozen. ``kernel_mask`` still multiplies in (a supermask can be learned
-inside a ticket). ``eval_mask`` picks the inference mask: ``"sampled"``,
-``"expected"`` (sigmoid(scores) > 0.5) or ``"topk"``. A Bernoulli layer
-counts its draws in a non-trainable ``sample_count`` and keys each draw by
-(``sample_seed``, its name, the count): the masks are a function of the
-checkpointed state, so a resumed run draws exactly the masks an
-uninterrupted one does.
+``mask_mode`` picks the source and turns a layer into a supermask layer:
+``"fixed"`` (default) uses ``kernel_mask`` alone; ``"bernoulli"`` (Zhou et
+al.) samples mask ~ Bernoulli(sigmoid(kernel_scores)) and ``"topk"``
+(edge-popup) keeps the ``keep_fraction`` largest |kernel_scores|, both with
+straight-through gradients to the trainable ``kernel_scores``, while kernel
+and bias are frozen. ``kernel_mask`` still multiplies in (a supermask can be
+learned inside a ticket). ``eval_mask`` picks the inference mask:
+``"sampled"``, ``"expected"`` (sigmoid(scores) > 0.5) or ``"topk"``.
 """
-import numpy as np
-
 from lt_keras._keras import keras, tf
 from lt_keras.actions import check_mask0
-from lt_keras.bernoulli import sampled_mask
 from lt_keras.errors import LtKerasError
-from lt_keras.seeds import derive_seed
-from lt_keras.straight_through import product, straight_through
-from lt_keras.topk import top_k_masks
+from lt_keras.mask_sources import EVAL_MASKS, MASK_MODES, MASK_SOURCES
 
 _PACKAGE = "lt_keras"
 
 
-MASK_MODES = ("fixed", "bernoulli", "topk")
-EVAL_MASKS = {"fixed": ("fixed",), "bernoulli": ("sampled", "expected"), "topk": ("topk",)}
 MASK_OPTIONS = ("mask0", "mask_mode", "keep_fraction", "score_init", "eval_mask", "dynamic_weight_rescaling",
                 "sample_seed")
 
 
 class MaskedKernelMixin:
-    """Adds ``kernel_mask`` and the masked-kernel computation to a Keras layer."""
+    """Adds ``kernel_mask``, a mask source (``lt_keras.mask_sources``) and the masked-kernel computation to a
+    Keras layer."""
 
     def __init__(self, *args, mask0="zero", mask_mode="fixed", keep_fraction=0.5, score_init=0.0,
                  eval_mask=None, dynamic_weight_rescaling=False, sample_seed=0, **kwargs):
@@ -90,6 +82,12 @@ class MaskedKernelMixin:
         self.keep_fraction, self.score_init = float(keep_fraction), float(score_init)
         self.dynamic_weight_rescaling = bool(dynamic_weight_rescaling)
         self.sample_seed = int(sample_seed)
+        self.kernel_frozen = self.kernel_scores = self.sample_count = None
+        object.__setattr__(self, "mask_source", self.make_mask_source())  # a plain object: not tracked by Keras
+
+    def make_mask_source(self):
+        """The source of this layer's mask, by ``mask_mode``; a layer with a new kind of mask overrides this."""
+        return MASK_SOURCES[self.mask_mode](self)
 
     def _mask_config(self, config):
         config.update({name: getattr(self, name) for name in MASK_OPTIONS})
@@ -97,11 +95,12 @@ class MaskedKernelMixin:
 
     @property
     def is_supermask(self):
-        return self.mask_mode != "fixed"
+        return self.mask_source.learns
 
     def add_weight(self, name=None, *args, **kwargs):
         # A supermask layer learns only its scores: the parent's kernel and bias are created frozen.
-        if getattr(self, "mask_mode", "fixed") != "fixed" and name in ("kernel", "bias"):
+        source = getattr(self, "mask_source", None)
+        if name in ("kernel", "bias") and source is not None and source.learns:
             kwargs["trainable"] = False
         return super().add_weight(name, *args, **kwargs)
 
@@ -113,64 +112,20 @@ class MaskedKernelMixin:
             initializer="ones",
             trainable=False,
         )
-        self.kernel_frozen = None
         if self.mask0 != "zero":
             self.kernel_frozen = self.add_weight(
                 name="kernel_frozen", shape=self.kernel.shape, dtype=self.kernel.dtype,
                 initializer="zeros", trainable=False)
             self.kernel_frozen.assign(self.kernel)
-        self.kernel_scores = None
-        if self.is_supermask:
-            # Top-k scores as the edge-popup code (kaiming_uniform_(a=sqrt(5))): U(+-1/sqrt(fan_in)).
-            initializer = (keras.initializers.Constant(self.score_init) if self.mask_mode == "bernoulli"
-                           else keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"))
-            self.kernel_scores = self.add_weight(
-                name="kernel_scores", shape=self.kernel.shape, dtype=self.kernel.dtype,
-                initializer=initializer, trainable=True)
-        self.sample_count = None
-        if self.mask_mode == "bernoulli":  # every replica draws the first replica's mask
-            self.sample_count = self.add_weight(
-                name="sample_count", shape=(), dtype=tf.int64, initializer="zeros", trainable=False,
-                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-
-    def _next_sample_key(self):
-        """(seed of this layer, number of this draw): the key of a fresh, reproducible Bernoulli mask."""
-        count = self.sample_count.assign_add(1)
-        word = derive_seed(self.sample_seed, 0, f"bernoulli/{self.name}")  # 31 bits
-        return tf.stack([tf.constant(word, tf.int32), tf.cast(count, tf.int32)])
-
-    def learned_mask(self, training=None, hard=False, factors=()):
-        """The supermask for this pass times ``factors`` (the fixed mask, the kernel); straight-through unless
-        ``hard``. The samplers multiply the factors into the mask and its slope in their own compiled pass."""
-        scores = self.kernel_scores
-        if not hard and self.mask_mode == "bernoulli" and (training or self.eval_mask == "sampled"):
-            return sampled_mask(scores, self._next_sample_key(), *factors)
-        if self.mask_mode == "topk":  # exactly round(keep_fraction * n) ones at the largest |scores|
-            k = max(1, int(round(self.keep_fraction * int(np.prod(scores.shape)))))
-            mask, slope = top_k_masks(scores, k, *factors)
-        else:  # expected mask: sigmoid(scores) > 0.5, with the slope of sigmoid(scores)
-            prob = tf.sigmoid(scores)
-            scale = product(factors, scores)
-            mask, slope = scale * tf.cast(scores > 0.0, scores.dtype), scale * prob * (1.0 - prob)
-        return mask if hard else straight_through(scores, mask, slope)
+        self.mask_source.add_variables()
 
     def hard_mask(self):
-        """The 0/1 mask a ticket keeps: kernel_mask times the expected or top-k supermask."""
-        if not self.is_supermask:
-            return tf.convert_to_tensor(self.kernel_mask)
-        return self.kernel_mask * self.learned_mask(hard=True)
+        """The 0/1 mask a ticket keeps: kernel_mask (times the expected or top-k supermask)."""
+        return self.mask_source.hard_mask()
 
     def effective_mask(self, training=None):
-        """The 0/1 tensor the kernel is multiplied by in this forward pass.
-
-        A fixed mask takes no gradient; ``stop_gradient`` lets TensorFlow skip
-        computing one (measured ~6% of a LeNet step without XLA). A supermask
-        layer returns its learned mask times the fixed one, straight-through.
-        """
-        fixed = tf.stop_gradient(self.kernel_mask)
-        if not self.is_supermask:
-            return fixed
-        return self.learned_mask(training, factors=[fixed])
+        """The 0/1 tensor the kernel is multiplied by in this forward pass (straight-through for a supermask)."""
+        return self.mask_source.mask(training)
 
     def use_kernel_once(self, kernel):
         """Compute the next call with ``kernel`` in place of the kernel variable, which stays untouched.
@@ -181,17 +136,12 @@ class MaskedKernelMixin:
         object.__setattr__(self, "_kernel_once", kernel)  # a tensor of one call: not tracked by Keras
 
     def masked_kernel(self, training=None):
-        """``kernel * mask`` (plus frozen values where pruned): the kernel the layer computes with.
-
-        A supermask's sampler returns the product itself where it can
-        (``_kernel_folds_into_mask``).
-        """
+        """``kernel * mask`` (plus frozen values where pruned): the kernel the layer computes with, from its
+        mask source."""
         override = getattr(self, "_kernel_once", None)
         if override is not None:
             object.__setattr__(self, "_kernel_once", None)
-        if self._kernel_folds_into_mask and override is None:
-            return self.learned_mask(training, factors=[tf.stop_gradient(self.kernel_mask), self.kernel])
-        return self._compose(tf.cast(self.effective_mask(training), self.kernel.dtype), override)
+        return self.mask_source.kernel(training, override)
 
     def store_zeros(self):
         """Write zeros at the stored kernel's pruned positions (after weights were set by other means)."""
@@ -203,18 +153,12 @@ class MaskedKernelMixin:
         super().load_own_variables(store)
         self.store_zeros()
 
-    @property
-    def _kernel_folds_into_mask(self):
-        """Whether the supermask sampler can return ``kernel * mask`` itself: no rescaling, no frozen values,
-        no subclass mask. Without XLA that saves a pass over the weights each way."""
-        return (self.is_supermask and not self.dynamic_weight_rescaling and self.kernel_frozen is None
-                and type(self).effective_mask is MaskedKernelMixin.effective_mask)
-
     def deterministic_kernel(self):
         """The kernel a ticket or an export keeps: the hard (expected / top-k) mask, no sampling."""
-        return self._compose(tf.cast(self.hard_mask(), self.kernel.dtype))
+        return self.compose(tf.cast(self.hard_mask(), self.kernel.dtype))
 
-    def _compose(self, mask, kernel=None):
+    def compose(self, mask, kernel=None):
+        """``kernel`` (default: the layer's) times ``mask``, rescaled and with frozen values where pruned."""
         kernel = (self.kernel if kernel is None else kernel) * mask
         if self.dynamic_weight_rescaling:
             # Zhou et al.: scale by numel / ones of the current mask; as in their code, a learned mask's gradient

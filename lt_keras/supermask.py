@@ -16,8 +16,9 @@ from lt_keras.actions import apply_mask1, mask1_action_names
 from lt_keras.convert import mask_model
 from lt_keras.criteria import criterion_names, score
 from lt_keras.errors import ConfigError, LtKerasError
-from lt_keras.layers import EVAL_MASKS, masked_layers
+from lt_keras.layers import masked_layers
 from lt_keras.mask import Mask, mask_key
+from lt_keras.mask_sources import EVAL_MASKS
 from lt_keras.options import option
 from lt_keras.pruning import prune_layerwise
 

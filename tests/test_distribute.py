@@ -143,7 +143,7 @@ for estimator in ("bernoulli", "topk"):
                                            keep_fraction=0.3, seed=3)
             if d == "two" and estimator == "bernoulli":  # each replica's own draw, in replica context
                 layer = masked_layers(model)[0]
-                per_replica = strategy.experimental_local_results(strategy.run(lambda: layer.learned_mask(True)))
+                per_replica = strategy.experimental_local_results(strategy.run(lambda: layer.mask_source.learned(True)))
                 draws_agree = bool(np.array_equal(per_replica[0].numpy(), per_replica[1].numpy()))
                 layer.sample_count.assign(0)
             recorder = StepMasks()

@@ -8,6 +8,8 @@ import pytest
 
 from lt_keras import Mask, MaskedConv2D, MaskedDense, masked_layers
 from lt_keras._keras import keras, tf
+from lt_keras.mask_sources import FixedMask, TopKMask
+from lt_keras.straight_through import product
 from tests.conftest import random_mask
 
 
@@ -202,14 +204,44 @@ def test_savedmodel_serves_without_lt_keras(tmp_path):
     assert float(result.stdout.strip().splitlines()[-1]) <= 1e-5
 
 
-def test_effective_mask_is_the_only_hook_subclasses_need():
-    class HalfMask(MaskedDense):
-        def effective_mask(self, training=None):
-            return tf.ones_like(self.kernel_mask) * 0.0
+def test_a_mask_source_is_the_one_hook_a_new_kind_of_mask_needs():
+    class NoWeights(FixedMask):
+        def mask(self, training=None):
+            return tf.zeros_like(self.layer.kernel_mask)
 
-    layer = HalfMask(2, use_bias=False)
-    out = layer(np.ones((1, 3), np.float32))
-    np.testing.assert_array_equal(out.numpy(), 0.0)
+    class AllLearned(TopKMask):  # a learned source: its fast path and the composed path both use ``learned``
+        def learned(self, training=None, hard=False, factors=()):
+            return product(factors, self.layer.kernel_scores) * 0.0
+
+    for source, options in ((NoWeights, {}), (AllLearned, {"mask_mode": "topk"}),
+                            (AllLearned, {"mask_mode": "topk", "dynamic_weight_rescaling": True})):
+        for base, args, x in ((MaskedDense, (2,), np.ones((1, 3), np.float32)),
+                              (MaskedConv2D, (2, 3), np.ones((1, 4, 4, 3), np.float32))):
+            layer = type("Custom", (base,), {"make_mask_source": lambda self, s=source: s(self)})(*args, **options)
+            for training in (True, False):
+                out = layer(x, training=training).numpy()
+                np.testing.assert_array_equal(out, 0.0 * out)
+                assert layer.kernel.numpy().any()  # the zeros come from the source, not from the weights
+
+
+@pytest.mark.parametrize("mode,options", [("fixed", {}), ("topk", {}), ("bernoulli", {"eval_mask": "expected"}),
+                                          ("bernoulli", {}), ("topk", {"mask0": "freeze_init"}),
+                                          ("bernoulli", {"dynamic_weight_rescaling": True})])
+def test_every_sources_fast_path_is_the_composed_kernel(mode, options):
+    """A source's kernel (with its fast path) equals kernel * mask composed by the layer, at the same draw."""
+    layer = MaskedDense(7, mask_mode=mode, score_init=0.3, **options)
+    layer.build((None, 5))
+    layer.kernel_mask.assign(random_mask((5, 7), 0.6, 3))
+    if layer.kernel_scores is not None:
+        layer.kernel_scores.assign(np.random.RandomState(0).randn(5, 7).astype(np.float32))
+    for training in (True, False):
+        start = None if layer.sample_count is None else layer.sample_count.numpy()
+        kernel = layer.masked_kernel(training).numpy()
+        if start is not None:
+            layer.sample_count.assign(start)
+        mask = layer.effective_mask(training)
+        np.testing.assert_array_equal(kernel, layer.compose(tf.cast(mask, tf.float32)).numpy())
+        assert np.all(kernel[layer.kernel_mask.numpy() == 0] == 0) or layer.kernel_frozen is not None
 
 
 def test_mask0_freeze_init_keeps_pruned_weights_at_their_frozen_values():

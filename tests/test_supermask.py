@@ -111,7 +111,7 @@ def test_sampled_masks_track_sigmoid_scores():
     layer.build((None, 50))
     p = np.random.RandomState(0).uniform(0.05, 0.95, (50, 400)).astype(np.float32)
     layer.kernel_scores.assign(np.log(p / (1 - p)))
-    samples = np.stack([layer.learned_mask(training=True, hard=False).numpy() for _ in range(200)])
+    samples = np.stack([layer.mask_source.learned(training=True, hard=False).numpy() for _ in range(200)])
     assert set(np.unique(samples)) == {0.0, 1.0}  # straight-through forward values are hard 0/1
     # mean over samples per entry tracks p (std of a mean of 200 Bernoullis <= 0.036)
     assert np.abs(samples.mean(0) - p).mean() < 0.03
@@ -266,20 +266,20 @@ def test_bernoulli_draws_are_a_function_of_seed_layer_and_count(tmp_path):
     model."""
     a, b, other = small(), small(), small(seed=1)
     layer_a, layer_b, layer_o = (masked_layers(m)[0] for m in (a, b, other))
-    draws_a = [layer_a.learned_mask(training=True).numpy() for _ in range(3)]
-    draws_b = [layer_b.learned_mask(training=True).numpy() for _ in range(3)]
+    draws_a = [layer_a.mask_source.learned(training=True).numpy() for _ in range(3)]
+    draws_b = [layer_b.mask_source.learned(training=True).numpy() for _ in range(3)]
     for x, y in zip(draws_a, draws_b):
         np.testing.assert_array_equal(x, y)  # same seed, layer and count: the same mask
     assert not np.array_equal(draws_a[0], draws_a[1])  # a new count: a fresh mask
-    assert not np.array_equal(layer_o.learned_mask(training=True).numpy(), draws_a[0])  # another seed
+    assert not np.array_equal(layer_o.mask_source.learned(training=True).numpy(), draws_a[0])  # another seed
     assert int(layer_a.sample_count.numpy()) == 3
     path = str(tmp_path / "m.keras")
     a.save(path)
     loaded = keras.models.load_model(path)
     layer_l = masked_layers(loaded)[0]
     assert int(layer_l.sample_count.numpy()) == 3 and layer_l.sample_seed == 0
-    np.testing.assert_array_equal(layer_l.learned_mask(training=True).numpy(),
-                                  layer_a.learned_mask(training=True).numpy())  # the 4th draw, in both
+    np.testing.assert_array_equal(layer_l.mask_source.learned(training=True).numpy(),
+                                  layer_a.mask_source.learned(training=True).numpy())  # the 4th draw, in both
 
 
 def test_killed_bernoulli_supermask_fit_resumes_bit_identical(tmp_path):
