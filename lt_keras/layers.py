@@ -34,7 +34,7 @@ learned inside a ticket). ``eval_mask`` picks the inference mask:
 from lt_keras._keras import keras, tf
 from lt_keras.actions import check_mask0
 from lt_keras.errors import LtKerasError
-from lt_keras.mask_sources import EVAL_MASKS, MASK_MODES, MASK_SOURCES
+from lt_keras.mask_sources import MASK_SOURCES, check_options
 
 _PACKAGE = "lt_keras"
 
@@ -70,14 +70,7 @@ class MaskedKernelMixin:
     def _init_mask_options(self, mask0="zero", mask_mode="fixed", keep_fraction=0.5, score_init=0.0,
                            eval_mask=None, dynamic_weight_rescaling=False, sample_seed=0):
         check_mask0(mask0)
-        if mask_mode not in MASK_MODES:
-            raise ValueError(f"mask_mode: {mask_mode!r} is not one of {list(MASK_MODES)}.")
-        eval_mask = eval_mask or EVAL_MASKS[mask_mode][0]
-        if eval_mask not in EVAL_MASKS[mask_mode]:
-            raise ValueError(f"eval_mask: {eval_mask!r} does not go with mask_mode={mask_mode!r}; "
-                             f"choose one of {list(EVAL_MASKS[mask_mode])}.")
-        if not 0 < keep_fraction <= 1:
-            raise ValueError(f"keep_fraction: must be in (0, 1], got {keep_fraction}.")
+        eval_mask = check_options(mask_mode, eval_mask, keep_fraction)
         self.mask0, self.mask_mode, self.eval_mask = mask0, mask_mode, eval_mask
         self.keep_fraction, self.score_init = float(keep_fraction), float(score_init)
         self.dynamic_weight_rescaling = bool(dynamic_weight_rescaling)

@@ -13,6 +13,7 @@ import numpy as np
 
 from lt_keras._keras import keras, tf
 from lt_keras.bernoulli import sampled_mask
+from lt_keras.errors import ConfigError
 from lt_keras.seeds import derive_seed
 from lt_keras.straight_through import product, straight_through
 from lt_keras.topk import top_k_masks
@@ -127,8 +128,10 @@ class TopKMask(LearnedMask):
     eval_masks = ("topk",)
 
     def score_initializer(self):
-        # As the edge-popup code (kaiming_uniform_(a=sqrt(5))): U(+-1/sqrt(fan_in)).
-        return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
+        """As the edge-popup code (kaiming_uniform_(a=sqrt(5))): U(+-1/sqrt(fan_in)); drawn from (sample_seed,
+        the layer's name), so the scores are the same however the model is built or converted."""
+        seed = derive_seed(self.layer.sample_seed, 0, f"topk_scores/{self.layer.name}")
+        return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=seed)
 
     def learned(self, training=None, hard=False, factors=()):
         scores = self.layer.kernel_scores
@@ -140,3 +143,17 @@ class TopKMask(LearnedMask):
 MASK_SOURCES = {source.mode: source for source in (FixedMask, BernoulliMask, TopKMask)}
 MASK_MODES = tuple(MASK_SOURCES)
 EVAL_MASKS = {mode: source.eval_masks for mode, source in MASK_SOURCES.items()}
+
+
+def check_options(mask_mode, eval_mask=None, keep_fraction=0.5, mode_field="mask_mode"):
+    """The one validation of the supermask options (the masked layers, ``LearnConfig`` and ``set_eval_mask`` call
+    it); returns the evaluation mask, defaulting to the mode's first. ``mode_field`` names the mode in errors."""
+    if mask_mode not in MASK_SOURCES:
+        raise ConfigError(mode_field, f"{mask_mode!r} is not one of {list(MASK_MODES)}.")
+    eval_mask = eval_mask or EVAL_MASKS[mask_mode][0]
+    if eval_mask not in EVAL_MASKS[mask_mode]:
+        raise ConfigError("eval_mask", f"{eval_mask!r} does not go with {mode_field}={mask_mode!r}; "
+                          f"choose one of {list(EVAL_MASKS[mask_mode])}.")
+    if not 0 < keep_fraction <= 1:
+        raise ConfigError("keep_fraction", f"must be in (0, 1], got {keep_fraction}.")
+    return eval_mask

@@ -18,7 +18,7 @@ from lt_keras.criteria import criterion_names, score
 from lt_keras.errors import ConfigError, LtKerasError
 from lt_keras.layers import masked_layers
 from lt_keras.mask import Mask, mask_key
-from lt_keras.mask_sources import EVAL_MASKS
+from lt_keras.mask_sources import check_options
 from lt_keras.options import option
 from lt_keras.pruning import prune_layerwise
 
@@ -43,11 +43,14 @@ class LearnConfig:
     def __post_init__(self):
         if self.estimator not in ESTIMATORS:
             raise ConfigError("estimator", f"{self.estimator!r} is not one of {list(ESTIMATORS)}.")
-        if self.eval_mask is not None and self.eval_mask not in EVAL_MASKS[self.estimator]:
-            raise ConfigError("eval_mask", f"{self.eval_mask!r} does not go with estimator={self.estimator!r}; "
-                              f"choose one of {list(EVAL_MASKS[self.estimator])}.")
-        if not 0 < self.keep_fraction <= 1:
-            raise ConfigError("keep_fraction", f"must be in (0, 1], got {self.keep_fraction}.")
+        check_options(self.estimator, self.eval_mask, self.keep_fraction, mode_field="estimator")
+
+    def layer_options(self, seed=0) -> dict:
+        """The masked-layer options of this supermask (``build_model`` and ``mask_model`` take them); ``seed``
+        keys the top-k scores' draw and the Bernoulli masks."""
+        return {"mask_mode": self.estimator, "keep_fraction": self.keep_fraction, "score_init": self.score_init,
+                "eval_mask": self.eval_mask, "dynamic_weight_rescaling": self.dynamic_weight_rescaling,
+                "sample_seed": seed}
         if self.weight_init not in WEIGHT_INITS:
             raise ConfigError("weight_init", f"{self.weight_init!r} is not one of {list(WEIGHT_INITS)}.")
 
@@ -78,11 +81,12 @@ def to_supermask(model, estimator="bernoulli", keep_fraction=0.5, score_init=0.0
                  dynamic_weight_rescaling=False, seed=0):
     """A copy of ``model`` whose masked layers learn supermasks over their (frozen) weights.
 
-    ``seed`` keys the Bernoulli draws (with each layer's name and draw count)."""
-    LearnConfig(estimator=estimator, keep_fraction=keep_fraction, score_init=score_init,  # checks the values
-                eval_mask=eval_mask, dynamic_weight_rescaling=dynamic_weight_rescaling)
-    return mask_model(model, mask_mode=estimator, keep_fraction=keep_fraction, score_init=score_init,
-                      eval_mask=eval_mask, dynamic_weight_rescaling=dynamic_weight_rescaling, sample_seed=seed)
+    ``seed`` keys the top-k scores' draw and the Bernoulli masks (with each
+    layer's name and draw count). A registered model is built as a supermask
+    model directly: ``build_model(name, ..., **LearnConfig(...).layer_options(seed))``."""
+    config = LearnConfig(estimator=estimator, keep_fraction=keep_fraction, score_init=score_init,
+                         eval_mask=eval_mask, dynamic_weight_rescaling=dynamic_weight_rescaling)
+    return mask_model(model, **config.layer_options(seed))
 
 
 def _fan_in(shape):
@@ -118,10 +122,7 @@ def set_eval_mask(model, eval_mask):
     """Switch the inference mask of every supermask layer (drops Keras's cached predict/test functions)."""
     for layer in masked_layers(model):
         if layer.is_supermask:
-            if eval_mask not in EVAL_MASKS[layer.mask_mode]:
-                raise LtKerasError(f"eval mask {eval_mask!r} does not go with {layer.mask_mode!r} layers; "
-                                   f"choose one of {list(EVAL_MASKS[layer.mask_mode])}.")
-            layer.eval_mask = eval_mask
+            layer.eval_mask = check_options(layer.mask_mode, eval_mask)
     model.test_function = model.predict_function = None
     return model
 

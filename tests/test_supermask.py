@@ -378,7 +378,7 @@ def test_top_k_scores_start_as_the_edge_popup_code():
     for layer, shape, fan_in in ((MaskedDense(300, mask_mode="topk"), (None, 784), 784),
                                  (MaskedConv2D(64, 3, mask_mode="topk"), (None, 32, 32, 16), 3 * 3 * 16)):
         layer.build(shape)
-        scores, bound = layer.kernel_scores.numpy(), 1 / np.sqrt(fan_in)
+        scores, bound = layer.kernel_scores.numpy(), np.float32(1 / np.sqrt(fan_in))
         assert np.abs(scores).max() <= bound and np.abs(scores).max() > 0.99 * bound
         assert abs(scores.std() / (bound / np.sqrt(3)) - 1) < 0.03
 
@@ -392,3 +392,31 @@ def test_expected_bernoulli_mask_keeps_only_scores_above_zero():
     layer.build((None, 2))
     layer.kernel_scores.assign([[0.0, 1e-6, -1e-6], [0.0, 2.0, -2.0]])
     np.testing.assert_array_equal(layer.hard_mask().numpy(), [[0, 1, 0], [0, 1, 0]])
+
+
+def test_a_supermask_model_is_the_same_built_directly_or_converted():
+    """The searches build supermask layers from the config (no converting clone); a user converts their own model.
+    Both give the same top-k scores: the draw is keyed by (seed, layer name), not by the global random state."""
+    options = supermask.LearnConfig(estimator="topk", keep_fraction=0.3).layer_options(seed=4)
+    direct = build_model("lenet_300_100", (28, 28, 1), 10, **options)
+    keras.utils.set_random_seed(99)  # the conversion draws other kernels first: the scores must not care
+    converted = supermask.to_supermask(build_model("lenet_300_100", (28, 28, 1), 10), "topk", keep_fraction=0.3,
+                                       seed=4)
+    other_seed = build_model("lenet_300_100", (28, 28, 1), 10, **dict(options, sample_seed=5))
+    for a, b, c in zip(masked_layers(direct), masked_layers(converted), masked_layers(other_seed)):
+        assert (a.mask_mode, a.keep_fraction, a.sample_seed) == (b.mask_mode, b.keep_fraction, b.sample_seed)
+        np.testing.assert_array_equal(a.kernel_scores.numpy(), b.kernel_scores.numpy())
+        assert not np.array_equal(a.kernel_scores.numpy(), c.kernel_scores.numpy())
+
+
+def test_supermask_options_have_one_validation():
+    from lt_keras.errors import ConfigError
+
+    for bad, field in (({"eval_mask": "expected"}, "eval_mask"), ({"keep_fraction": 1.5}, "keep_fraction")):
+        with pytest.raises(ConfigError) as from_config:
+            supermask.LearnConfig(estimator="topk", **bad)
+        with pytest.raises(ConfigError) as from_layer:
+            MaskedDense(2, mask_mode="topk", **bad)
+        assert from_config.value.field == from_layer.value.field == field
+    with pytest.raises(ConfigError, match="estimator"):
+        supermask.LearnConfig(estimator="fixed")

@@ -15,7 +15,7 @@ from lt_keras.models import build_model
 from lt_keras.precision import SearchPrecision
 from lt_keras.report import plot_curves
 from lt_keras.supermask import (LearnConfig, MaskDensityLogger, UntrainedConfig, criterion_mask, evaluate,
-                                expected_density, hard_mask, init_weights, to_supermask, to_ticket,
+                                expected_density, hard_mask, init_weights, to_ticket,
                                 untrained_accuracy)
 from lt_keras.ticket import TicketInfo, write_ticket
 from lt_keras.training import fit
@@ -80,10 +80,8 @@ def learn(output_dir, model_name, data, train, config: LearnConfig = LearnConfig
     """
     precision = precision or SearchPrecision()
     keras.utils.set_random_seed(train.seed)
-    model = build_model(model_name, data.input_shape, data.num_classes)
+    model = build_model(model_name, data.input_shape, data.num_classes, **config.layer_options(train.seed))
     init_weights(model, config.weight_init, seed=train.seed)
-    model = to_supermask(model, config.estimator, config.keep_fraction, config.score_init, config.eval_mask,
-                         config.dynamic_weight_rescaling, seed=train.seed)
     model = precision.to_search(model)
     backup = os.path.join(output_dir, "backup")
     result = fit(model, data, train, output_dir=output_dir, callbacks=[MaskDensityLogger()], backup_dir=backup)
