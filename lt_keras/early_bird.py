@@ -59,8 +59,6 @@ class EarlyBirdConfig:
     retrain_ratios: tuple = option(None, "Ratios whose tickets are retrained (default: every emerged ratio).",
                                    item=float)
     run_baseline: bool = option(False, "Also train the LT one-shot baseline for its accuracy.")
-    lr_decay_epochs: tuple = option((), "Epochs where the step schedule divides the rate (sets the step "
-                                    "schedule's iterations).", item=float)
     prune_rule: str = option("threshold", "threshold: prune every channel with |gamma| <= the sorted value at index "
                              "int(T * p) (You et al.'s code: int(T * p) + 1 channels); count: exactly round(T * p).",
                              choices=PRUNE_RULES)

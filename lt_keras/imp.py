@@ -18,6 +18,7 @@ from lt_keras._keras import keras
 from lt_keras.actions import (NEEDS_FINAL_WEIGHTS, NEEDS_FRESH_DRAW, apply_mask0, check_mask0, kept_start,
                               mask1_action_names, mask1_start)
 from lt_keras.criteria import criterion_names, score
+from lt_keras.duration import EXAMPLES, Duration, iterations
 from lt_keras.errors import ConfigError, LtKerasError
 from lt_keras.io_utils import load_weights, save_weights
 from lt_keras.keras3 import not_keras2_message
@@ -35,24 +36,32 @@ CONTROLS = ("random_reinit", "random_prune")
 
 @dataclasses.dataclass(frozen=True)
 class Rewind:
-    """Where the kept weights go back to each round: ``step`` 0 is theta_0, K the weights after K steps of
-    round 0 (late rewinding), None no rewinding (the next round continues from the trained weights)."""
+    """Where the kept weights go back to each round: ``point`` zero is theta_0, K the weights after K (iterations
+    or epochs, ``lt_keras.duration``) of round 0 (late rewinding), None no rewinding (the next round continues
+    from the trained weights)."""
 
-    step: typing.Optional[int]
+    point: typing.Optional[Duration]
 
     @classmethod
     def parse(cls, text) -> "Rewind":
         if text == "init":
-            return cls(0)
+            return cls(Duration())
         if text == "none":
             return cls(None)
-        if isinstance(text, str) and text.startswith("step:") and text[5:].isdigit() and int(text[5:]) > 0:
-            return cls(int(text[5:]))
-        raise ConfigError("rewind", f"expected init, none or step:K with K > 0, got {text!r}.")
+        if isinstance(text, str) and text.startswith("step:"):
+            point = Duration.parse(text[5:], "rewind")
+            if point != Duration():
+                return cls(point)
+        raise ConfigError("rewind", f"expected init, none or step:K with K > 0 iterations or epochs ({EXAMPLES}), "
+                          f"got {text!r}.")
 
     @property
     def late(self) -> bool:
-        return bool(self.step)
+        return self.point is not None and self.point != Duration()
+
+    def step(self, steps_per_epoch=None):
+        """The rewind point in iterations (None: no rewinding)."""
+        return None if self.point is None else iterations(self.point.value, "rewind", steps_per_epoch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +73,8 @@ class ImpConfig:
     prune_rate_conv: float = option(0.1, "Per-round pruning rate of convolutions (0: not pruned).")
     prune_rate_output: float = option(0.1, "Per-round pruning rate of the output layer (0: not pruned).")
     prune_rate: float = option(0.2, "Per-round pooled rate with --allocation=global.")
-    rewind: str = option("init", "init (theta_0), step:K (weights after K steps) or none.")
+    rewind: str = option("init", "init (theta_0), step:K (weights after K iterations or epochs: step:500, step:5ep) "
+                         "or none.")
     criterion: str = option("large_final", "Mask criterion (Zhou et al.; lt_keras.criteria).")
     mask1: str = option("init", "Mask-1 action for the kept weights at rewind (lt_keras.actions).")
     mask1_rescaling: bool = option(False, "Multiply the kept weights by numel / ones of each layer's mask "
@@ -265,7 +275,7 @@ class TrainedRound:
 
 
 def imp_rounds(model, config: ImpConfig, seed, train_round, state: RoundState, init_kernels, fresh_draw=None,
-               before_train=None, after_round=None, snapshot_path=None) -> RoundState:
+               before_train=None, after_round=None, snapshot_path=None, steps_per_epoch=None) -> RoundState:
     """The IMP round engine, shared by ``find_ticket`` and ``search``: rounds ``state.k`` .. ``total_rounds``.
 
     Each round after the dense one loads the rewind point, applies the mask-1
@@ -275,11 +285,12 @@ def imp_rounds(model, config: ImpConfig, seed, train_round, state: RoundState, i
     ``after_round(TrainedRound)`` is where a caller saves the round
     atomically. ``fresh_draw(k)`` returns new initializer draws for the
     mask-1 actions that need them. ``snapshot_path(k)`` is where the
-    late-rewind snapshot persists (``_Snapshot``). Random draws derive from (``seed``,
-    round, purpose) (``lt_keras.seeds``).
+    late-rewind snapshot persists (``_Snapshot``). ``steps_per_epoch`` resolves a
+    rewind point given in epochs. Random draws derive from (``seed``, round,
+    purpose) (``lt_keras.seeds``).
     """
     rates = layer_rates(model, config)
-    step = config.rewind_to.step
+    step = config.rewind_to.step(steps_per_epoch)
     for k in range(state.k, config.total_rounds + 1):
         mask, chain = state.mask, None
         if k > 0:
@@ -384,7 +395,8 @@ def _fails_fast_without(model, reached):
         model.train_function = getattr(model.train_function, "_lt_inner", model.train_function)
 
 
-def find_ticket(model, train_fn, config: ImpConfig = ImpConfig(), evaluate_fn=None, output_dir=None, seed=0):
+def find_ticket(model, train_fn, config: ImpConfig = ImpConfig(), evaluate_fn=None, output_dir=None, seed=0,
+                steps_per_epoch=None):
     """Run IMP rounds around the user's own training loop; returns a ``TicketSearch``.
 
     ``model`` is a compiled model with masked layers (see ``mask_model``); its
@@ -404,7 +416,8 @@ def find_ticket(model, train_fn, config: ImpConfig = ImpConfig(), evaluate_fn=No
     compare theta_0 with theta_final (``freeze_init_zero_*``) take theta_final
     from the model's kernels right after ``train_fn`` of the round that
     pruned; ``lt-imp`` keeps them in ``round_<k>/next.npz`` for a resume.
-    Random draws derive from (``seed``, round, purpose).
+    Random draws derive from (``seed``, round, purpose). A rewind point in
+    epochs (``step:5ep``) needs ``steps_per_epoch`` (your fit's batches per epoch).
     """
     if not isinstance(model, keras.Model):
         raise LtKerasError("find_ticket: " + not_keras2_message(model) + " Then mask it with lt_keras.mask_model "
@@ -445,6 +458,6 @@ def find_ticket(model, train_fn, config: ImpConfig = ImpConfig(), evaluate_fn=No
 
     final = imp_rounds(model, config, seed, train_round,
                        RoundState(0, search.mask, model.get_weights()), kernels(model), fresh_draw,
-                       before_train, after_round)
+                       before_train, after_round, steps_per_epoch=steps_per_epoch)
     search.mask = final.mask
     return search

@@ -20,15 +20,17 @@ from absl import flags
 from lt_keras.errors import LtKerasError
 
 
-def option(default, help, choices=None, lower_bound=None, item=None):
+def option(default, help, choices=None, lower_bound=None, item=None, duration=False):
     """A dataclass field with what its flag needs.
 
     ``choices``: the allowed values (a list, or a function returning one,
     for registries filled at import); ``lower_bound``: the smallest allowed
-    number; ``item``: the element type of a tuple field (a comma-separated flag).
+    number; ``item``: the element type of a tuple field (a comma-separated flag);
+    ``duration``: the field (or each item) is a time in ``lt_keras.duration``'s
+    unit (iterations or epochs: a string flag, canonicalized by the config).
     """
     return dataclasses.field(default=default, metadata={
-        "help": help, "choices": choices, "lower_bound": lower_bound, "item": item})
+        "help": help, "choices": choices, "lower_bound": lower_bound, "item": item, "duration": duration})
 
 
 def choices_of(field):
@@ -62,7 +64,9 @@ def define(cls, flag_values, skip=()):
         kind, meta = _kind(owner, field), field.metadata
         default, choices, bound = field.default, choices_of(field), meta.get("lower_bound")
         args = dict(flag_values=flag_values)
-        if kind is bool:
+        if meta.get("duration") and kind is not tuple:
+            flags.DEFINE_string(field.name, None if default is None else str(default), meta["help"], **args)
+        elif kind is bool:
             flags.DEFINE_bool(field.name, default, meta["help"], **args)
         elif kind is tuple:
             flags.DEFINE_list(field.name, None if default is None else [str(v) for v in default], meta["help"],

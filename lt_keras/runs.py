@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 
+from lt_keras.duration import canonical
 from lt_keras.errors import RunDirError
 from lt_keras.io_utils import atomic_write_json, atomic_write_text, read_json
 from lt_keras.versions import library_versions
@@ -30,15 +31,30 @@ _ADDED_LATER = {"weight_decay_mode": "decoupled", "augment": "none", "prune_coun
                 "adam_epsilon": 1e-7, "normalization": "dataset", "prune_rule": "count", "initial_mask": False}
 
 
-def _identity(config):
+def _moved(config):
+    """Early-Bird's ``lr_decay_epochs`` became the training schedule's decay points, in epochs (which it forced
+    to the step schedule): an older run directory reads as the same run written the new way."""
+    old = config.get("early_bird")
+    if not (isinstance(old, dict) and "lr_decay_epochs" in old and isinstance(config.get("train"), dict)):
+        return config
+    epochs = old["lr_decay_epochs"]
+    config = dict(config, early_bird={k: v for k, v in old.items() if k != "lr_decay_epochs"})
+    if epochs:
+        config["train"] = dict(config["train"], lr_schedule="step",
+                               lr_decay_steps=[canonical(f"{e:g}ep", "lr_decay_epochs") for e in epochs])
+    return config
+
+
+def _identity(config, top=True):
     """What makes two configs the same run: execution-only keys dropped, data folders resolved, settings added
-    later dropped where they hold the value older runs computed with."""
+    later dropped where they hold the value older runs computed with, moved settings read where they are now."""
     if isinstance(config, dict):
-        return {k: (os.path.realpath(v) if k == "data_dir" and isinstance(v, str) else _identity(v))
+        config = _moved(config) if top else config
+        return {k: (os.path.realpath(v) if k == "data_dir" and isinstance(v, str) else _identity(v, False))
                 for k, v in config.items()
                 if k not in _EXECUTION_ONLY and not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
     if isinstance(config, (list, tuple)):
-        return [_identity(v) for v in config]
+        return [_identity(v, False) for v in config]
     return config
 
 

@@ -18,6 +18,7 @@ from absl import logging
 
 from lt_keras._keras import keras, tf
 from lt_keras.distribute import replicas_on_cpus
+from lt_keras.duration import EXAMPLES, Duration, canonical, iterations
 from lt_keras.errors import ConfigError, DivergedError, LtKerasError
 from lt_keras.io_utils import atomic_save_model, atomic_write_json, read_json, save_weights
 from lt_keras.layers import masked_layers, walk_layers
@@ -54,17 +55,18 @@ class TrainConfig:
                           "image size at random and flips horizontally at random, per example (seeded; never "
                           "on evaluation data).", choices=AUGMENTATIONS)
     lr_schedule: str = option("constant", "Learning-rate schedule after warmup.", choices=LR_SCHEDULES)
-    lr_decay_steps: tuple = option((), "Iterations at which the step schedule multiplies the rate by "
-                                   "--lr_decay_factor.", item=int)
+    lr_decay_steps: tuple = option((), "Points at which the step schedule multiplies the rate by --lr_decay_factor: "
+                                   f"iterations or epochs ({EXAMPLES}).", duration=True)
     lr_decay_factor: float = option(0.1, "Step-schedule factor.", lower_bound=0)
-    warmup_steps: int = option(0, "Linear learning-rate warmup iterations (before any schedule).", lower_bound=0)
+    warmup_steps: int = option(0, "Linear learning-rate warmup (before any schedule): iterations or epochs (e.g. 5ep).",
+                               duration=True)
     batch_size: int = option(60, "Training batch size: the global batch, split across the replicas under "
                              "--strategy.", lower_bound=1)
     train_steps: int = option(None, "Training iterations (exactly one of --train_steps and --epochs).",
                               lower_bound=1)
     epochs: float = option(None, f"Training epochs ({DEFAULT_EPOCHS} when neither this nor --train_steps is "
                            "given).", lower_bound=0)
-    eval_every: int = option(None, "Evaluate every N iterations (default: once per epoch).", lower_bound=1)
+    eval_every: int = option(None, "Evaluate at this interval: iterations or epochs (default: 1ep).", duration=True)
     jit_compile: bool = option(None, "Compile training steps with XLA (unset: on a GPU, and on a CPU for nets "
                                "without convolutions, whose XLA CPU kernels are slower).")
     seed: int = option(0, "Seed for initialization, shuffling and masks (0 to 2**32 - 1).", lower_bound=0)
@@ -104,11 +106,17 @@ class TrainConfig:
             bad("train_steps", f"must be >= 1, got {self.train_steps}")
         if self.epochs is not None and not self.epochs > 0:
             bad("epochs", f"must be positive, got {self.epochs}")
-        if self.eval_every is not None and self.eval_every < 1:
-            bad("eval_every", f"must be >= 1, got {self.eval_every}")
-        if self.warmup_steps < 0:
-            bad("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        if list(self.lr_decay_steps) != sorted(set(self.lr_decay_steps)):
+        # Times are kept canonical (an int of iterations, or "30ep"), so equal settings compare equal.
+        object.__setattr__(self, "warmup_steps", canonical(self.warmup_steps, "warmup_steps"))
+        object.__setattr__(self, "eval_every", canonical(self.eval_every, "eval_every"))
+        object.__setattr__(self, "lr_decay_steps", tuple(canonical(p, "lr_decay_steps") for p in self.lr_decay_steps))
+        if self.eval_every is not None and Duration.parse(self.eval_every, "eval_every") == Duration():
+            bad("eval_every", "must be more than 0 iterations")
+        if self.lr_decay_steps and self.lr_schedule != "step":
+            bad("lr_decay_steps", f"decay points need lr_schedule=step (it is {self.lr_schedule!r}); they would be "
+                "ignored")
+        units = {isinstance(p, int) for p in self.lr_decay_steps}
+        if len(units) == 1 and list(self.lr_decay_steps) != sorted(set(self.lr_decay_steps), key=_order):
             bad("lr_decay_steps", f"must be increasing, got {list(self.lr_decay_steps)}")
         count = str(self.steps_per_execution)
         if count != "auto" and not (count.isdigit() and int(count) >= 1):
@@ -124,7 +132,23 @@ class TrainConfig:
         return max(1, int(round(self.epochs * self.steps_per_epoch(num_train))))
 
     def eval_interval(self, num_train):
-        return int(self.eval_every or self.steps_per_epoch(num_train))
+        return iterations(self.eval_every, "eval_every", self.steps_per_epoch(num_train)) or \
+            self.steps_per_epoch(num_train)
+
+    def resolved(self, num_train) -> "TrainConfig":
+        """This config with every time in iterations, for ``num_train`` training examples."""
+        spe = self.steps_per_epoch(num_train)
+        decay = tuple(iterations(p, "lr_decay_steps", spe) for p in self.lr_decay_steps)
+        if list(decay) != sorted(set(decay)):
+            raise ConfigError("lr_decay_steps", f"must be increasing, got {list(self.lr_decay_steps)} = iterations "
+                              f"{list(decay)} at {spe} a epoch.")
+        return dataclasses.replace(self, lr_decay_steps=decay, eval_every=self.eval_interval(num_train),
+                                   warmup_steps=iterations(self.warmup_steps, "warmup_steps", spe))
+
+
+def _order(point):
+    duration = Duration.parse(point, "lr_decay_steps")
+    return duration.epochs, duration.iterations
 
 
 @keras.utils.register_keras_serializable(package="lt_keras")
@@ -227,9 +251,11 @@ CoupledAdam = _coupled_weight_decay(keras.optimizers.Adam)
 
 
 def make_optimizer(config: TrainConfig, total_steps: int):
+    """The optimizer and schedule of ``config``; times given in epochs need ``config.resolved(num_train)`` first."""
     lr = config.learning_rate
     if config.warmup_steps or config.lr_schedule != "constant":
-        lr = WarmupSchedule(lr, config.warmup_steps, config.lr_schedule, config.lr_decay_steps,
+        lr = WarmupSchedule(lr, iterations(config.warmup_steps, "warmup_steps"), config.lr_schedule,
+                            [iterations(p, "lr_decay_steps") for p in config.lr_decay_steps],
                             config.lr_decay_factor, total_steps)
     wd = config.weight_decay or None
     coupled = config.weight_decay_mode == "coupled" and wd
@@ -423,6 +449,7 @@ def fit(model, data, config: TrainConfig, output_dir=None, callbacks=(), verbose
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     num_train = data.num_train
+    config = config.resolved(num_train)  # every time in iterations from here on
     total = config.total_steps(num_train)
     interval = min(config.eval_interval(num_train), total)
     exact_steps = [s for cb in callbacks for s in getattr(cb, "exact_steps", ())]

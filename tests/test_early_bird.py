@@ -260,8 +260,9 @@ def test_binary_bad_flags(tmp_path):
     for extra, message in ((["--prune_ratios=0.5,1.5", "--epochs=1"], "--prune_ratios"),
                            (["--train_steps=10"], "--epochs"),
                            (["--epochs=1", "--retrain_ratios=0.9"], "--retrain_ratios"),
-                           (["--epochs=2", "--lr_schedule=step", "--lr_decay_steps=10"],
-                            "--lr_decay_steps: Early-Bird")):
+                           (["--epochs=2", "--lr_decay_steps=1ep"], "--lr_decay_steps: decay points need"),
+                           (["--epochs=2", "--lr_schedule=step", "--lr_decay_steps=1e"],
+                            "--lr_decay_steps: '1e' is not a number of iterations or epochs")):
         result = run("lt_keras.bin.early_bird", f"--output_dir={tmp_path / 'x'}", *extra)
         assert result.returncode != 0, result.stderr[-800:]
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-800:]

@@ -12,6 +12,7 @@ from absl import flags
 from lt_keras import options as config_flags
 from lt_keras.data import DataConfig
 from lt_keras.distribute import Devices
+from lt_keras.duration import canonical, iterations
 from lt_keras.early_bird import EarlyBirdConfig
 from lt_keras.imp import ImpConfig
 from lt_keras.precision import SearchPrecision
@@ -69,6 +70,8 @@ def test_a_binarys_flags_are_its_configs_fields(name):
             default = values[field.name].default
             if isinstance(field.default, tuple):
                 default = tuple(config_flags._item(field, v) for v in default) if default is not None else None
+            elif field.metadata.get("duration"):  # a string flag; the config keeps the canonical value
+                default = canonical(default, field.name)
             assert default == field.default, (name, field.name)
     assert all(f.name not in values for cls in configs for f in dataclasses.fields(cls)
                if (cls, f) not in config_flags.flag_fields(cls))
@@ -103,13 +106,14 @@ def test_warmup_flagfiles_differ_from_their_base_only_in_warmup(network, warmup,
         assert "Frankle & Carbin" in open(os.path.join(REPO, f"flags/{network}_cifar10_imp{suffix}.flags")).read()
     changed = {k for k in parsed[""] if parsed[""][k] != parsed["_warmup"][k]}
     assert changed <= {"warmup_steps", "learning_rate"}
-    assert parsed[""]["warmup_steps"] == 0 and parsed["_warmup"]["warmup_steps"] == warmup
+    assert canonical(parsed[""]["warmup_steps"], "") == 0 and canonical(parsed["_warmup"]["warmup_steps"], "") == warmup
     assert parsed["_warmup"]["learning_rate"] == rate
     assert parsed[""]["prune_rate_output"] == 0.0 and parsed[""]["prune_rate_conv"] == 0.2
 
 
 def test_the_dense_vgg11_recipe_is_the_early_bird_one_without_the_search(monkeypatch):
-    """tools/reproduce_recipes.py compares runs of both flagfiles: the same training, decay epochs as steps."""
+    """tools/reproduce_recipes.py compares runs of both flagfiles: the same training, decay points in iterations
+    and in epochs."""
     monkeypatch.chdir(REPO)
     dense, eb = binary_flags("train"), binary_flags("early_bird")
     dense(["prog", "--flagfile=flags/vgg11_cifar10_full_dense_cpu.flags"])
@@ -119,8 +123,9 @@ def test_the_dense_vgg11_recipe_is_the_early_bird_one_without_the_search(monkeyp
             assert dense[name].value == eb[name].value, name
     steps_per_epoch = TrainConfig(batch_size=dense["batch_size"].value).steps_per_epoch(
         50000 - dense["validation_size"].value)
-    assert [int(s) for s in dense["lr_decay_steps"].value] == [
-        round(float(e) * steps_per_epoch) for e in eb["lr_decay_epochs"].value] == [40 * 703, 60 * 703]
+    assert [iterations(p, "", steps_per_epoch) for p in dense["lr_decay_steps"].value] == [
+        iterations(p, "", steps_per_epoch) for p in eb["lr_decay_steps"].value] == [40 * 703, 60 * 703]
+    assert eb["lr_decay_steps"].value == ["40ep", "60ep"]
 
 
 def test_library_errors_name_the_field_and_binaries_the_flag():
@@ -173,7 +178,7 @@ def test_a_list_flag_with_a_bad_item_is_refused():
     with pytest.raises(LtKerasError, match="--densities: 'abc' is not a valid float"):
         config_flags.build(UntrainedConfig, values)
     values = binary_flags("imp")
-    values(["prog", "--lr_decay_steps=100,200", "--controls=random_prune"])
+    values(["prog", "--lr_decay_steps=100,200", "--lr_schedule=step", "--controls=random_prune"])
     assert config_flags.build(TrainConfig, values, train_steps=300).lr_decay_steps == (100, 200)
     assert config_flags.build(ImpConfig, values).controls == ("random_prune",)
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import lt_keras.imp as imp_module
-import lt_keras.methods.imp as imp_method
 from lt_keras import ConfigError, LtKerasError, Mask
 from lt_keras._keras import keras
 from lt_keras.imp import ImpConfig
@@ -59,26 +58,40 @@ def assert_same_rounds(a, b, rounds):
             np.testing.assert_array_equal(wa, wb)
 
 
-def kill_run_at(monkeypatch, run_dir, config, call):
+class Trainings(keras.callbacks.Callback):
+    """Joins every training of a search (``search(callbacks=...)``) and counts them, one ``on_train_begin`` each
+    (these runs have no remainder interval, so no training starts Keras's fit twice); ``at_start(n, model)`` runs
+    as the n-th begins, ``at_epoch(n, epoch)`` as each of its evaluation intervals begins."""
+
+    def __init__(self, at_start=None, at_epoch=None):
+        super().__init__()
+        self.count, self.at_start, self.at_epoch = 0, at_start, at_epoch
+
+    def on_train_begin(self, logs=None):
+        self.count += 1
+        if self.at_start:
+            self.at_start(self.count, self.model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.at_epoch:
+            self.at_epoch(self.count, epoch)
+
+
+def kill_run_at(run_dir, config, call):
     """Run IMP until its ``call``-th training (1-based) starts, as a kill there would leave it."""
-    real_fit, calls = imp_method.fit, []
 
-    def dying_fit(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == call:
+    def die(n, model):
+        if n == call:
             raise KeyboardInterrupt
-        return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(imp_method, "fit", dying_fit)
     with pytest.raises(KeyboardInterrupt):
-        imp_search(run_dir, build, data_for_kills, config, TRAIN, verbose=0)
-    monkeypatch.setattr(imp_method, "fit", real_fit)
+        imp_search(run_dir, build, data_for_kills, config, TRAIN, verbose=0, callbacks=[Trainings(die)])
     keras.backend.clear_session()
     keras.utils.set_random_seed(123)  # whatever the global state, the resumed run draws its own streams
 
 
 @pytest.mark.parametrize("kill_at", [3, 4])  # fit calls: r0, r1, r1's control, r2, r2's control
-def test_killed_run_with_controls_resumes_bit_identical(tmp_path, data, monkeypatch, kill_at):
+def test_killed_run_with_controls_resumes_bit_identical(tmp_path, data, kill_at):
     """A kill after a control ran must not change the later rounds' data order, masks, weights or metrics."""
     global data_for_kills
     data_for_kills = data
@@ -86,18 +99,18 @@ def test_killed_run_with_controls_resumes_bit_identical(tmp_path, data, monkeypa
     reference = str(tmp_path / "reference")
     imp_search(reference, build, data, config, TRAIN, verbose=0)
     killed = str(tmp_path / "killed")
-    kill_run_at(monkeypatch, killed, config, kill_at)
+    kill_run_at(killed, config, kill_at)
     assert os.path.exists(os.path.join(killed, "round_0", "metrics.json"))
     assert not os.path.exists(os.path.join(killed, "round_2"))  # the partial round never looks complete
     imp_search(killed, build, data, config, TRAIN, verbose=0)
     assert_same_rounds(killed, reference, 2)
 
     # A finished run trains nothing.
-    monkeypatch.setattr(imp_method, "fit", lambda *a, **k: pytest.fail("a finished run trained again"))
-    assert len(imp_search(killed, build, data, config, TRAIN, verbose=0)) == 3
+    trains = Trainings(lambda n, model: pytest.fail("a finished run trained again"))
+    assert len(imp_search(killed, build, data, config, TRAIN, verbose=0, callbacks=[trains])) == 3
 
 
-def test_resumed_round_trains_from_the_saved_rewind_weights(tmp_path, data, monkeypatch):
+def test_resumed_round_trains_from_the_saved_rewind_weights(tmp_path, data):
     """Killed in round 2: the resumed round trains from the late-rewind weights read back from disk."""
     global data_for_kills
     data_for_kills = data
@@ -105,47 +118,35 @@ def test_resumed_round_trains_from_the_saved_rewind_weights(tmp_path, data, monk
     reference = str(tmp_path / "reference")
     imp_search(reference, build, data, config, TRAIN, verbose=0)
     killed = str(tmp_path / "killed")
-    kill_run_at(monkeypatch, killed, config, 3)
+    kill_run_at(killed, config, 3)
     imp_search(killed, build, data, config, TRAIN, verbose=0)
     assert_same_rounds(killed, reference, 2)
     assert round_record(killed, 2)[1]["final_test_accuracy"] > 0.5  # it learned: the rewind weights are real
 
 
-def kill_inside_fit(monkeypatch, run_dir, config, call):
+def kill_inside_fit(run_dir, config, call):
     """Run IMP until the ``call``-th training (1-based) has saved its first evaluation, then kill it there."""
-    real_fit, calls = imp_method.fit, []
 
-    class Die(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 1:  # the first evaluation (step 6 of 12) is backed up
-                raise KeyboardInterrupt
+    def die(n, epoch):
+        if n == call and epoch == 1:  # the first evaluation (step 6 of 12) is backed up
+            raise KeyboardInterrupt
 
-    def dying_fit(*args, callbacks=(), **kwargs):
-        calls.append(1)
-        extra = [Die()] if len(calls) == call else []
-        return real_fit(*args, callbacks=[*callbacks, *extra], **kwargs)
-
-    monkeypatch.setattr(imp_method, "fit", dying_fit)
     with pytest.raises(KeyboardInterrupt):
-        imp_search(run_dir, build, data_for_kills, config, TRAIN, verbose=0)
-    monkeypatch.setattr(imp_method, "fit", real_fit)
+        imp_search(run_dir, build, data_for_kills, config, TRAIN, verbose=0, callbacks=[Trainings(at_epoch=die)])
     keras.backend.clear_session()
     keras.utils.set_random_seed(123)
 
 
-def first_epochs_of_each_fit(monkeypatch):
-    """The first Keras epoch (evaluation interval) each ``fit`` call trains: 0 unless it resumed."""
-    real_fit, firsts = imp_method.fit, []
+def first_epochs_of_each_training():
+    """A callback, and the first Keras epoch (evaluation interval) each training it joins trains: 0 unless it
+    resumed, None when nothing was left to train."""
+    firsts = []
 
-    def recording_fit(*args, callbacks=(), **kwargs):
-        seen = []
-        first = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(epoch))
-        result = real_fit(*args, callbacks=[*callbacks, first], **kwargs)
-        firsts.append(seen[0] if seen else None)  # None: nothing left to train
-        return result
+    def first(n, epoch):
+        if firsts[-1] is None:
+            firsts[-1] = epoch
 
-    monkeypatch.setattr(imp_method, "fit", recording_fit)
-    return firsts
+    return Trainings(lambda n, model: firsts.append(None), first), firsts
 
 
 @pytest.mark.parametrize("config, kill_at", [
@@ -153,7 +154,7 @@ def first_epochs_of_each_fit(monkeypatch):
     (ImpConfig(rounds=2, controls=("random_reinit",)), 3),  # round 1's control
     (ImpConfig(rounds=1, rewind="step:3"), 1),  # round 0, past its late-rewind snapshot
 ])
-def test_round_killed_mid_training_resumes_at_its_last_evaluation(tmp_path, data, monkeypatch, config, kill_at):
+def test_round_killed_mid_training_resumes_at_its_last_evaluation(tmp_path, data, config, kill_at):
     """A long round is not retrained from scratch: the killed training continues from its backed-up evaluation
     (with the rewind snapshot taken before the kill) and the run ends as one never killed."""
     global data_for_kills
@@ -161,35 +162,33 @@ def test_round_killed_mid_training_resumes_at_its_last_evaluation(tmp_path, data
     reference = str(tmp_path / "reference")
     imp_search(reference, build, data, config, TRAIN, verbose=0)
     killed = str(tmp_path / "killed")
-    kill_inside_fit(monkeypatch, killed, config, kill_at)
+    kill_inside_fit(killed, config, kill_at)
     k = 0 if kill_at == 1 else 1
     assert os.path.isdir(os.path.join(killed, f"round_{k}.backup"))
-    firsts = first_epochs_of_each_fit(monkeypatch)
-    imp_search(killed, build, data, config, TRAIN, verbose=0)
+    recorder, firsts = first_epochs_of_each_training()
+    imp_search(killed, build, data, config, TRAIN, verbose=0, callbacks=[recorder])
     resumed = firsts[0] if k == 0 else firsts[kill_at - 2]  # round 0 was complete before a kill in round 1
     assert resumed == 1, firsts
     assert_same_rounds(killed, reference, config.rounds)
     assert not [name for name in os.listdir(killed) if name.endswith(".backup")]  # gone once rounds complete
 
 
-def models_at_fit(monkeypatch):
-    """Record each model's kernels and masks as ``fit`` receives it."""
+def models_at_training():
+    """A callback, and each model's kernels and masks as each training it joins begins."""
     from lt_keras.layers import masked_layers
 
-    real_fit, seen = imp_method.fit, []
+    seen = []
 
-    def recording_fit(model, *args, **kwargs):
+    def record(n, model):
         seen.append({l.name: (l.kernel.numpy().copy(), l.kernel_mask.numpy().copy()) for l in masked_layers(model)})
-        return real_fit(model, *args, **kwargs)
 
-    monkeypatch.setattr(imp_method, "fit", recording_fit)
-    return seen
+    return Trainings(record), seen
 
 
-def test_controls_differ_from_the_ticket_as_each_defines(tmp_path, data, monkeypatch):
-    seen = models_at_fit(monkeypatch)
+def test_controls_differ_from_the_ticket_as_each_defines(tmp_path, data):
+    recorder, seen = models_at_training()
     config = ImpConfig(rounds=1, controls=("random_reinit", "random_prune"))
-    results = imp_search(str(tmp_path), build, data, config, TRAIN, verbose=0)
+    results = imp_search(str(tmp_path), build, data, config, TRAIN, verbose=0, callbacks=[recorder])
     ticket, reinit, prune = seen[1], seen[2], seen[3]  # round 1's ticket, then its controls in order
     with np.load(os.path.join(str(tmp_path), "init_weights.npz")) as f:
         theta0 = f["w0"]

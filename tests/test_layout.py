@@ -129,8 +129,9 @@ def test_flags_txt_gives_back_the_same_configs(name, tmp_path):
               "lt-export": methods.ExportConfig(ticket_dir=ticket_dir, tflite=True)}.get(name)
     method = method_class(config)
     devices = Devices("mirrored", cpu_devices=2) if method_class.distributes else Devices()
-    spec = RunSpec("conv2", train=TrainConfig(train_steps=7, eval_every=7, lr_decay_steps=(3, 5), jit_compile=False),
-                   devices=devices)
+    train = TrainConfig(train_steps=7, eval_every=7, lr_schedule="step", lr_decay_steps=(3, "2ep"),
+                        warmup_steps="1ep2it", jit_compile=False)
+    spec = RunSpec("conv2", train=train, devices=devices)
     if name == "lt-early-bird":
         spec = dataclasses.replace(spec, train=TrainConfig(epochs=2.0))
     assert method_class.distributes == (name != "lt-export")

@@ -272,12 +272,10 @@ def test_damaged_mask_files_are_messages(tmp_path):
     (ImpConfig(target_density=0.0001), "fc1", "raise target_density"),
     (ImpConfig(prune_rate_output=0.9, rounds=3), "output", "lower prune_rate_output"),
 ])
-def test_degenerate_schedules_are_refused_before_training(tmp_path, data, config, layer, fix, monkeypatch):
-    import lt_keras.methods.imp as imp_module
-
-    monkeypatch.setattr(imp_module, "fit", lambda *a, **k: pytest.fail("trained a degenerate schedule"))
+def test_degenerate_schedules_are_refused_before_training(tmp_path, data, config, layer, fix):
+    trains = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: pytest.fail("trained a degenerate schedule"))
     with pytest.raises(LtKerasError, match=f"layer '{layer}' would keep .* fewer than its .* outputs.*{fix}"):
-        imp_search(str(tmp_path), build, data, config, TRAIN, verbose=0)
+        imp_search(str(tmp_path), build, data, config, TRAIN, verbose=0, callbacks=[trains])
     assert not any(p.name.startswith("round_") for p in tmp_path.iterdir())
 
 

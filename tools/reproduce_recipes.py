@@ -78,7 +78,8 @@ def schedule(data):
     for name, decay in SCHEDULES.items():
         search = _out(f"schedule_{name}", "search")
         _run("lt_keras.bin.early_bird", [f"--flagfile={EB_FLAGS}", *data, f"--prune_ratios={RATIO}",
-                                         "--retrain_ratios=", "--norun_baseline", f"--lr_decay_epochs={decay}",
+                                         "--retrain_ratios=", "--norun_baseline",
+                                         "--lr_decay_steps=" + ",".join(f"{e}ep" for e in decay.split(",")),
                                          *FLAGS.vgg_flags, *FLAGS.eb_flags, f"--output_dir={search}"])
         searched = load_json(search, "summary.json")
         found = searched["ratios"][str(RATIO)]

@@ -40,9 +40,6 @@ class EarlyBird(Method):
     def resolve(self, spec: RunSpec) -> RunSpec:
         if spec.train.epochs is None:
             raise ConfigError("epochs", "Early-Bird works in epochs; set epochs, not train_steps.")
-        if spec.train.lr_decay_steps:  # the phases shift the schedule by epochs; steps would be dropped silently
-            raise ConfigError("lr_decay_steps", "Early-Bird's schedule is in epochs: give the decay points as "
-                              "lr_decay_epochs.")
         return super().resolve(spec)
 
     def execute(self, run_dir, spec: RunSpec, data) -> dict:
@@ -98,7 +95,7 @@ class EarlyBird(Method):
                 if config.retrain_from == "scratch":
                     retrain_model = keras.models.clone_model(ticket_model)  # same shapes, fresh initializers
                     ticket_mask.apply_to(retrain_model)
-                phase = schedule(train_cfg, config, num_train, retrain_epochs,
+                phase = schedule(train_cfg, num_train, retrain_epochs,
                                  start_epoch=eb_epoch if config.retrain_from == "eb" else 0)
                 result = fit(retrain_model, data, phase, output_dir=os.path.join(folder, "retrain"),
                              backup_dir=os.path.join(folder, BACKUP + "retrain"))
@@ -144,13 +141,15 @@ def _g(v):
 BACKUP = "backup_"  # checkpoints of the training phases, kept until the run completes
 
 
-def schedule(train_cfg, config, num_train, epochs, start_epoch=0):
-    """The training config for ``epochs`` epochs with the step schedule resumed at ``start_epoch``."""
+def schedule(train_cfg, num_train, epochs, start_epoch=0):
+    """The training config for ``epochs`` epochs with the step schedule resumed at ``start_epoch``: the decay
+    points (in any unit, ``lt_keras.duration``) move back by its iterations, and those passed divide the rate."""
     spe = train_cfg.steps_per_epoch(num_train)
-    decay = tuple(int(round((e - start_epoch) * spe)) for e in config.lr_decay_epochs if e > start_epoch)
-    dropped = sum(1 for e in config.lr_decay_epochs if e <= start_epoch)
-    lr = train_cfg.learning_rate * train_cfg.lr_decay_factor ** dropped
-    kind = "step" if decay else ("constant" if config.lr_decay_epochs else train_cfg.lr_schedule)
+    points = train_cfg.resolved(num_train).lr_decay_steps
+    start = start_epoch * spe
+    decay = tuple(p - start for p in points if p > start)
+    lr = train_cfg.learning_rate * train_cfg.lr_decay_factor ** (len(points) - len(decay))
+    kind = train_cfg.lr_schedule if decay or not points else "constant"
     return dataclasses.replace(train_cfg, epochs=float(epochs), train_steps=None, lr_decay_steps=decay,
                                lr_schedule=kind, learning_rate=lr)
 
@@ -186,7 +185,7 @@ def _detect(output_dir, build, data, train_cfg, config):
                                  config.stop_at_eb, state_dir=os.path.join(backup, "early_bird"),
                                  prune_rule=config.prune_rule, initial_mask=config.initial_mask)
     callback.restore(saved_evaluations(backup))
-    phase = schedule(train_cfg, config, data.num_train, train_cfg.epochs)
+    phase = schedule(train_cfg, data.num_train, train_cfg.epochs)
     result = fit(model, data, phase, output_dir=os.path.join(output_dir, "search"), callbacks=[callback],
                  backup_dir=backup)
     atomic_write_json(os.path.join(output_dir, "search_history.json"), result.history)
@@ -223,7 +222,7 @@ def _train_dense_baseline(output_dir, data, train_cfg, config, build):
     model = build()
     if config.granularity == "channel":
         add_bn_l1(model, config.bn_l1)
-    phase = schedule(train_cfg, config, data.num_train, train_cfg.epochs)
+    phase = schedule(train_cfg, data.num_train, train_cfg.epochs)
     result = fit(model, data, phase, output_dir=os.path.join(output_dir, "baseline_dense"),
                  backup_dir=os.path.join(output_dir, BACKUP + "dense"))
     return {"weights": model.get_weights(), "test_accuracy": result.final_test_accuracy,
@@ -242,7 +241,7 @@ def _baseline_retrain(data, train_cfg, config, ratio, build, dense, folder):
         model = slim(model, mask)
     else:
         mask.apply_to(model)
-    phase = schedule(train_cfg, config, data.num_train, train_cfg.epochs)
+    phase = schedule(train_cfg, data.num_train, train_cfg.epochs)
     retrained = fit(model, data, phase, output_dir=os.path.join(folder, "baseline_retrain"),
                     backup_dir=os.path.join(folder, BACKUP + "baseline_retrain"))
     return {"baseline_dense_test_accuracy": dense["test_accuracy"],

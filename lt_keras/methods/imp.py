@@ -51,7 +51,7 @@ class Imp(Method):
 
 
 def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=None,
-           precision: SearchPrecision = SearchPrecision()) -> list:
+           precision: SearchPrecision = SearchPrecision(), callbacks=()) -> list:
     """Run (or resume) IMP in ``run_dir``: lt-imp as one call; returns the list of per-round metrics.
 
     ``build()`` must return a fresh masked model with deterministic initial
@@ -60,9 +60,10 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
     metrics, ticket, and ``next.npz``: the next mask, the rewind weights and
     theta_final) only once complete; a killed round resumes at its last
     evaluation from ``round_<k>.backup/``. A resumed run is bit-identical to
-    an uninterrupted one.
+    an uninterrupted one. ``callbacks`` (Keras callbacks: a logger, a
+    profiler) join every training of the search, the controls' included.
     """
-    base = build
+    base, user_callbacks = build, list(callbacks)
 
     def build():
         return precision.to_search(_with_mask0(base(), imp.mask0))
@@ -104,7 +105,7 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
 
     def train_round(k, model, callbacks):
         seed_globals(train.seed, k, "train")
-        return fit(model, data, train, callbacks=callbacks, verbose=verbose,
+        return fit(model, data, train, callbacks=[*callbacks, *user_callbacks], verbose=verbose,
                    backup_dir=os.path.join(_backup_dir(run_dir, k), "round"))
 
     def after_round(done: TrainedRound):
@@ -118,7 +119,7 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
             "untrained_test_accuracy": untrained[k], "wall_time_s": result.wall_time_s,
             "search_precision": precision.describe(),
             "controls": {c: _control(c, model, build, data, train, mask, done.next.rewind_weights, k, verbose,
-                                     os.path.join(_backup_dir(run_dir, k), c))
+                                     os.path.join(_backup_dir(run_dir, k), c), user_callbacks)
                          for c in (imp.controls if k > 0 else ())},
         }
         mask.save(os.path.join(tmp, "mask.npz"))
@@ -136,7 +137,8 @@ def search(run_dir, build, data, imp: ImpConfig, train: TrainConfig, verbose=Non
     imp_rounds(model, imp, train.seed, train_round, state, kernels(model),
                fresh_draw=lambda k: kernels(_seeded_build(build, train.seed, k, "mask1_draw")),
                before_train=before_train, after_round=after_round,
-               snapshot_path=lambda k: os.path.join(_backup_dir(run_dir, k), "rewind_weights.npz"))
+               snapshot_path=lambda k: os.path.join(_backup_dir(run_dir, k), "rewind_weights.npz"),
+               steps_per_epoch=train.steps_per_epoch(data.num_train))
     return results
 
 
@@ -185,7 +187,7 @@ def _compiled(model):
     return model
 
 
-def _control(name, model, build, data, train, mask, rewind_weights, k, verbose, backup_dir=None):
+def _control(name, model, build, data, train, mask, rewind_weights, k, verbose, backup_dir=None, callbacks=()):
     """Train a baseline with the ticket's per-layer densities (Frankle & Carbin's controls).
 
     random_reinit: the ticket's mask over a fresh initialization; random_prune:
@@ -200,7 +202,7 @@ def _control(name, model, build, data, train, mask, rewind_weights, k, verbose, 
     model.set_weights(weights)
     used.apply_to(model)
     seed_globals(train.seed, k, "train")
-    result = fit(model, data, train, verbose=verbose, backup_dir=backup_dir)
+    result = fit(model, data, train, callbacks=callbacks, verbose=verbose, backup_dir=backup_dir)
     return {"density": used.density(), "layer_density": used.layer_densities(),
             "early_stop_step": result.early_stop_step,
             "early_stop_test_accuracy": result.early_stop_test_accuracy,
