@@ -45,16 +45,16 @@ def _moved(config):
     return config
 
 
-def _identity(config, top=True):
+def run_identity(config, top=True):
     """What makes two configs the same run: execution-only keys dropped, data folders resolved, settings added
     later dropped where they hold the value older runs computed with, moved settings read where they are now."""
     if isinstance(config, dict):
         config = _moved(config) if top else config
-        return {k: (os.path.realpath(v) if k == "data_dir" and isinstance(v, str) else _identity(v, False))
+        return {k: (os.path.realpath(v) if k == "data_dir" and isinstance(v, str) else run_identity(v, False))
                 for k, v in config.items()
                 if k not in _EXECUTION_ONLY and not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
     if isinstance(config, (list, tuple)):
-        return [_identity(v, False) for v in config]
+        return [run_identity(v, False) for v in config]
     return config
 
 
@@ -166,7 +166,7 @@ class RunDir:
         """Lock the directory, then create it or check that an existing one holds this same config."""
         self.lock()
         if self.exists(self.CONFIG):
-            saved, now = _identity(read_json(self.file(self.CONFIG))), _identity(config)
+            saved, now = run_identity(read_json(self.file(self.CONFIG))), run_identity(config)
             if saved != now:
                 diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
                 raise RunDirError(

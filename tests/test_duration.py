@@ -12,7 +12,7 @@ from lt_keras.early_bird import EarlyBirdConfig
 from lt_keras.imp import ImpConfig, Rewind
 from lt_keras.methods.early_bird import schedule
 from lt_keras.models import build_model
-from lt_keras.runs import _identity
+from lt_keras.runs import run_identity
 from lt_keras.training import TrainConfig, fit, make_optimizer
 
 
@@ -106,5 +106,5 @@ def test_an_early_bird_run_directory_with_lr_decay_epochs_is_the_same_run():
            "train": {"lr_schedule": "step", "lr_decay_steps": [], "epochs": 120.0}}
     new = {"model": "vgg11_bn", "early_bird": {"epsilon": 0.1},
            "train": {"lr_schedule": "step", "lr_decay_steps": ["60ep", "90ep"], "epochs": 120.0}}
-    assert _identity(old) == _identity(new)
-    assert _identity(dict(old, early_bird={"lr_decay_epochs": [], "epsilon": 0.1})) != _identity(new)
+    assert run_identity(old) == run_identity(new)
+    assert run_identity(dict(old, early_bird={"lr_decay_epochs": [], "epsilon": 0.1})) != run_identity(new)

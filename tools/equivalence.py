@@ -28,6 +28,7 @@ import time
 from absl import app, flags
 
 from chaos import _strip, compare_trees
+from lt_keras.runs import run_identity
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 flags.DEFINE_string("tree", REPO, "Source tree whose binaries run (a checkout of lt_keras).")
@@ -90,15 +91,22 @@ def _flags(path):
     return dict(line.lstrip("-").split("=", 1) if "=" in line else (line.lstrip("-"), "") for line in lines)
 
 
+# Flags an older tree wrote that a newer one moved elsewhere: left out unset, the same run (set, the flag they
+# moved to differs unless it says the same).
+MOVED_FLAGS = {"lr_decay_epochs": "Early-Bird's decay points are the schedule's --lr_decay_steps in epochs since "
+                                  "the one time unit (lt_keras.duration)"}
+
+
 def _flag_difference(a, b):
-    """None if two flags.txt set the same flags (in any order; flags in RESOLVED_FLAGS may be added)."""
+    """None if two flags.txt set the same flags (in any order; flags in RESOLVED_FLAGS may be added, unset flags in
+    MOVED_FLAGS dropped)."""
     old, new = _flags(os.path.join(a, "flags.txt")), _flags(os.path.join(b, "flags.txt"))
     if old == new:
         return None
     if old is None or new is None:
         return "flags.txt exists in one only"
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
-                     and not (k not in old and k in RESOLVED_FLAGS))
+                     and not (k not in old and k in RESOLVED_FLAGS) and not (k in MOVED_FLAGS and not old.get(k)))
     return f"flags.txt differs in {changed}" if changed else None
 
 
@@ -117,12 +125,24 @@ def _summary_difference(a, b):
     return f"summary.json differs in {changed}" if changed else None
 
 
+def _config_difference(a, b):
+    """None if two config.json are the same run as a run directory judges it (``runs.run_identity``: settings added
+    later or moved read as the older run's)."""
+    paths = [os.path.join(x, "config.json") for x in (a, b)]
+    if not all(os.path.exists(p) for p in paths):
+        return None if not any(os.path.exists(p) for p in paths) else "config.json exists in one only"
+    old, new = (run_identity(json.load(open(p))) for p in paths)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return f"config.json differs in {changed}" if changed else None
+
+
 def compare(a, b):
     differences = 0
     for name in SCENARIOS:
         left, right = os.path.join(a, name), os.path.join(b, name)
-        difference = (compare_trees(left, right, skip=("flags.txt", "summary.json"))
-                      or _flag_difference(left, right) or _summary_difference(left, right))
+        difference = (compare_trees(left, right, skip=("flags.txt", "summary.json", "config.json"))
+                      or _flag_difference(left, right) or _summary_difference(left, right)
+                      or _config_difference(left, right))
         differences += difference is not None
         print(f"{name}: {'same' if difference is None else 'DIFFERENT: ' + difference}")
     if differences:
