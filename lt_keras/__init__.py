@@ -6,7 +6,8 @@ from lt_keras.convert import flatten_model, mask_model, strip_masks  # noqa: E40
 from lt_keras.errors import ConfigError, LtKerasError, MaskError  # noqa: E402
 from lt_keras.imp import ImpConfig, TicketSearch, find_ticket  # noqa: E402
 from lt_keras.keras3 import from_keras3, to_keras3  # noqa: E402
-from lt_keras.layers import MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDense, masked_layers  # noqa: E402
+from lt_keras.layers import (MaskedConv1D, MaskedConv2D, MaskedConv2DTranspose, MaskedConv3D,  # noqa: E402
+                             MaskedDense, MaskedDepthwiseConv2D, MaskedEmbedding, masked_layers)
 from lt_keras.mask import Mask  # noqa: E402
 from lt_keras import supermask  # noqa: E402
 
@@ -38,8 +39,11 @@ __all__ = [
     "MaskError",
     "MaskedConv1D",
     "MaskedConv2D",
+    "MaskedConv2DTranspose",
     "MaskedConv3D",
     "MaskedDense",
+    "MaskedDepthwiseConv2D",
+    "MaskedEmbedding",
     "TicketSearch",
     "find_ticket",
     "flatten_model",

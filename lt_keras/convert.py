@@ -25,7 +25,7 @@ def _check_convertible(model):
         raise LtKerasError(
             f"model {model.name!r} is a subclassed model; mask_model and strip_masks convert "
             "Sequential and functional models. Build the subclassed model from "
-            "lt_keras.MaskedDense / MaskedConv1D / MaskedConv2D / MaskedConv3D directly instead."
+            "lt_keras.MaskedDense, MaskedConv2D and the other masked layers (lt_keras.layers) directly instead."
         )
     if not model.built:
         raise LtKerasError(f"model {model.name!r} is not built; call it or give it an input shape first.")
@@ -89,13 +89,13 @@ def mask_model(model, **options):
         values = []
         for variable in new.weights:
             name = _variable_name(variable)
-            if name in ("kernel", "bias"):
+            if name in (new.KERNEL, "bias"):
                 values.append(getattr(old, name).numpy())
             elif name == "kernel_mask":
                 values.append(old.kernel_mask.numpy() if old_masked else np.ones(variable.shape, np.float32))
             elif name == "kernel_frozen":
                 kept = old_masked and old.kernel_frozen is not None
-                values.append((old.kernel_frozen if kept else old.kernel).numpy())
+                values.append((old.kernel_frozen if kept else getattr(old, new.KERNEL)).numpy())
             elif name == "kernel_scores":
                 same = old_masked and old.kernel_scores is not None and old.mask_mode == new.mask_mode
                 values.append((old.kernel_scores if same else variable).numpy())
@@ -120,8 +120,9 @@ def _report_masking(model):
     dense = [f"{name} ({kind})" for name, kind, status, _ in rows if status == "dense"]
     if len(dense) == len(rows):
         raise LtKerasError(
-            f"mask_model: model {model.name!r} has no layer lt_keras can mask (keras.layers.Dense and Conv1D/2D/3D, "
-            f"exact types); its weight layers {dense or '(none)'} would stay dense.")
+            f"mask_model: model {model.name!r} has no layer lt_keras can mask (keras.layers.Dense, Conv1D/2D/3D, "
+            f"DepthwiseConv2D, Conv2DTranspose and Embedding, exact types); its weight layers {dense or '(none)'} "
+            "would stay dense.")
     width = max(len(name) for name, *_ in rows)
     table = "\n".join(f"  {name:<{width}}  {kind:<16} {status:<6} {count:>10,}" for name, kind, status, count in rows)
     logging.info("mask_model: %d of %d weight layers masked:\n%s", len(rows) - len(dense), len(rows), table)

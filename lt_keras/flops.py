@@ -1,7 +1,8 @@
 """Training FLOPs of a Keras model, counted from its layers' shapes.
 
-Per example, forward: a convolution (1-D, 2-D, 3-D) 2 x output positions x kernel size (+ bias),
-Dense 2*in*out (+ bias), BatchNormalization 4 per element (inference
+Per example, forward: a convolution (1-D, 2-D, 3-D) 2 x output positions x kernel size (+ bias), a
+depthwise one 2 x output elements x kernel window, a transposed one 2 x input positions x kernel size,
+Dense 2*in*out (+ bias), an embedding lookup nothing, BatchNormalization 4 per element (inference
 affine plus statistics), ReLU/pooling/add 1 per output element. Backward is
 counted as twice the forward (gradients w.r.t. inputs and weights), so a
 training step costs 3x forward x batch. Unstructured masks do not change the
@@ -27,9 +28,15 @@ def forward_flops_per_example(model) -> int:
     total = 0
     for layer in walk_layers(model):
         out = _output_shape(layer)
-        if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            total += 2 * _elements(out) * int(np.prod(layer.kernel_size)) + (_elements(out) if layer.use_bias else 0)
+        elif isinstance(layer, keras.layers.Conv2DTranspose):
+            positions = _elements(layer.input_shape) // layer.kernel.shape[-1]  # the kernel is (h, w, out, in)
+            total += 2 * positions * layer.kernel.shape.num_elements() + (_elements(out) if layer.use_bias else 0)
+        elif isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
             c_out = layer.kernel.shape[-1]
-            total += 2 * _elements(out) // c_out * layer.kernel.shape.num_elements() // max(1, getattr(layer, "groups", 1))
+            groups = max(1, getattr(layer, "groups", 1))
+            total += 2 * _elements(out) // c_out * layer.kernel.shape.num_elements() // groups
             total += _elements(out) if layer.use_bias else 0
         elif isinstance(layer, keras.layers.Dense):
             n_in, n_out = layer.kernel.shape

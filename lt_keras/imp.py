@@ -145,7 +145,7 @@ def layer_rates(model, config: ImpConfig) -> dict:
 def min_kept(layer) -> int:
     """The fewest weights a layer may keep: one per output unit / filter; with fewer, some outputs have no
     input at all, and the ticket is degenerate."""
-    return int(layer.kernel.shape[-1])
+    return layer.output_channels
 
 
 def _refuse_starved(layer, kept, when, cause):

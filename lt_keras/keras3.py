@@ -151,10 +151,13 @@ def _translate_config(layer, twin_cls, direction="from_keras3"):
 
     Settings the twin lacks are dropped when they do nothing: unset (None,
     False, one group) or an initializer (the weights are copied, not drawn).
+    Input shapes are dropped: both bridges rebuild the model from its inputs.
     """
     accepted = _accepted(twin_cls)
     config = {}
     for key, value in layer.get_config().items():
+        if key in ("batch_input_shape", "input_shape", "input_length", "batch_size") and direction == "to_keras3":
+            continue  # tf_keras's Embedding writes one; Keras 3 layers take none
         if key == "dtype" and isinstance(value, dict):
             value = value.get("config", {}).get("name", "float32")
         elif isinstance(value, dict) and "class_name" in value and direction == "from_keras3":

@@ -45,7 +45,11 @@ MASK_OPTIONS = ("mask0", "mask_mode", "keep_fraction", "score_init", "eval_mask"
 
 class MaskedKernelMixin:
     """Adds ``kernel_mask``, a mask source (``lt_keras.mask_sources``) and the masked-kernel computation to a
-    Keras layer."""
+    Keras layer. ``KERNEL`` names the weight that is masked; a layer whose weight is not ``kernel``
+    (``depthwise_kernel``, ``embeddings``) reads it as ``kernel`` too."""
+
+    KERNEL = "kernel"
+    use_bias = False  # a layer without a bias (Embedding); Keras layers with one set it
 
     def __init__(self, *args, mask0="zero", mask_mode="fixed", keep_fraction=0.5, score_init=0.0,
                  eval_mask=None, dynamic_weight_rescaling=False, sample_seed=0, **kwargs):
@@ -82,6 +86,11 @@ class MaskedKernelMixin:
         """The source of this layer's mask, by ``mask_mode``; a layer with a new kind of mask overrides this."""
         return MASK_SOURCES[self.mask_mode](self)
 
+    @property
+    def output_channels(self) -> int:
+        """How many outputs (units, filters, embedding dimensions) the masked kernel feeds: each needs a weight."""
+        return int(self.kernel.shape[-1])
+
     def _mask_config(self, config):
         config.update({name: getattr(self, name) for name in MASK_OPTIONS})
         return config
@@ -93,7 +102,7 @@ class MaskedKernelMixin:
     def add_weight(self, name=None, *args, **kwargs):
         # A supermask layer learns only its scores: the parent's kernel and bias are created frozen.
         source = getattr(self, "mask_source", None)
-        if name in ("kernel", "bias") and source is not None and source.learns:
+        if name in (self.KERNEL, "bias") and source is not None and source.learns:
             kwargs["trainable"] = False
         return super().add_weight(name, *args, **kwargs)
 
@@ -226,12 +235,84 @@ class MaskedConv3D(_MaskedConvolution, keras.layers.Conv3D):
     """``keras.layers.Conv3D`` with a 0/1 kernel mask."""
 
 
-MASKED_CONVOLUTIONS = (MaskedConv1D, MaskedConv2D, MaskedConv3D)
-MASKED_LAYER_TYPES = (MaskedDense, *MASKED_CONVOLUTIONS)
-# Plain Keras layer type -> masked twin; exact types only, so subclasses with their own semantics
-# (Conv2DTranspose, DepthwiseConv2D subclass Conv2D) are left alone.
+def _add_bias_and_activate(layer, outputs):
+    if layer.use_bias:
+        outputs = tf.nn.bias_add(outputs, layer.bias, data_format=layer._tf_data_format)
+    return outputs if layer.activation is None else layer.activation(outputs)
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedDepthwiseConv2D(MaskedKernelMixin, keras.layers.DepthwiseConv2D):
+    """``keras.layers.DepthwiseConv2D`` with a 0/1 mask on its ``depthwise_kernel``."""
+
+    KERNEL = "depthwise_kernel"
+    kernel = property(lambda self: self.depthwise_kernel)
+    output_channels = property(lambda self: int(self.kernel.shape[-2] * self.kernel.shape[-1]))
+
+    def call(self, inputs, training=None):
+        outputs = keras.backend.depthwise_conv2d(inputs, self.masked_kernel(training), strides=self.strides,
+                                                 padding=self.padding, dilation_rate=self.dilation_rate,
+                                                 data_format=self.data_format)
+        return _add_bias_and_activate(self, outputs)
+
+
+def _transposed_length(size, kernel, stride, dilation, padding, output_padding):
+    """Keras's ``deconv_output_length``: the output length of a transposed convolution along one axis."""
+    kernel = kernel + (kernel - 1) * (dilation - 1)
+    if output_padding is None:
+        return size * stride + max(kernel - stride, 0) if padding == "valid" else size * stride
+    pad = kernel // 2 if padding == "same" else 0
+    return (size - 1) * stride + kernel - 2 * pad + output_padding
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedConv2DTranspose(MaskedKernelMixin, keras.layers.Conv2DTranspose):
+    """``keras.layers.Conv2DTranspose`` with a 0/1 kernel mask (Keras's call, computing with the masked kernel)."""
+
+    output_channels = property(lambda self: int(self.kernel.shape[-2]))  # the kernel is (h, w, out, in)
+
+    def call(self, inputs, training=None):
+        dynamic, static = tf.shape(inputs), inputs.shape.as_list() if inputs.shape.rank else [None] * 4
+        axes = (2, 3) if self.data_format == "channels_first" else (1, 2)
+        sizes = [_transposed_length(static[a] if static[a] is not None else dynamic[a], k, s, d, self.padding, p)
+                 for a, k, s, d, p in zip(axes, self.kernel_size, self.strides, self.dilation_rate,
+                                          self.output_padding or (None, None))]
+        shape = ((dynamic[0], self.filters, *sizes) if self.data_format == "channels_first"
+                 else (dynamic[0], *sizes, self.filters))
+        outputs = keras.backend.conv2d_transpose(inputs, self.masked_kernel(training), tf.stack(shape),
+                                                 strides=self.strides, padding=self.padding,
+                                                 data_format=self.data_format, dilation_rate=self.dilation_rate)
+        if not tf.executing_eagerly() and inputs.shape.rank:
+            outputs.set_shape(self.compute_output_shape(inputs.shape))
+        return _add_bias_and_activate(self, outputs)
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedEmbedding(MaskedKernelMixin, keras.layers.Embedding):
+    """``keras.layers.Embedding`` with a 0/1 mask on its ``embeddings`` table (dense integer inputs)."""
+
+    KERNEL = "embeddings"
+    kernel = property(lambda self: self.embeddings)
+
+    def call(self, inputs, training=None):
+        if isinstance(inputs, tf.SparseTensor) or self.sparse:
+            raise TypeError(f"{type(self).__name__} {self.name!r} takes dense integer ids and gives dense outputs.")
+        if inputs.dtype not in (tf.int32, tf.int64):
+            inputs = tf.cast(inputs, tf.int32)
+        table = self.masked_kernel(training)
+        if self._use_one_hot_matmul:
+            out = tf.matmul(tf.one_hot(inputs, depth=self.input_dim, dtype=table.dtype), table)
+        else:
+            out = tf.nn.embedding_lookup(table, inputs)
+        return tf.cast(out, self._dtype_policy.compute_dtype)
+
+
+MASKED_CONVOLUTIONS = (MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDepthwiseConv2D, MaskedConv2DTranspose)
+MASKED_LAYER_TYPES = (MaskedDense, *MASKED_CONVOLUTIONS, MaskedEmbedding)
+# Plain Keras layer type -> masked twin; exact types only, so subclasses with their own semantics are left alone.
 MASKED_TWIN = {keras.layers.Dense: MaskedDense, keras.layers.Conv1D: MaskedConv1D, keras.layers.Conv2D: MaskedConv2D,
-               keras.layers.Conv3D: MaskedConv3D}
+               keras.layers.Conv3D: MaskedConv3D, keras.layers.DepthwiseConv2D: MaskedDepthwiseConv2D,
+               keras.layers.Conv2DTranspose: MaskedConv2DTranspose, keras.layers.Embedding: MaskedEmbedding}
 PLAIN_TWIN = {masked: plain for plain, masked in MASKED_TWIN.items()}
 
 

@@ -47,7 +47,8 @@ if os.environ.get("TF_USE_LEGACY_KERAS") != _LEGACY_BEFORE:
 
 from lt_keras.convert import flatten_model
 from lt_keras.errors import LtKerasError
-from lt_keras.layers import MASKED_CONVOLUTIONS, is_masked, masked_layers, walk_layers
+from lt_keras.layers import (MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedEmbedding, is_masked, masked_layers,
+                             walk_layers)
 
 _FP32_CONFIG = "_lt_fp32_config"
 
@@ -141,6 +142,11 @@ class ErrorQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
         return {"gradient_bits": self.gradient_bits}
 
 
+# Kernels quantized per output channel: their last axis is it. A depthwise kernel's output channels span its
+# last two axes and a transposed convolution's is the second last, so those are quantized per tensor.
+_PER_CHANNEL = (MaskedConv1D, MaskedConv2D, MaskedConv3D)
+
+
 @keras.utils.register_keras_serializable(package="lt_keras")
 class MaskedQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     """TFMOT QuantizeConfig for lt_keras masked layers (see the module docstring)."""
@@ -179,6 +185,11 @@ def to_search_precision(model, precision):
     """
     if not masked_layers(model):
         raise LtKerasError(f"model {model.name!r} has no masked layers; convert it with lt_keras.mask_model first.")
+    embeddings = [l.name for l in masked_layers(model) if isinstance(l, MaskedEmbedding)]
+    if embeddings:
+        raise LtKerasError(f"the 8-bit search does not take Embedding layers ({', '.join(embeddings)}): TFMOT has no "
+                           "quantized Embedding and fake-quantizes the model's inputs, which are integer ids here; "
+                           "search this model at fp32 (--precision=fp32).")
     annotate = tfmot.quantization.keras.quantize_annotate_layer
     fp32_saved = (type(model), model.get_config())
     model = flatten_model(model)  # TFMOT annotates only a flat graph's layers
@@ -188,7 +199,7 @@ def to_search_precision(model, precision):
         if is_masked(layer):
             return annotate(new, quantize_config=MaskedQuantizeConfig(
                 precision.weight_bits, precision.activation_bits, precision.gradient_bits,
-                isinstance(layer, MASKED_CONVOLUTIONS)))
+                isinstance(layer, _PER_CHANNEL)))
         if isinstance(layer, keras.layers.BatchNormalization):
             # TFMOT folds BN only into a plain Conv2D; on its own it gets TFMOT's 8-bit output config.
             return annotate(new, quantize_config=_output_config())

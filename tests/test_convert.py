@@ -94,18 +94,18 @@ def test_mask_model_reports_what_stays_dense_and_refuses_a_model_with_nothing_to
 
     from lt_keras import mask_model
 
-    inputs = keras.Input((6,), dtype="int32")
-    h = keras.layers.Embedding(20, 8, name="embed")(inputs)
-    h = keras.layers.LSTM(4, name="lstm")(h)
-    lstm_only = keras.Model(inputs, h)
-    with pytest.raises(LtKerasError, match=r"no layer lt_keras can mask.*embed \(Embedding\).*lstm \(LSTM\)"):
+    series = keras.Input((6, 3))
+    lstm_only = keras.Model(series, keras.layers.LSTM(4, name="lstm_only")(series))
+    with pytest.raises(LtKerasError, match=r"no layer lt_keras can mask.*lstm_only \(LSTM\)"):
         mask_model(lstm_only)
+    inputs = keras.Input((6,), dtype="int32")
+    h = keras.layers.LSTM(4, name="lstm")(keras.layers.Embedding(20, 8, name="embed")(inputs))
     mixed = keras.Model(inputs, keras.layers.Dense(3, name="head")(h))
     with caplog.at_level(logging.INFO, logger="absl"):
         masked = mask_model(mixed)
-    assert [l.name for l in masked_layers(masked)] == ["head"]
+    assert [l.name for l in masked_layers(masked)] == ["embed", "head"]
     text = caplog.text
-    assert "stay dense: embed (Embedding), lstm (LSTM)" in text and "1 of 3 weight layers masked" in text
+    assert "stay dense: lstm (LSTM)" in text and "2 of 3 weight layers masked" in text
     rows = [line.split() for line in text.splitlines() if line.startswith("  ")]
-    assert rows == [["embed", "Embedding", "dense", "160"], ["lstm", "LSTM", "dense", "192"],
+    assert rows == [["embed", "MaskedEmbedding", "masked", "160"], ["lstm", "LSTM", "dense", "192"],
                     ["head", "MaskedDense", "masked", "12"]]  # the table: name, type, status, weights

@@ -151,3 +151,29 @@ def test_the_8bit_path_puts_tf_use_legacy_keras_back():
     _runs_without_legacy_keras(
         "import lt_keras.quantize",
         "assert 'TF_USE_LEGACY_KERAS' not in os.environ, os.environ.get('TF_USE_LEGACY_KERAS')")
+
+
+@pytest.mark.parametrize("kind", ["conv1d", "conv3d", "depthwise", "transpose", "embedding"])
+def test_every_masked_kind_crosses_the_bridge_both_ways(kind):
+    """A Keras 3 model with the layer goes through mask_model (converted first), a random mask, strip_masks and
+    to_keras3: the Keras 3 copy gives the masked model's outputs."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.RandomState(0)
+    layer, shape, x = {
+        "conv1d": (keras.layers.Conv1D(4, 3, padding="causal"), (10, 3), rng.randn(4, 10, 3)),
+        "conv3d": (keras.layers.Conv3D(4, 3, padding="same"), (4, 5, 5, 2), rng.randn(4, 4, 5, 5, 2)),
+        "depthwise": (keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same"), (6, 6, 3),
+                      rng.randn(4, 6, 6, 3)),
+        "transpose": (keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same"), (5, 5, 3),
+                      rng.randn(4, 5, 5, 3)),
+        "embedding": (keras.layers.Embedding(20, 4), (6,), rng.randint(0, 20, (4, 6))),
+    }[kind]
+    x = x.astype(np.int32 if kind == "embedding" else np.float32)
+    inputs = keras.Input(shape, dtype="int32" if kind == "embedding" else "float32")
+    k3 = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(layer(inputs))))
+    model = mask_model(k3)
+    assert len(masked_layers(model)) == 2
+    np.testing.assert_allclose(model(x).numpy(), np.asarray(k3(x)), atol=1e-5)
+    Mask({k: (rng.rand(*v.shape) < 0.5).astype(np.float32) for k, v in Mask.ones_like(model).items()}).apply_to(model)
+    back = to_keras3(strip_masks(model))
+    np.testing.assert_allclose(np.asarray(back(x)), model(x).numpy(), atol=1e-5)

@@ -88,8 +88,8 @@ def steps(root, quick):
         imp = ["--rounds=1", "--train_steps=40"]
         sm = ["--epochs=1", "--eval_every=20", "--dense_steps=40"]
         int8 = ["--rounds=1", "--search_steps=40", "--retrain_steps=40"]
-        eb = ["--epochs=3", "--queue_length=2", "--epsilon=0.5", "--batch_size=100", "--lr_schedule=step", "--lr_decay_steps=2ep",
-              "--nojit_compile"]
+        eb = ["--epochs=3", "--queue_length=2", "--epsilon=0.5", "--batch_size=100", "--lr_schedule=step",
+              "--lr_decay_steps=2ep", "--nojit_compile"]
         conv = ["--epochs=1", "--batch_size=100", "--eval_samples=2"]
         zhou = ["--train_steps=20", "--eval_every=10", "--chains=oneshot_7.0"]
         zhou_conv2 = ["--train_steps=10", "--eval_every=5", "--chains=large_final,mask1_signed_reinit"]
