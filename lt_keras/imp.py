@@ -25,7 +25,8 @@ from lt_keras.keras3 import not_keras2_message
 from lt_keras.layers import MASKED_CONVOLUTIONS, masked_layers
 from lt_keras.mask import Mask, mask_key
 from lt_keras.options import option
-from lt_keras.pruning import COUNT_RULES, prune_count, prune_global, prune_layerwise
+from lt_keras.patterns import PATTERNS, SparsityPattern, check_masks
+from lt_keras.pruning import COUNT_RULES, prune_count, prune_global, prune_in_pattern, prune_layerwise
 from lt_keras.seeds import rng_for, seed_globals
 from lt_keras.precision import SearchPrecision
 from lt_keras.ticket import TicketInfo, write_ticket
@@ -85,6 +86,10 @@ class ImpConfig:
     controls: tuple = option((), "Baselines trained every round: random_reinit, random_prune.")
     prune_count: str = option("round", "How rate x remaining becomes a count: floor (Zhou et al.'s code), round "
                               "(half up), ceil (open_lth).", choices=COUNT_RULES)
+    sparsity_pattern: str = option("unstructured", f"Units the masks are pruned in: {PATTERNS}. Blocks are scored "
+                                   "by their weights' mean and pruned whole at the rates (counted in blocks); n:m "
+                                   "prunes once, to n/m (--target_density=n/m). Dense and convolution kernels take "
+                                   "it; other layers are pruned unstructured.")
 
     def __post_init__(self):
         if self.target_density is None and self.rounds < 1:
@@ -110,6 +115,11 @@ class ImpConfig:
         if unknown:
             raise ConfigError("controls", f"unknown {unknown}; choose from {list(CONTROLS)}.")
         object.__setattr__(self, "rewind_to", Rewind.parse(self.rewind))  # parsed once; not a field
+        pattern = SparsityPattern.parse(self.sparsity_pattern)
+        object.__setattr__(self, "pattern", pattern)  # parsed once; not a field
+        if pattern.kind == "n:m" and (self.target_density is None or abs(self.target_density - pattern.density) > 1e-9):
+            raise ConfigError("sparsity_pattern", f"{pattern.text} prunes once, to {pattern.density:g} of the weights: "
+                              f"set target_density={pattern.density:g} (got {self.target_density}).")
 
     @property
     def total_rounds(self):
@@ -290,6 +300,7 @@ def imp_rounds(model, config: ImpConfig, seed, train_round, state: RoundState, i
     purpose) (``lt_keras.seeds``).
     """
     rates = layer_rates(model, config)
+    patterned = [mask_key(l) for l in masked_layers(model) if l.fan_in_by_out]
     step = config.rewind_to.step(steps_per_epoch)
     for k in range(state.k, config.total_rounds + 1):
         mask, chain = state.mask, None
@@ -317,7 +328,7 @@ def imp_rounds(model, config: ImpConfig, seed, train_round, state: RoundState, i
             rewind_weights = model.get_weights()
         final_kernels = kernels(model)
         next_mask = mask if k == config.total_rounds else _next_mask(
-            config, start_kernels, final_kernels, mask, rates, rng_for(seed, k, "criterion"))
+            config, start_kernels, final_kernels, mask, rates, rng_for(seed, k, "criterion"), patterned)
         state = RoundState(k + 1, next_mask, rewind_weights, final_kernels, chain)
         if after_round is not None:
             after_round(TrainedRound(k, mask, trained, state))
@@ -329,21 +340,28 @@ def _steps_run(model):
     return int(optimizer.iterations.numpy()) if optimizer is not None else 0
 
 
-def _next_mask(imp, start_kernels, final_kernels, mask, rates, rng):
-    """Prune ``mask`` by the criterion's scores of this round's starting vs trained kernels; equal scores are
-    pruned in a random order drawn from ``rng`` (after the criterion's own draws), as in Zhou et al.'s code."""
+def _next_mask(imp, start_kernels, final_kernels, mask, rates, rng, patterned=()):
+    """Prune ``mask`` by the criterion's scores of this round's starting vs trained kernels, the tensors in
+    ``patterned`` in ``imp.pattern``'s units; equal scores are pruned in a random order drawn from ``rng`` (after
+    the criterion's own draws), as in Zhou et al.'s code. The result is checked against the pattern."""
     scores = {key: score(imp.criterion, start_kernels[key], final_kernels[key], rng, mask[key])
               for key in final_kernels}
-    if imp.allocation == "global":
-        return prune_global(scores, mask, imp.prune_rate, rng=rng, count_rule=imp.prune_count)
-    return prune_layerwise(scores, mask, rates, rng=rng, count_rule=imp.prune_count)
+
+    def prune(scores, mask):
+        if imp.allocation == "global":
+            return prune_global(scores, mask, imp.prune_rate, rng=rng, count_rule=imp.prune_count)
+        return prune_layerwise(scores, mask, rates, rng=rng, count_rule=imp.prune_count)
+
+    pruned = prune_in_pattern(scores, mask, imp.pattern, patterned, prune, rng)
+    check_masks(pruned, imp.pattern, [k for k in patterned if k in pruned], "IMP mask")
+    return pruned
 
 
 def write_round_ticket(folder, model, mask, imp, k, precision):
     """The round's ticket: the fp32 masked model at its starting weights, its mask, and what it is."""
     write_ticket(folder, precision.to_fp32(model), mask, TicketInfo("imp", precision.precision, {
         "round": k, "criterion": imp.criterion, "rewind": imp.rewind, "mask1": imp.mask1, "mask0": imp.mask0,
-        **precision.bits}))
+        **({"sparsity_pattern": imp.pattern.text} if imp.pattern.structured else {}), **precision.bits}))
 
 
 @dataclasses.dataclass

@@ -35,12 +35,13 @@ from lt_keras._keras import keras, tf
 from lt_keras.actions import check_mask0
 from lt_keras.errors import LtKerasError
 from lt_keras.mask_sources import MASK_SOURCES, check_options
+from lt_keras.patterns import SparsityPattern
 
 _PACKAGE = "lt_keras"
 
 
 MASK_OPTIONS = ("mask0", "mask_mode", "keep_fraction", "score_init", "eval_mask", "dynamic_weight_rescaling",
-                "sample_seed")
+                "sample_seed", "sparsity_pattern")
 
 
 class MaskedKernelMixin:
@@ -50,12 +51,14 @@ class MaskedKernelMixin:
 
     KERNEL = "kernel"
     use_bias = False  # a layer without a bias (Embedding); Keras layers with one set it
+    fan_in_by_out = True  # the kernel is (..., fan_in, out): sparsity patterns (lt_keras.patterns) apply
 
     def __init__(self, *args, mask0="zero", mask_mode="fixed", keep_fraction=0.5, score_init=0.0,
-                 eval_mask=None, dynamic_weight_rescaling=False, sample_seed=0, **kwargs):
+                 eval_mask=None, dynamic_weight_rescaling=False, sample_seed=0, sparsity_pattern="unstructured",
+                 **kwargs):
         super().__init__(*args, **kwargs)  # the Keras layer (Dense / Conv2D) next in the MRO
         self._init_mask_options(mask0, mask_mode, keep_fraction, score_init, eval_mask, dynamic_weight_rescaling,
-                                sample_seed)
+                                sample_seed, sparsity_pattern)
 
     def __call__(self, inputs, *args, **kwargs):
         if type(inputs).__module__.startswith("keras."):
@@ -72,9 +75,11 @@ class MaskedKernelMixin:
         self._build_mask()
 
     def _init_mask_options(self, mask0="zero", mask_mode="fixed", keep_fraction=0.5, score_init=0.0,
-                           eval_mask=None, dynamic_weight_rescaling=False, sample_seed=0):
+                           eval_mask=None, dynamic_weight_rescaling=False, sample_seed=0,
+                           sparsity_pattern="unstructured"):
         check_mask0(mask0)
-        eval_mask = check_options(mask_mode, eval_mask, keep_fraction)
+        eval_mask = check_options(mask_mode, eval_mask, keep_fraction, sparsity_pattern=sparsity_pattern)
+        self.sparsity_pattern = SparsityPattern.parse(sparsity_pattern).text
         self.mask0, self.mask_mode, self.eval_mask = mask0, mask_mode, eval_mask
         self.keep_fraction, self.score_init = float(keep_fraction), float(score_init)
         self.dynamic_weight_rescaling = bool(dynamic_weight_rescaling)
@@ -93,6 +98,8 @@ class MaskedKernelMixin:
 
     def _mask_config(self, config):
         config.update({name: getattr(self, name) for name in MASK_OPTIONS})
+        if config["sparsity_pattern"] == "unstructured":  # added later: files written before it stay the same
+            del config["sparsity_pattern"]
         return config
 
     @property
@@ -246,6 +253,7 @@ class MaskedDepthwiseConv2D(MaskedKernelMixin, keras.layers.DepthwiseConv2D):
     """``keras.layers.DepthwiseConv2D`` with a 0/1 mask on its ``depthwise_kernel``."""
 
     KERNEL = "depthwise_kernel"
+    fan_in_by_out = False
     kernel = property(lambda self: self.depthwise_kernel)
     output_channels = property(lambda self: int(self.kernel.shape[-2] * self.kernel.shape[-1]))
 
@@ -270,6 +278,7 @@ class MaskedConv2DTranspose(MaskedKernelMixin, keras.layers.Conv2DTranspose):
     """``keras.layers.Conv2DTranspose`` with a 0/1 kernel mask (Keras's call, computing with the masked kernel)."""
 
     output_channels = property(lambda self: int(self.kernel.shape[-2]))  # the kernel is (h, w, out, in)
+    fan_in_by_out = False
 
     def call(self, inputs, training=None):
         dynamic, static = tf.shape(inputs), inputs.shape.as_list() if inputs.shape.rank else [None] * 4
@@ -292,6 +301,7 @@ class MaskedEmbedding(MaskedKernelMixin, keras.layers.Embedding):
     """``keras.layers.Embedding`` with a 0/1 mask on its ``embeddings`` table (dense integer inputs)."""
 
     KERNEL = "embeddings"
+    fan_in_by_out = False
     kernel = property(lambda self: self.embeddings)
 
     def call(self, inputs, training=None):

@@ -14,9 +14,10 @@ import numpy as np
 from lt_keras._keras import keras, tf
 from lt_keras.bernoulli import sampled_mask
 from lt_keras.errors import ConfigError
+from lt_keras.patterns import SparsityPattern
 from lt_keras.seeds import derive_seed
 from lt_keras.straight_through import product, straight_through
-from lt_keras.topk import top_k_masks
+from lt_keras.topk import top_k_mask, top_k_masks
 
 
 class FixedMask:
@@ -135,9 +136,36 @@ class TopKMask(LearnedMask):
 
     def learned(self, training=None, hard=False, factors=()):
         scores = self.layer.kernel_scores
-        k = max(1, int(round(self.layer.keep_fraction * int(np.prod(scores.shape)))))
-        mask, slope = top_k_masks(scores, k, *factors)
+        pattern = SparsityPattern.parse(self.layer.sparsity_pattern)
+        if pattern.structured and self.layer.fan_in_by_out:
+            scale = product([tf.cast(f, scores.dtype) for f in factors], scores)
+            mask, slope = self.pattern_keep(pattern, scores) * scale, tf.sign(scores) * scale
+        else:
+            k = max(1, int(round(self.layer.keep_fraction * int(np.prod(scores.shape)))))
+            mask, slope = top_k_masks(scores, k, *factors)
         return mask if hard else straight_through(scores, mask, slope)
+
+    def pattern_keep(self, pattern, scores):
+        """The 0/1 top-k mask in ``pattern``'s units: the keep_fraction of blocks with the largest mean |score|,
+        or the n largest |scores| of every m consecutive inputs of an output (ties: lowest index)."""
+        shape, out = scores.shape, int(scores.shape[-1])
+        matrix = tf.reshape(tf.abs(tf.convert_to_tensor(scores)), (-1, out))
+        fan_in = int(matrix.shape[0])
+        if pattern.kind == "n:m":
+            groups = -(-fan_in // pattern.m)
+            padded = tf.pad(matrix, [[0, groups * pattern.m - fan_in], [0, 0]], constant_values=-1.0)
+            ranked = tf.transpose(tf.reshape(padded, (groups, pattern.m, out)), (0, 2, 1))
+            chosen = tf.reduce_sum(tf.one_hot(tf.math.top_k(ranked, pattern.n).indices, pattern.m, dtype=scores.dtype),
+                                   axis=-2)
+            keep = tf.reshape(tf.transpose(chosen, (0, 2, 1)), (groups * pattern.m, out))[:fan_in]
+            return tf.reshape(keep, shape)
+        blocks_in, blocks_out = -(-fan_in // pattern.cols), -(-out // pattern.rows)
+        padded = tf.pad(matrix, [[0, blocks_in * pattern.cols - fan_in], [0, blocks_out * pattern.rows - out]])
+        sums = tf.reduce_sum(tf.reshape(padded, (blocks_in, pattern.cols, blocks_out, pattern.rows)), axis=(1, 3))
+        k = max(1, int(round(self.layer.keep_fraction * blocks_in * blocks_out)))
+        kept = top_k_mask(sums / tf.constant(pattern.block_sizes((fan_in, out)), sums.dtype), k)
+        full = tf.repeat(tf.repeat(kept, pattern.cols, axis=0), pattern.rows, axis=1)[:fan_in, :out]
+        return tf.reshape(full, shape)
 
 
 MASK_SOURCES = {source.mode: source for source in (FixedMask, BernoulliMask, TopKMask)}
@@ -145,7 +173,7 @@ MASK_MODES = tuple(MASK_SOURCES)
 EVAL_MASKS = {mode: source.eval_masks for mode, source in MASK_SOURCES.items()}
 
 
-def check_options(mask_mode, eval_mask=None, keep_fraction=0.5, mode_field="mask_mode"):
+def check_options(mask_mode, eval_mask=None, keep_fraction=0.5, mode_field="mask_mode", sparsity_pattern=None):
     """The one validation of the supermask options (the masked layers, ``LearnConfig`` and ``set_eval_mask`` call
     it); returns the evaluation mask, defaulting to the mode's first. ``mode_field`` names the mode in errors."""
     if mask_mode not in MASK_SOURCES:
@@ -156,4 +184,11 @@ def check_options(mask_mode, eval_mask=None, keep_fraction=0.5, mode_field="mask
                           f"choose one of {list(EVAL_MASKS[mask_mode])}.")
     if not 0 < keep_fraction <= 1:
         raise ConfigError("keep_fraction", f"must be in (0, 1], got {keep_fraction}.")
+    pattern = SparsityPattern.parse(sparsity_pattern or "unstructured")
+    if pattern.structured and mask_mode != "topk":
+        raise ConfigError("sparsity_pattern", f"{pattern.text} needs the top-k supermask ({mode_field}=topk); "
+                          f"{mode_field}={mask_mode!r} keeps weights one by one.")
+    if pattern.kind == "n:m" and abs(keep_fraction - pattern.density) > 1e-9:
+        raise ConfigError("keep_fraction", f"{pattern.text} keeps {pattern.density:g} of the weights: set "
+                          f"keep_fraction={pattern.density:g} (got {keep_fraction}).")
     return eval_mask

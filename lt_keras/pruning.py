@@ -98,3 +98,24 @@ def random_mask_like(mask: Mask, rng) -> Mask:
         flat[rng.permutation(m.size)[: int(m.sum())]] = 1.0
         out[k] = flat.reshape(m.shape)
     return Mask(out)
+
+
+def prune_in_pattern(scores: dict, mask: Mask, pattern, keys, prune, rng=None) -> Mask:
+    """Prune the tensors in ``keys`` in ``pattern``'s units (``lt_keras.patterns``), the others weight by weight.
+
+    Blocks: ``prune(unit_scores, unit_mask)`` (``prune_layerwise`` or
+    ``prune_global`` with their rates) prunes whole blocks, each scored by its
+    weights' mean and counted as one unit. n:m: the tensors in ``keys`` keep
+    the best n of every m; ``prune`` prunes the others.
+    """
+    keys = [k for k in keys if k in mask]
+    if not pattern.structured or not keys:
+        return prune(scores, mask)
+    if pattern.kind == "n:m":
+        others = Mask({k: v for k, v in mask.items() if k not in keys})
+        rest = prune({k: v for k, v in scores.items() if k not in keys}, others) if len(others) else others
+        return Mask({k: pattern.keep_n_of_m(scores[k], mask[k], rng) if k in keys else rest[k] for k in mask})
+    units = {k: pattern.block_scores(scores[k], mask[k]) if k in keys else (scores[k], mask[k]) for k in mask}
+    pruned = prune({k: s for k, (s, _) in units.items()},
+                   Mask({k: np.asarray(a, np.float32) for k, (_, a) in units.items()}))
+    return Mask({k: pattern.expand_blocks(pruned[k], mask[k].shape) if k in keys else pruned[k] for k in mask})

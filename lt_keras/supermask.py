@@ -20,6 +20,7 @@ from lt_keras.layers import masked_layers
 from lt_keras.mask import Mask, mask_key
 from lt_keras.mask_sources import check_options
 from lt_keras.options import option
+from lt_keras.patterns import PATTERNS
 from lt_keras.pruning import prune_layerwise
 
 ESTIMATORS = ("bernoulli", "topk")
@@ -39,18 +40,22 @@ class LearnConfig:
     eval_samples: int = option(10, "Sampled masks averaged for the final evaluation.", lower_bound=1)
     weight_init: str = option("glorot_normal", "Frozen weights.", choices=WEIGHT_INITS)
     dynamic_weight_rescaling: bool = option(False, "Scale each layer by numel / ones of its current mask.")
+    sparsity_pattern: str = option("unstructured", f"topk: the units the mask keeps ({PATTERNS}): the "
+                                   "keep_fraction of blocks with the largest mean |score|, or n of every m "
+                                   "(keep_fraction=n/m). Dense and convolution kernels take it.")
 
     def __post_init__(self):
         if self.estimator not in ESTIMATORS:
             raise ConfigError("estimator", f"{self.estimator!r} is not one of {list(ESTIMATORS)}.")
-        check_options(self.estimator, self.eval_mask, self.keep_fraction, mode_field="estimator")
+        check_options(self.estimator, self.eval_mask, self.keep_fraction, mode_field="estimator",
+                      sparsity_pattern=self.sparsity_pattern)
 
     def layer_options(self, seed=0) -> dict:
         """The masked-layer options of this supermask (``build_model`` and ``mask_model`` take them); ``seed``
         keys the top-k scores' draw and the Bernoulli masks."""
         return {"mask_mode": self.estimator, "keep_fraction": self.keep_fraction, "score_init": self.score_init,
                 "eval_mask": self.eval_mask, "dynamic_weight_rescaling": self.dynamic_weight_rescaling,
-                "sample_seed": seed}
+                "sample_seed": seed, "sparsity_pattern": self.sparsity_pattern}
         if self.weight_init not in WEIGHT_INITS:
             raise ConfigError("weight_init", f"{self.weight_init!r} is not one of {list(WEIGHT_INITS)}.")
 
@@ -78,14 +83,15 @@ class UntrainedConfig:
 
 
 def to_supermask(model, estimator="bernoulli", keep_fraction=0.5, score_init=0.0, eval_mask=None,
-                 dynamic_weight_rescaling=False, seed=0):
+                 dynamic_weight_rescaling=False, seed=0, sparsity_pattern="unstructured"):
     """A copy of ``model`` whose masked layers learn supermasks over their (frozen) weights.
 
     ``seed`` keys the top-k scores' draw and the Bernoulli masks (with each
     layer's name and draw count). A registered model is built as a supermask
     model directly: ``build_model(name, ..., **LearnConfig(...).layer_options(seed))``."""
     config = LearnConfig(estimator=estimator, keep_fraction=keep_fraction, score_init=score_init,
-                         eval_mask=eval_mask, dynamic_weight_rescaling=dynamic_weight_rescaling)
+                         eval_mask=eval_mask, dynamic_weight_rescaling=dynamic_weight_rescaling,
+                         sparsity_pattern=sparsity_pattern)
     return mask_model(model, **config.layer_options(seed))
 
 
@@ -180,7 +186,7 @@ def to_ticket(model):
     """
     mask = hard_mask(model)
     kernels = {mask_key(l): l.deterministic_kernel().numpy() for l in masked_layers(model)}
-    ticket = mask_model(model, mask_mode="fixed", dynamic_weight_rescaling=False)
+    ticket = mask_model(model, mask_mode="fixed", dynamic_weight_rescaling=False, sparsity_pattern="unstructured")
     for layer in masked_layers(ticket):
         layer.kernel.assign(kernels[mask_key(layer)])
     mask.apply_to(ticket)

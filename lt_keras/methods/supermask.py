@@ -12,6 +12,7 @@ from lt_keras.layers import masked_layers
 from lt_keras.mask import Mask, mask_key
 from lt_keras.methods.base import Method, RunSpec
 from lt_keras.models import build_model
+from lt_keras.patterns import SparsityPattern, check_masks
 from lt_keras.precision import SearchPrecision
 from lt_keras.report import plot_curves
 from lt_keras.supermask import (LearnConfig, MaskDensityLogger, UntrainedConfig, criterion_mask, evaluate,
@@ -96,9 +97,12 @@ def learn(output_dir, model_name, data, train, config: LearnConfig = LearnConfig
     model = precision.to_fp32(model)
     atomic_save_model(model, os.path.join(output_dir, "model.keras"))
     mask = hard_mask(model)
+    pattern = SparsityPattern.parse(config.sparsity_pattern)
+    check_masks(mask, pattern, [mask_key(l) for l in masked_layers(model) if l.fan_in_by_out], "supermask")
     info = TicketInfo("supermask", precision.precision, {
         "estimator": config.estimator, "weight_init": config.weight_init,
         "dynamic_weight_rescaling": config.dynamic_weight_rescaling, "source_run": os.path.abspath(output_dir),
+        **({"sparsity_pattern": pattern.text} if pattern.structured else {}),
         **precision.bits})
     write_ticket(os.path.join(output_dir, "ticket"), to_ticket(model), mask, info)
     shutil.rmtree(backup, ignore_errors=True)
