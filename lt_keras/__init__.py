@@ -14,9 +14,10 @@ from lt_keras import supermask  # noqa: E402
 # The public modules (the API reference, docs/api/, documents these); the ones not imported above load on
 # first use (``lt_keras.methods.Imp``), so ``import lt_keras`` stays light.
 PUBLIC_MODULES = ("actions", "bernoulli", "convert", "criteria", "data", "distribute", "duration", "early_bird",
-                  "errors", "export", "flops", "graph", "imp", "io_utils", "keras3", "layers", "mask", "mask_sources",
-                  "methods", "models", "options", "patterns", "precision", "pruning", "quantize", "report", "runs",
-                  "seeds", "straight_through", "streaming", "supermask", "ticket", "topk", "training", "versions")
+                  "errors", "export", "export_report", "flops", "graph", "imp", "io_utils", "keras3", "layers",
+                  "mask", "mask_sources", "methods", "models", "options", "patterns", "precision", "pruning",
+                  "quantize", "report", "runs", "seeds", "straight_through", "streaming", "supermask", "ticket",
+                  "topk", "training", "versions")
 
 
 def __getattr__(name):

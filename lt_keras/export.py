@@ -10,18 +10,18 @@ zipped size of a dense export against the sparse one.
 import contextlib
 import glob
 import hashlib
-import io
 import json
 import os
 import shutil
 import tempfile
-import zipfile
 
 import numpy as np
 
 from lt_keras._keras import keras, tf
 from lt_keras.convert import strip_masks
 from lt_keras.errors import ConfigError, LtKerasError, RunDirError
+from lt_keras.export_report import interpreter as tflite_interpreter
+from lt_keras.export_report import layer_paths, measure, zipped_size
 from lt_keras.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lt_keras.layers import masked_layers, walk_layers
 from lt_keras.runs import release_lock, sign_lock, take_lock
@@ -52,17 +52,6 @@ def save_saved_model(model, directory):
     return directory
 
 
-def zipped_size(directory) -> int:
-    """Bytes of ``directory`` as a deflate-compressed zip (how sparse weights pay off on disk)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for root, _, files in os.walk(directory):
-            for name in sorted(files):
-                path = os.path.join(root, name)
-                archive.write(path, os.path.relpath(path, directory))
-    return buffer.tell()
-
-
 def layer_sparsity(model) -> dict:
     """Fraction of zeros in every kernel of a plain model (nested blocks included)."""
     out = {}
@@ -75,12 +64,16 @@ def layer_sparsity(model) -> dict:
 
 
 def to_tflite(saved_model_dir, quantization="none", representative=None) -> bytes:
-    """Convert a SavedModel to TFLite; ``int8`` needs ``representative`` (an iterable of input batches)."""
+    """Convert a SavedModel to TFLite; ``int8`` needs ``representative`` (an iterable of input batches).
+
+    Weights are stored sparse where TFLite finds it worth it (``EXPERIMENTAL_SPARSITY``): a 1x4-block ticket's
+    dense layers then run TFLite's sparse kernel (``export_report.layer_paths`` says which do)."""
     if quantization not in TFLITE_QUANTIZATION:
         raise ConfigError("tflite_quantization", f"{quantization!r} is not one of {list(TFLITE_QUANTIZATION)}.")
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if quantization != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.optimizations = [tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if quantization == "int8":
         if representative is None:
             raise LtKerasError("int8 TFLite export needs a representative dataset.")
@@ -91,7 +84,7 @@ def to_tflite(saved_model_dir, quantization="none", representative=None) -> byte
 
 def tflite_outputs(tflite_bytes, x) -> np.ndarray:
     """Run a TFLite model on ``x`` one example at a time (float inputs, quantized or not)."""
-    interpreter = tf.lite.Interpreter(model_content=tflite_bytes)
+    interpreter, _ = tflite_interpreter(tflite_bytes)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     interpreter.resize_tensor_input(inp["index"], (1,) + x.shape[1:])
     interpreter.allocate_tensors()
@@ -266,15 +259,17 @@ SAVED_MODEL_TOLERANCE = 1e-5
 
 
 def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tflite_quantization=None,
-                      representative_examples=200) -> dict:
+                      representative_examples=200, measure_export=True) -> dict:
     """lt-export as one call: the ticket in ``ticket_dir`` as a SavedModel (and TFLite), checked and reported.
 
     Fails (``LtKerasError``, nothing written) when the SavedModel differs from
     the masked model by more than ``SAVED_MODEL_TOLERANCE`` on
     ``parity_examples`` test inputs.
     ``tflite_quantization`` (none, dynamic, int8; None: no TFLite) adds
-    ``<saved_model_dir>.tflite``, int8 calibrated on training examples. The
-    report is also written to ``<saved_model_dir>.report.json``.
+    ``<saved_model_dir>.tflite``, int8 calibrated on training examples, and
+    the path TFLite takes for each layer. ``measure_export`` measures sizes and
+    latencies beside a dense export (``lt_keras.export_report``). The report is
+    also written to ``<saved_model_dir>.report.json``.
     """
     ticket = load_ticket(ticket_dir)
     if tuple(ticket.model.input_shape[1:]) != tuple(data.input_shape):
@@ -283,22 +278,34 @@ def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tf
     target = os.path.abspath(saved_model_dir).rstrip("/")
     with _export_lock(target):
         return _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quantization,
-                             representative_examples)
+                             representative_examples, measure_export)
 
 
-def _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quantization, representative_examples):
+def _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quantization, representative_examples,
+                  measure_export):
     x = data.x_test[:parity_examples]
     report = export_ticket(ticket.model, target, x, tolerance=SAVED_MODEL_TOLERANCE)
     report.update(ticket=os.path.abspath(ticket_dir), method=ticket.info.method,
                   found_at_precision=ticket.info.found_at_precision,
                   saved_model_tolerance=SAVED_MODEL_TOLERANCE)
+    tflite, representative = None, data.x_train[:representative_examples][:, None]
+    plain = plain_model(ticket.model)
     if tflite_quantization is not None:
-        tflite = to_tflite(target, tflite_quantization, data.x_train[:representative_examples][:, None])
+        tflite = to_tflite(target, tflite_quantization, representative)
         atomic_write_bytes(target + ".tflite", tflite)
+        report["tflite_layer_paths"] = layer_paths(tflite, plain)
         reference = ticket.model(x, training=False).numpy()
         outputs = tflite_outputs(tflite, x)
         report.update(tflite_path=target + ".tflite", tflite_quantization=tflite_quantization,
                       tflite_bytes=len(tflite), tflite_max_abs_diff=max_abs_diff(outputs, reference),
                       tflite_top1_agreement=float(np.mean(outputs.argmax(1) == reference.argmax(1))))
+    if measure_export:
+        with tempfile.TemporaryDirectory(prefix="lt_keras_dense_export_") as scratch:
+            dense = save_saved_model(dense_twin(plain, ticket.model), os.path.join(scratch, "dense"))
+            dense_tflite = None if tflite is None else to_tflite(dense, tflite_quantization, representative)
+            report["measured"] = measure({"dense": (dense, dense_tflite), "ticket": (target, tflite)},
+                                         data.input_shape)
+        report["measured"]["variants"]["dense"]["weights"] = int(plain.count_params())
+        report["measured"]["variants"]["ticket"]["weights"] = int(sum(np.count_nonzero(w) for w in plain.get_weights()))
     atomic_write_json(target + ".report.json", report)
     return report

@@ -17,6 +17,8 @@ class ExportConfig:
     tflite_quantization: str = option("none", "TFLite weight/activation quantization.", choices=TFLITE_QUANTIZATION)
     parity_examples: int = option(100, "Test examples for the parity checks.", lower_bound=1)
     representative_examples: int = option(200, "Training examples that calibrate int8 TFLite.", lower_bound=1)
+    measure: bool = option(True, "Measure sizes (raw, compressed) and latency at batch 1 and 64 of the export (and "
+                           "its TFLite) beside a dense export of the same model: seconds for small models.")
 
     def __post_init__(self):
         if not self.ticket_dir:
@@ -46,9 +48,15 @@ class Export(Method):
                               f"memory; {data.spec.name} streams, which lt-export does not support yet.")
         c = self.config
         return export_ticket_dir(c.ticket_dir, run_dir, data, c.parity_examples,
-                                 c.tflite_quantization if c.tflite else None, c.representative_examples)
+                                 c.tflite_quantization if c.tflite else None, c.representative_examples, c.measure)
 
     def report(self, summary, run_dir) -> str:
-        return (f"{json.dumps(summary, indent=2, sort_keys=True)}\n\nSavedModel: {run_dir} (max |diff| "
-                f"{summary['max_abs_diff_saved_model']:.2e}, {100 * summary['total_sparsity']:.1f}% zeros, zipped "
-                f"{summary['zip_ratio']:.2f}x of dense)")
+        lines = [json.dumps(summary, indent=2, sort_keys=True), "",
+                 f"SavedModel: {run_dir} (max |diff| {summary['max_abs_diff_saved_model']:.2e}, "
+                 f"{100 * summary['total_sparsity']:.1f}% zeros, zipped {summary['zip_ratio']:.2f}x of dense)"]
+        for layer, path in summary.get("tflite_layer_paths", {}).items():
+            lines.append(f"  TFLite runs {layer}: {path}")
+        measured = summary.get("measured", {}).get("variants", {}).get("ticket", {}).get("ratios_to_dense", {})
+        if measured:
+            lines.append("ticket / dense: " + ", ".join(f"{k} {v:.2f}x" for k, v in sorted(measured.items())))
+        return "\n".join(lines)
