@@ -16,8 +16,8 @@ from lt_keras import supermask  # noqa: E402
 PUBLIC_MODULES = ("actions", "bernoulli", "convert", "criteria", "data", "distribute", "duration", "early_bird",
                   "errors", "export", "export_report", "flops", "graph", "imp", "io_utils", "keras3", "layers",
                   "mask", "mask_sources", "methods", "models", "options", "patterns", "precision", "pruning",
-                  "quantize", "report", "runs", "seeds", "straight_through", "streaming", "supermask", "ticket",
-                  "topk", "training", "versions")
+                  "quantize", "report", "runs", "seeds", "sparse_serving", "straight_through", "streaming",
+                  "supermask", "ticket", "topk", "training", "versions")
 
 
 def __getattr__(name):

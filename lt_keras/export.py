@@ -25,6 +25,7 @@ from lt_keras.export_report import layer_paths, measure, zipped_size
 from lt_keras.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lt_keras.layers import masked_layers, walk_layers
 from lt_keras.runs import release_lock, sign_lock, take_lock
+from lt_keras.sparse_serving import sparse_serving_model
 from lt_keras.ticket import load_ticket
 
 TFLITE_QUANTIZATION = ("none", "dynamic", "int8")
@@ -259,7 +260,7 @@ SAVED_MODEL_TOLERANCE = 1e-5
 
 
 def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tflite_quantization=None,
-                      representative_examples=200, measure_export=True) -> dict:
+                      representative_examples=200, measure_export=True, sparse_serving=False) -> dict:
     """lt-export as one call: the ticket in ``ticket_dir`` as a SavedModel (and TFLite), checked and reported.
 
     Fails (``LtKerasError``, nothing written) when the SavedModel differs from
@@ -268,7 +269,10 @@ def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tf
     ``tflite_quantization`` (none, dynamic, int8; None: no TFLite) adds
     ``<saved_model_dir>.tflite``, int8 calibrated on training examples, and
     the path TFLite takes for each layer. ``measure_export`` measures sizes and
-    latencies beside a dense export (``lt_keras.export_report``). The report is
+    latencies beside a dense export (``lt_keras.export_report``).
+    ``sparse_serving`` adds ``<saved_model_dir>.sparse``, whose pruned Dense
+    layers compute sparse at the batch sizes where that measured faster
+    (``lt_keras.sparse_serving``), checked like the SavedModel. The report is
     also written to ``<saved_model_dir>.report.json``.
     """
     ticket = load_ticket(ticket_dir)
@@ -278,11 +282,37 @@ def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tf
     target = os.path.abspath(saved_model_dir).rstrip("/")
     with _export_lock(target):
         return _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quantization,
-                             representative_examples, measure_export)
+                             representative_examples, measure_export, sparse_serving)
+
+
+def _sparse_export(ticket, plain, target, x):
+    """``<target>.sparse``: the sparse-serving SavedModel, written beside and renamed into place once it computes
+    the masked model's outputs at batch 1 and at full batch."""
+    folder = target + ".sparse"
+    if os.path.exists(folder) and not os.path.exists(os.path.join(folder, EXPORT_MARK)):
+        raise ConfigError("saved_model_dir", f"{folder} exists and is not a sparse-serving export of ours; move it "
+                          "or choose another saved_model_dir.")
+    served, choices = sparse_serving_model(plain)
+    scratch = _scratch(folder)
+    try:
+        save_saved_model(served, os.path.join(scratch, "export"))
+        atomic_write_text(os.path.join(scratch, "export", EXPORT_MARK), json.dumps({"sparse_serving": True}))
+        serve = tf.saved_model.load(os.path.join(scratch, "export")).signatures["serving_default"]
+        reference = ticket.model(x, training=False).numpy()
+        diff = max(max_abs_diff(serve(inputs=tf.constant(x[:1]))["logits"].numpy(), reference[:1]),
+                   max_abs_diff(serve(inputs=tf.constant(x))["logits"].numpy(), reference))
+        if diff > SAVED_MODEL_TOLERANCE:
+            raise LtKerasError(f"the sparse-serving SavedModel differs from the masked model by {diff:.3g} "
+                               f"(> {SAVED_MODEL_TOLERANCE}); it was not written.")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(os.path.join(scratch, "export"), folder)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"saved_model_dir": folder, "max_abs_diff": diff, "layers": choices}
 
 
 def _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quantization, representative_examples,
-                  measure_export):
+                  measure_export, sparse_serving):
     x = data.x_test[:parity_examples]
     report = export_ticket(ticket.model, target, x, tolerance=SAVED_MODEL_TOLERANCE)
     report.update(ticket=os.path.abspath(ticket_dir), method=ticket.info.method,
@@ -299,12 +329,16 @@ def _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quan
         report.update(tflite_path=target + ".tflite", tflite_quantization=tflite_quantization,
                       tflite_bytes=len(tflite), tflite_max_abs_diff=max_abs_diff(outputs, reference),
                       tflite_top1_agreement=float(np.mean(outputs.argmax(1) == reference.argmax(1))))
+    if sparse_serving:
+        report["sparse_serving"] = _sparse_export(ticket, plain, target, x)
     if measure_export:
         with tempfile.TemporaryDirectory(prefix="lt_keras_dense_export_") as scratch:
             dense = save_saved_model(dense_twin(plain, ticket.model), os.path.join(scratch, "dense"))
             dense_tflite = None if tflite is None else to_tflite(dense, tflite_quantization, representative)
-            report["measured"] = measure({"dense": (dense, dense_tflite), "ticket": (target, tflite)},
-                                         data.input_shape)
+            variants = {"dense": (dense, dense_tflite), "ticket": (target, tflite)}
+            if sparse_serving:
+                variants["sparse_serving"] = (report["sparse_serving"]["saved_model_dir"], None)
+            report["measured"] = measure(variants, data.input_shape)
         report["measured"]["variants"]["dense"]["weights"] = int(plain.count_params())
         report["measured"]["variants"]["ticket"]["weights"] = int(sum(np.count_nonzero(w) for w in plain.get_weights()))
     atomic_write_json(target + ".report.json", report)

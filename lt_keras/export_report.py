@@ -81,7 +81,7 @@ def folder_bytes(directory) -> int:
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, files in os.walk(directory) for name in files)
 
 
-def _median_ms(calls, budget_s=1.5, rounds=5):
+def median_ms(calls, budget_s=1.5, rounds=5):
     """Median milliseconds of each call, interleaved A B A B over ``rounds`` rounds within about ``budget_s``."""
     for call in calls:  # warm-up: tracing, allocation
         call()
@@ -140,7 +140,7 @@ def measure(variants: dict, input_shape, batches=BATCHES) -> dict:
         with_tflite = [n for n in names if variants[n][1] is not None]
         calls += [_tflite_call(variants[n][1], x) for n in with_tflite]
         kinds += ["tflite"] * len(with_tflite)
-        for (name, kind), ms in zip(zip(names + with_tflite, kinds), _median_ms(calls)):
+        for (name, kind), ms in zip(zip(names + with_tflite, kinds), median_ms(calls)):
             report[name].setdefault(f"{kind}_ms", {})[str(batch)] = ms
         if with_tflite:
             runtime = interpreter(variants[with_tflite[0]][1])[1]

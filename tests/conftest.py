@@ -90,6 +90,7 @@ SLOW = (
     "test_imp_binary.py::", "test_train_binary.py::", "test_supermask_binary.py::", "test_distribute.py::",
     "test_keras3.py::test_importing_lt_keras_leaves", "test_keras3.py::test_the_8bit_path",
     "test_layers.py::test_savedmodel_serves_without_lt_keras",
+    "test_export_report.py::test_sparse_serving_computes",
     "test_mask_holds.py::test_output_is_kernel_times_mask_on_every_replica",
     "test_precision.py::test_fp32_is_the_model_itself", "test_readme_example.py::",
     "test_reliability.py::test_a_second_writer", "test_reliability.py::test_a_holder_that_has_not_signed",

@@ -52,3 +52,51 @@ def test_the_report_names_each_layers_tflite_path_and_measures_both_exports(tmp_
     assert json.loads((tmp_path / "model.report.json").read_text())["tflite_layer_paths"]["fc2"] == "densified at load"
     text = Export(ExportConfig(ticket_dir=str(tmp_path / "ticket"))).report(report, str(tmp_path / "model"))
     assert "TFLite runs fc1: sparse block kernel (1x4)" in text and "tflite_ms@1" in text
+
+
+def test_sparse_serving_computes_the_tickets_outputs_and_serves_without_lt_keras(tmp_path):
+    """Each pruned Dense layer is timed both ways and computes sparse where it measured faster; whatever was
+    chosen, the SavedModel gives the masked model's outputs at every batch size and loads with TensorFlow alone."""
+    import os
+    import subprocess
+    import sys
+
+    from lt_keras.ticket import load_ticket
+
+    data = DataConfig(dataset="mnist_5k", max_train_examples=100).load()
+    blocked_ticket(tmp_path / "ticket")
+    (tmp_path / "model.sparse").mkdir()  # a user's folder of that name is never replaced
+    (tmp_path / "model.sparse" / "mine.txt").write_text("mine")
+    try:
+        export_ticket_dir(str(tmp_path / "ticket"), str(tmp_path / "model"), data, parity_examples=20,
+                          measure_export=False, sparse_serving=True)
+        raise AssertionError("a user's model.sparse was replaced")
+    except Exception as e:  # noqa: BLE001
+        assert "is not a sparse-serving export of ours" in str(e)
+    assert (tmp_path / "model.sparse" / "mine.txt").read_text() == "mine"
+    (tmp_path / "model.sparse" / "mine.txt").unlink()
+    (tmp_path / "model.sparse").rmdir()
+    report = export_ticket_dir(str(tmp_path / "ticket"), str(tmp_path / "model"), data, parity_examples=20,
+                               sparse_serving=True)
+    sparse = report["sparse_serving"]
+    assert set(sparse["layers"]) == {"fc1", "fc2", "output"} and sparse["max_abs_diff"] <= 1e-5
+    for choice in sparse["layers"].values():
+        assert set(choice["times"]) == {"1", "4", "16", "64"} and choice["path"].startswith(("sparse", "dense"))
+        wins = [int(b) for b, t in choice["times"].items() if t["sparse_ms"] < t["dense_ms"]]
+        assert choice["sparse_batches"] == sorted(wins)  # the choice is the measurement's, not an assumption
+    assert "sparse_serving" in report["measured"]["variants"]
+    x = data.x_test[:7]
+    reference = load_ticket(str(tmp_path / "ticket")).model(x, training=False).numpy()
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", reference)
+    script = ("import sys, numpy as np, tensorflow as tf\n"
+              f"serve = tf.saved_model.load({str(tmp_path / 'model.sparse')!r}).signatures['serving_default']\n"
+              f"x, y = np.load({str(tmp_path / 'x.npy')!r}), np.load({str(tmp_path / 'y.npy')!r})\n"
+              "diff = max(float(np.abs(serve(inputs=tf.constant(x[i:i + n]))['logits'].numpy() - y[i:i + n]).max())\n"
+              "           for i, n in ((0, 1), (1, 2), (0, 7)))\n"
+              "assert 'lt_keras' not in sys.modules\n"
+              "print(diff)\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.strip().splitlines()[-1]) <= 1e-5
