@@ -21,11 +21,11 @@ from lt_keras._keras import keras, tf
 from lt_keras.convert import strip_masks
 from lt_keras.errors import ConfigError, LtKerasError, RunDirError
 from lt_keras.export_report import interpreter as tflite_interpreter
-from lt_keras.export_report import layer_paths, measure, zipped_size
+from lt_keras.export_report import BATCHES, layer_paths, measure, median_ms, tflite_call, zipped_size
 from lt_keras.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lt_keras.layers import masked_layers, walk_layers
 from lt_keras.runs import release_lock, sign_lock, take_lock
-from lt_keras.sparse_serving import sparse_serving_model
+from lt_keras.sparse_serving import sparse_serving
 from lt_keras.ticket import load_ticket
 
 TFLITE_QUANTIZATION = ("none", "dynamic", "int8")
@@ -64,17 +64,16 @@ def layer_sparsity(model) -> dict:
     return out
 
 
-def to_tflite(saved_model_dir, quantization="none", representative=None) -> bytes:
+def to_tflite(saved_model_dir, quantization="none", representative=None, sparse=False) -> bytes:
     """Convert a SavedModel to TFLite; ``int8`` needs ``representative`` (an iterable of input batches).
 
-    Weights are stored sparse where TFLite finds it worth it (``EXPERIMENTAL_SPARSITY``): a 1x4-block ticket's
-    dense layers then run TFLite's sparse kernel (``export_report.layer_paths`` says which do)."""
+    ``sparse``: weights are stored sparse where TFLite finds it worth it (``EXPERIMENTAL_SPARSITY``): a
+    1x4-block ticket's dense layers then run TFLite's sparse kernel (``export_report.layer_paths`` says which)."""
     if quantization not in TFLITE_QUANTIZATION:
         raise ConfigError("tflite_quantization", f"{quantization!r} is not one of {list(TFLITE_QUANTIZATION)}.")
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-    converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    if quantization != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    converter.optimizations = ([tf.lite.Optimize.DEFAULT] if quantization != "none" else []) + (
+        [tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else [])
     if quantization == "int8":
         if representative is None:
             raise LtKerasError("int8 TFLite export needs a representative dataset.")
@@ -260,7 +259,8 @@ SAVED_MODEL_TOLERANCE = 1e-5
 
 
 def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tflite_quantization=None,
-                      representative_examples=200, measure_export=True, sparse_serving=False) -> dict:
+                      representative_examples=200, measure_export=True, sparse_serving=False,
+                      tflite_sparsity="auto") -> dict:
     """lt-export as one call: the ticket in ``ticket_dir`` as a SavedModel (and TFLite), checked and reported.
 
     Fails (``LtKerasError``, nothing written) when the SavedModel differs from
@@ -268,7 +268,10 @@ def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tf
     ``parity_examples`` test inputs.
     ``tflite_quantization`` (none, dynamic, int8; None: no TFLite) adds
     ``<saved_model_dir>.tflite``, int8 calibrated on training examples, and
-    the path TFLite takes for each layer. ``measure_export`` measures sizes and
+    the path TFLite takes for each layer; ``tflite_sparsity`` (auto, always,
+    never) stores its weights sparse: auto does where that is never slower
+    than the dense encoding at batch 1 and 64 (both are timed).
+    ``measure_export`` measures sizes and
     latencies beside a dense export (``lt_keras.export_report``).
     ``sparse_serving`` adds ``<saved_model_dir>.sparse``, whose pruned Dense
     layers compute sparse at the batch sizes where that measured faster
@@ -282,7 +285,7 @@ def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tf
     target = os.path.abspath(saved_model_dir).rstrip("/")
     with _export_lock(target):
         return _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quantization,
-                             representative_examples, measure_export, sparse_serving)
+                             representative_examples, measure_export, sparse_serving, tflite_sparsity)
 
 
 def _sparse_export(ticket, plain, target, x):
@@ -292,10 +295,10 @@ def _sparse_export(ticket, plain, target, x):
     if os.path.exists(folder) and not os.path.exists(os.path.join(folder, EXPORT_MARK)):
         raise ConfigError("saved_model_dir", f"{folder} exists and is not a sparse-serving export of ours; move it "
                           "or choose another saved_model_dir.")
-    served, choices = sparse_serving_model(plain)
+    served, record = sparse_serving(plain)
     scratch = _scratch(folder)
     try:
-        save_saved_model(served, os.path.join(scratch, "export"))
+        served.save(os.path.join(scratch, "export"))
         atomic_write_text(os.path.join(scratch, "export", EXPORT_MARK), json.dumps({"sparse_serving": True}))
         serve = tf.saved_model.load(os.path.join(scratch, "export")).signatures["serving_default"]
         reference = ticket.model(x, training=False).numpy()
@@ -308,11 +311,28 @@ def _sparse_export(ticket, plain, target, x):
         os.replace(os.path.join(scratch, "export"), folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"saved_model_dir": folder, "max_abs_diff": diff, "layers": choices}
+    return {"saved_model_dir": folder, "max_abs_diff": diff, **record}
+
+
+def _tflite(target, quantization, representative, sparsity, input_shape):
+    """The .tflite of the SavedModel ``target`` and the record of its encoding: sparse (always), dense (never),
+    or, with auto, sparse only where it is no slower than dense at any batch size of the report."""
+    dense = to_tflite(target, quantization, representative, sparse=False)
+    if sparsity == "never":
+        return dense, {"setting": sparsity, "chosen": "dense"}
+    sparse = to_tflite(target, quantization, representative, sparse=True)
+    if sparsity == "always":
+        return sparse, {"setting": sparsity, "chosen": "sparse"}
+    ms = {b: median_ms([tflite_call(dense, b, input_shape), tflite_call(sparse, b, input_shape)], budget_s=0.6)
+          for b in BATCHES}
+    ratios = {str(b): s / d for b, (d, s) in ms.items()}
+    chosen = "sparse" if max(ratios.values()) <= 1.0 else "dense"
+    return (sparse if chosen == "sparse" else dense), {"setting": sparsity, "chosen": chosen,
+                                                       "sparse_over_dense_ms": ratios}
 
 
 def _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quantization, representative_examples,
-                  measure_export, sparse_serving):
+                  measure_export, sparse_serving, tflite_sparsity):
     x = data.x_test[:parity_examples]
     report = export_ticket(ticket.model, target, x, tolerance=SAVED_MODEL_TOLERANCE)
     report.update(ticket=os.path.abspath(ticket_dir), method=ticket.info.method,
@@ -321,7 +341,8 @@ def _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quan
     tflite, representative = None, data.x_train[:representative_examples][:, None]
     plain = plain_model(ticket.model)
     if tflite_quantization is not None:
-        tflite = to_tflite(target, tflite_quantization, representative)
+        tflite, report["tflite_encoding"] = _tflite(target, tflite_quantization, representative, tflite_sparsity,
+                                                    data.input_shape)
         atomic_write_bytes(target + ".tflite", tflite)
         report["tflite_layer_paths"] = layer_paths(tflite, plain)
         reference = ticket.model(x, training=False).numpy()

@@ -106,6 +106,11 @@ def _saved_model_call(directory, x):
     return lambda: serve(inputs=x)
 
 
+def tflite_call(tflite_bytes, batch, input_shape):
+    """A call that runs ``tflite_bytes`` once on a batch of ``batch`` random inputs."""
+    return _tflite_call(tflite_bytes, np.random.RandomState(0).rand(batch, *input_shape).astype(np.float32))
+
+
 def _tflite_call(tflite_bytes, x):
     runner, _ = interpreter(tflite_bytes)
     entry = runner.get_input_details()[0]

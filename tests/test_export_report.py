@@ -35,7 +35,8 @@ def test_the_report_names_each_layers_tflite_path_and_measures_both_exports(tmp_
     data = DataConfig(dataset="mnist_5k", max_train_examples=100).load()
     mask = blocked_ticket(tmp_path / "ticket")
     report = export_ticket_dir(str(tmp_path / "ticket"), str(tmp_path / "model"), data, parity_examples=20,
-                               tflite_quantization="none")
+                               tflite_quantization="none", tflite_sparsity="always")
+    assert report["tflite_encoding"] == {"setting": "always", "chosen": "sparse"}
     assert report["tflite_layer_paths"] == {"fc1": "sparse block kernel (1x4)", "fc2": "densified at load",
                                             "output": "sparse block kernel (1x4)"}
     assert report["tflite_max_abs_diff"] <= 1e-4  # the sparse encoding computes the same outputs
@@ -52,6 +53,11 @@ def test_the_report_names_each_layers_tflite_path_and_measures_both_exports(tmp_
     assert json.loads((tmp_path / "model.report.json").read_text())["tflite_layer_paths"]["fc2"] == "densified at load"
     text = Export(ExportConfig(ticket_dir=str(tmp_path / "ticket"))).report(report, str(tmp_path / "model"))
     assert "TFLite runs fc1: sparse block kernel (1x4)" in text and "tflite_ms@1" in text
+    auto = export_ticket_dir(str(tmp_path / "ticket"), str(tmp_path / "auto"), data, parity_examples=20,
+                             tflite_quantization="none", measure_export=False)["tflite_encoding"]
+    never_slower = max(auto["sparse_over_dense_ms"].values()) <= 1.0  # auto follows its own measurement
+    assert set(auto["sparse_over_dense_ms"]) == {"1", "64"}
+    assert auto["chosen"] == ("sparse" if never_slower else "dense")
 
 
 def test_sparse_serving_computes_the_tickets_outputs_and_serves_without_lt_keras(tmp_path):
@@ -80,10 +86,13 @@ def test_sparse_serving_computes_the_tickets_outputs_and_serves_without_lt_keras
                                sparse_serving=True)
     sparse = report["sparse_serving"]
     assert set(sparse["layers"]) == {"fc1", "fc2", "output"} and sparse["max_abs_diff"] <= 1e-5
-    for choice in sparse["layers"].values():
-        assert set(choice["times"]) == {"1", "4", "16", "64"} and choice["path"].startswith(("sparse", "dense"))
-        wins = [int(b) for b, t in choice["times"].items() if t["sparse_ms"] < t["dense_ms"]]
-        assert choice["sparse_batches"] == sorted(wins)  # the choice is the measurement's, not an assumption
+    for name, choice in sparse["layers"].items():
+        assert set(choice["times"]) == {"1", "4", "16", "64"}
+        for batch in choice["sparse_batches"]:  # sparse only where the layer measured faster ...
+            assert choice["times"][str(batch)]["sparse_ms"] < choice["times"][str(batch)]["dense_ms"]
+    for batch, graphs in sparse["graph_ms"].items():  # ... and where its graph was the fastest whole
+        serving = [s for s in sparse["switch"] if s["from_batch"] <= int(batch)][-1]["sparse_layers"]
+        assert graphs["+".join(serving) or "dense"] == min(graphs.values())
     assert "sparse_serving" in report["measured"]["variants"]
     x = data.x_test[:7]
     reference = load_ticket(str(tmp_path / "ticket")).model(x, training=False).numpy()

@@ -15,6 +15,9 @@ class ExportConfig:
     ticket_dir: str = option(None, "Ticket folder (model.keras, mask.npz, ticket.json) to export.")
     tflite: bool = option(False, "Also write <saved_model_dir>.tflite.")
     tflite_quantization: str = option("none", "TFLite weight/activation quantization.", choices=TFLITE_QUANTIZATION)
+    tflite_sparsity: str = option("auto", "Store TFLite weights sparse (EXPERIMENTAL_SPARSITY; 1x4 blocks then run "
+                                  "TFLite's sparse kernel): always, never, or auto, where that measures no slower "
+                                  "than the dense encoding at batch 1 and 64.", choices=("auto", "always", "never"))
     parity_examples: int = option(100, "Test examples for the parity checks.", lower_bound=1)
     representative_examples: int = option(200, "Training examples that calibrate int8 TFLite.", lower_bound=1)
     measure: bool = option(True, "Measure sizes (raw, compressed) and latency at batch 1 and 64 of the export (and "
@@ -52,7 +55,7 @@ class Export(Method):
         c = self.config
         return export_ticket_dir(c.ticket_dir, run_dir, data, c.parity_examples,
                                  c.tflite_quantization if c.tflite else None, c.representative_examples, c.measure,
-                                 c.sparse_serving)
+                                 c.sparse_serving, c.tflite_sparsity)
 
     def report(self, summary, run_dir) -> str:
         lines = [json.dumps(summary, indent=2, sort_keys=True), "",
