@@ -53,7 +53,7 @@ SKIPPED = {
     "fingerprint.pb": "hashes saved_model.pb",
 }
 # JSON keys that measure time, or the zipped size of a SavedModel (whose graph file varies as above).
-VOLATILE_KEYS = ("wall_time", "seconds", "time_s", "ms_per", "zipped_bytes", "zip_ratio")
+VOLATILE_KEYS = ("wall_time", "seconds", "time_s", "ms_per", "zipped_bytes", "zip_ratio", "measured", "_ms")
 EXPORT_DEPTH = 3  # lt-export writes <out>/model, <out>/model.report.json, <out>/model.tflite
 
 
