@@ -27,7 +27,7 @@ _EXECUTION_ONLY = ("jit_compile", "steps_per_execution")
 
 # Settings added after runs were made, with the value that computes what those runs computed: a run directory
 # whose config.json lacks one resumes under that value (and only under it).
-_ADDED_LATER = {"weight_decay_mode": "decoupled", "augment": "none", "prune_count": "round", "momentum_form": "keras",
+ADDED_LATER = {"weight_decay_mode": "decoupled", "augment": "none", "prune_count": "round", "momentum_form": "keras",
                 "adam_epsilon": 1e-7, "normalization": "dataset", "prune_rule": "count", "initial_mask": False,
                 "sparsity_pattern": "unstructured"}
 
@@ -53,7 +53,7 @@ def run_identity(config, top=True):
         config = _moved(config) if top else config
         return {k: (os.path.realpath(v) if k == "data_dir" and isinstance(v, str) else run_identity(v, False))
                 for k, v in config.items()
-                if k not in _EXECUTION_ONLY and not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
+                if k not in _EXECUTION_ONLY and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     if isinstance(config, (list, tuple)):
         return [run_identity(v, False) for v in config]
     return config

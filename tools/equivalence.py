@@ -28,7 +28,7 @@ import time
 from absl import app, flags
 
 from chaos import _strip, compare_trees
-from lt_keras.runs import run_identity
+from lt_keras.runs import ADDED_LATER, run_identity
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 flags.DEFINE_string("tree", REPO, "Source tree whose binaries run (a checkout of lt_keras).")
@@ -98,15 +98,17 @@ MOVED_FLAGS = {"lr_decay_epochs": "Early-Bird's decay points are the schedule's 
 
 
 def _flag_difference(a, b):
-    """None if two flags.txt set the same flags (in any order; flags in RESOLVED_FLAGS may be added, unset flags in
-    MOVED_FLAGS dropped)."""
+    """None if two flags.txt set the same flags (in any order; flags in RESOLVED_FLAGS may be added, so may a
+    setting added later at the value older runs computed with (``runs.ADDED_LATER``); unset flags in
+    MOVED_FLAGS may be dropped)."""
     old, new = _flags(os.path.join(a, "flags.txt")), _flags(os.path.join(b, "flags.txt"))
     if old == new:
         return None
     if old is None or new is None:
         return "flags.txt exists in one only"
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
-                     and not (k not in old and k in RESOLVED_FLAGS) and not (k in MOVED_FLAGS and not old.get(k)))
+                     and not (k not in old and k in RESOLVED_FLAGS) and not (k in MOVED_FLAGS and not old.get(k))
+                     and not (k not in old and k in ADDED_LATER and new[k] == str(ADDED_LATER[k])))
     return f"flags.txt differs in {changed}" if changed else None
 
 
