@@ -28,8 +28,8 @@ _EXECUTION_ONLY = ("jit_compile", "steps_per_execution")
 # Settings added after runs were made, with the value that computes what those runs computed: a run directory
 # whose config.json lacks one resumes under that value (and only under it).
 ADDED_LATER = {"weight_decay_mode": "decoupled", "augment": "none", "prune_count": "round", "momentum_form": "keras",
-                "adam_epsilon": 1e-7, "normalization": "dataset", "prune_rule": "count", "initial_mask": False,
-                "sparsity_pattern": "unstructured"}
+               "adam_epsilon": 1e-7, "normalization": "dataset", "prune_rule": "count", "initial_mask": False,
+               "sparsity_pattern": "unstructured"}
 
 
 def _moved(config):
