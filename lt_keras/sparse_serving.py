@@ -125,7 +125,8 @@ def sparse_serving(plain, batches=SWITCH_BATCHES):
                for b in batches}
     candidates = [frozenset()] + sorted({w for w in winners.values() if w}, key=sorted)
     graphs = [plain] + [_with_sparse(plain, names) for names in candidates[1:]]
-    calls = [tf.function(lambda x, g=g: g(x, training=False)) for g in graphs]
+    spec = [tf.TensorSpec((None, *input_shape), tf.float32)]
+    calls = [tf.function(lambda x, g=g: g(x, training=False), input_signature=spec) for g in graphs]
     chosen, whole = {}, {}
     for b in batches:
         x = _inputs(b, input_shape, seed=1)
@@ -138,33 +139,36 @@ def sparse_serving(plain, batches=SWITCH_BATCHES):
             order.append(chosen[b])
             starts.append(1 if not starts else b)
     served = Served([graphs[i] for i in order], starts, input_shape)
+    verified = {}
     if len(order) > 1:  # the switch has a cost of its own: ship it only where it is never slower than dense
-        served, order, starts = _never_slower(served, graphs, order, starts, input_shape, batches, whole)
+        served, order, starts, verified = _never_slower(served, graphs, order, starts, input_shape, batches,
+                                                        candidates)
     layers = {}
     for layer in pruned:
         sparse_at = [b for b in sorted(batches)
                      if layer.name in candidates[order[sum(b >= s for s in starts[1:])]]]
         layers[layer.name] = {"times": times[layer.name], "sparse_batches": sparse_at,
                               "path": f"sparse at batch sizes {sparse_at}" if sparse_at else "dense"}
-    record = {"layers": layers, "graph_ms": whole,
+    record = {"layers": layers, "graph_ms": whole, **verified,
               "switch": [{"from_batch": s, "sparse_layers": sorted(candidates[i])} for s, i in zip(starts, order)]}
     return served, record
 
 
-def _never_slower(served, graphs, order, starts, input_shape, batches, whole):
+def _never_slower(served, graphs, order, starts, input_shape, batches, candidates):
     """The servable to ship: of the switched one and each single graph it switches between (and the dense
     one), timed whole again, those no slower than the dense graph at any batch size, the fastest on average
-    (the dense graph wins ties). ``whole`` gets the switch's times."""
+    (the dense graph wins ties); with the record of that choice (each option's ratios to dense)."""
     singles = sorted(set(order) | {0})
     options = [(served, order, starts)] + [(Served([graphs[i]], [1], input_shape), [i], [1]) for i in singles]
-    calls = [tf.function(lambda x, s=option[0]: s.serve(x)) for option in options]
+    names = ["switch"] + ["+".join(sorted(candidates[i])) or "dense" for i in singles]
     dense = 1 + singles.index(0)
-    ratios = [[] for _ in options]
+    ratios = [{} for _ in options]
     for b in batches:
         x = _inputs(b, input_shape, seed=2)
-        ms = median_ms([lambda c=c: c(x) for c in calls], budget_s=0.6)
-        whole[str(b)]["switch"] = ms[0]
+        ms = median_ms([lambda o=o: o[0].serve(x) for o in options], budget_s=0.6)
         for i, m in enumerate(ms):
-            ratios[i].append(m / ms[dense])
-    fine = [i for i, r in enumerate(ratios) if max(r) <= 1.0]
-    return options[min(fine, key=lambda i: (float(np.mean(ratios[i])), i != dense))]
+            ratios[i][str(b)] = m / ms[dense]
+    fine = [i for i, r in enumerate(ratios) if max(r.values()) <= 1.0]
+    best = min(fine, key=lambda i: (float(np.mean(list(ratios[i].values()))), i != dense))
+    record = {"options": {n: r for n, r in zip(names, ratios)}, "shipped": names[best]}
+    return (*options[best], record)

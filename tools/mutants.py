@@ -205,9 +205,9 @@ MUTATIONS = (
              ("tests/test_imp.py::test_one_shot_and_global",),
              "global allocation prunes each layer at the pooled rate (the total density is the same)"),
     Mutation("keras3_bridge_drops_initializers", "_translate_config",
-             "    for key, value in layer.get_config().items():\n        if key == \"dtype\"",
+             "    for key, value in layer.get_config().items():\n",
              "    for key, value in layer.get_config().items():\n        if key.endswith(\"_initializer\"):\n"
-             "            continue\n        if key == \"dtype\"",
+             "            continue\n",
              ("tests/test_keras3.py::test_from_keras3_keeps_the_initializers",),
              "a Keras 3 model's initializers are lost (He-normal becomes Glorot-uniform; reinit draws change)"),
     Mutation("ticket_mask_npz_unchecked", "load_ticket", "    if Mask.from_model(model) != mask:",
