@@ -20,8 +20,8 @@ import numpy as np
 from lt_keras._keras import keras, tf
 from lt_keras.convert import strip_masks
 from lt_keras.errors import ConfigError, LtKerasError, RunDirError
-from lt_keras.export_report import interpreter as tflite_interpreter
 from lt_keras.export_report import BATCHES, layer_paths, measure, median_ms, tflite_call, zipped_size
+from lt_keras.export_report import interpreter as tflite_interpreter
 from lt_keras.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lt_keras.layers import masked_layers, walk_layers
 from lt_keras.runs import release_lock, sign_lock, take_lock
@@ -288,7 +288,7 @@ def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tf
                              representative_examples, measure_export, sparse_serving, tflite_sparsity)
 
 
-def _sparse_export(ticket, plain, target, x):
+def _sparse_export(plain, target, x, reference):
     """``<target>.sparse``: the sparse-serving SavedModel, written beside and renamed into place once it computes
     the masked model's outputs at batch 1 and at full batch."""
     folder = target + ".sparse"
@@ -301,7 +301,6 @@ def _sparse_export(ticket, plain, target, x):
         served.save(os.path.join(scratch, "export"))
         atomic_write_text(os.path.join(scratch, "export", EXPORT_MARK), json.dumps({"sparse_serving": True}))
         serve = tf.saved_model.load(os.path.join(scratch, "export")).signatures["serving_default"]
-        reference = ticket.model(x, training=False).numpy()
         diff = max(max_abs_diff(serve(inputs=tf.constant(x[:1]))["logits"].numpy(), reference[:1]),
                    max_abs_diff(serve(inputs=tf.constant(x))["logits"].numpy(), reference))
         if diff > SAVED_MODEL_TOLERANCE:
@@ -340,18 +339,18 @@ def _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quan
                   saved_model_tolerance=SAVED_MODEL_TOLERANCE)
     tflite, representative = None, data.x_train[:representative_examples][:, None]
     plain = plain_model(ticket.model)
+    reference = ticket.model(x, training=False).numpy() if tflite_quantization is not None or sparse_serving else None
     if tflite_quantization is not None:
         tflite, report["tflite_encoding"] = _tflite(target, tflite_quantization, representative, tflite_sparsity,
                                                     data.input_shape)
         atomic_write_bytes(target + ".tflite", tflite)
         report["tflite_layer_paths"] = layer_paths(tflite, plain)
-        reference = ticket.model(x, training=False).numpy()
         outputs = tflite_outputs(tflite, x)
         report.update(tflite_path=target + ".tflite", tflite_quantization=tflite_quantization,
                       tflite_bytes=len(tflite), tflite_max_abs_diff=max_abs_diff(outputs, reference),
                       tflite_top1_agreement=float(np.mean(outputs.argmax(1) == reference.argmax(1))))
     if sparse_serving:
-        report["sparse_serving"] = _sparse_export(ticket, plain, target, x)
+        report["sparse_serving"] = _sparse_export(plain, target, x, reference)
     if measure_export:
         with tempfile.TemporaryDirectory(prefix="lt_keras_dense_export_") as scratch:
             dense = save_saved_model(dense_twin(plain, ticket.model), os.path.join(scratch, "dense"))

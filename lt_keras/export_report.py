@@ -147,7 +147,7 @@ def measure(variants: dict, input_shape, batches=BATCHES) -> dict:
         kinds += ["tflite"] * len(with_tflite)
         for (name, kind), ms in zip(zip(names + with_tflite, kinds), median_ms(calls)):
             report[name].setdefault(f"{kind}_ms", {})[str(batch)] = ms
-        if with_tflite:
+        if with_tflite and runtime is None:
             runtime = interpreter(variants[with_tflite[0]][1])[1]
     baseline = report[next(iter(variants))]
     for entry in report.values():

@@ -23,7 +23,7 @@ from lt_keras.errors import ConfigError, LtKerasError
 from lt_keras.io_utils import load_weights, save_weights
 from lt_keras.keras3 import not_keras2_message
 from lt_keras.layers import MASKED_CONVOLUTIONS, masked_layers
-from lt_keras.mask import Mask, mask_key
+from lt_keras.mask import Mask, mask_key, pattern_keys
 from lt_keras.options import option
 from lt_keras.patterns import PATTERNS, SparsityPattern, check_masks
 from lt_keras.pruning import COUNT_RULES, prune_count, prune_global, prune_in_pattern, prune_layerwise
@@ -300,7 +300,7 @@ def imp_rounds(model, config: ImpConfig, seed, train_round, state: RoundState, i
     purpose) (``lt_keras.seeds``).
     """
     rates = layer_rates(model, config)
-    patterned = [mask_key(l) for l in masked_layers(model) if l.fan_in_by_out]
+    patterned = pattern_keys(model)
     step = config.rewind_to.step(steps_per_epoch)
     for k in range(state.k, config.total_rounds + 1):
         mask, chain = state.mask, None

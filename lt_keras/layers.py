@@ -206,6 +206,16 @@ class MaskedDense(MaskedKernelMixin, keras.layers.Dense):
         return outputs
 
 
+def _add_bias_and_activate(layer, outputs):
+    """Keras's convolution tail: the bias (by data format) and the activation."""
+    if layer.use_bias:
+        if layer.rank == 1 and layer._channels_first:  # bias_add takes no 1-D channels-first tensor
+            outputs += tf.reshape(layer.bias, (1, layer.filters, 1))
+        else:
+            outputs = tf.nn.bias_add(outputs, layer.bias, data_format=layer._tf_data_format)
+    return outputs if layer.activation is None else layer.activation(outputs)
+
+
 class _MaskedConvolution(MaskedKernelMixin):
     """Keras's convolution call (causal padding, groups, the channels-first 1-D bias) with the masked kernel."""
 
@@ -217,14 +227,7 @@ class _MaskedConvolution(MaskedKernelMixin):
             outputs = self._jit_compiled_convolution_op(inputs, kernel)
         else:
             outputs = self.convolution_op(inputs, kernel)
-        if self.use_bias:
-            if self.rank == 1 and self._channels_first:  # bias_add takes no 1-D channels-first tensor
-                outputs += tf.reshape(self.bias, (1, self.filters, 1))
-            else:
-                outputs = tf.nn.bias_add(outputs, self.bias, data_format=self._tf_data_format)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+        return _add_bias_and_activate(self, outputs)
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -240,12 +243,6 @@ class MaskedConv2D(_MaskedConvolution, keras.layers.Conv2D):
 @keras.utils.register_keras_serializable(package=_PACKAGE)
 class MaskedConv3D(_MaskedConvolution, keras.layers.Conv3D):
     """``keras.layers.Conv3D`` with a 0/1 kernel mask."""
-
-
-def _add_bias_and_activate(layer, outputs):
-    if layer.use_bias:
-        outputs = tf.nn.bias_add(outputs, layer.bias, data_format=layer._tf_data_format)
-    return outputs if layer.activation is None else layer.activation(outputs)
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)

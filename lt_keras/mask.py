@@ -48,6 +48,11 @@ def mask_key(layer) -> str:
     return layer.name + KERNEL_SUFFIX
 
 
+def pattern_keys(model) -> list:
+    """Mask keys of the layers a sparsity pattern applies to (kernels laid out ``(..., fan_in, out)``)."""
+    return [mask_key(layer) for layer in masked_layers(model) if layer.fan_in_by_out]
+
+
 def _as_binary(name, value) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype == bool:

@@ -128,6 +128,10 @@ class TopKMask(LearnedMask):
     mode = "topk"
     eval_masks = ("topk",)
 
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.pattern = SparsityPattern.parse(layer.sparsity_pattern)  # fixed with the layer's config
+
     def score_initializer(self):
         """As the edge-popup code (kaiming_uniform_(a=sqrt(5))): U(+-1/sqrt(fan_in)); drawn from (sample_seed,
         the layer's name), so the scores are the same however the model is built or converted."""
@@ -135,8 +139,7 @@ class TopKMask(LearnedMask):
         return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=seed)
 
     def learned(self, training=None, hard=False, factors=()):
-        scores = self.layer.kernel_scores
-        pattern = SparsityPattern.parse(self.layer.sparsity_pattern)
+        scores, pattern = self.layer.kernel_scores, self.pattern
         if pattern.structured and self.layer.fan_in_by_out:
             scale = product([tf.cast(f, scores.dtype) for f in factors], scores)
             mask, slope = self.pattern_keep(pattern, scores) * scale, tf.sign(scores) * scale

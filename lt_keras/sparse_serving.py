@@ -57,6 +57,11 @@ class SparseDense(keras.layers.Layer):
             self.bias.assign(bias)
 
 
+def _name(layers) -> str:
+    """A graph's name in the record: the Dense layers it computes sparse ("dense": none)."""
+    return "+".join(sorted(layers)) or "dense"
+
+
 def _inputs(batch, shape, seed=0):
     return tf.constant(np.random.RandomState(seed).rand(batch, *shape).astype(np.float32))
 
@@ -132,7 +137,7 @@ def sparse_serving(plain, batches=SWITCH_BATCHES):
         x = _inputs(b, input_shape, seed=1)
         ms = median_ms([lambda c=c: c(x) for c in calls], budget_s=0.6)
         chosen[b] = int(np.argmin(ms))
-        whole[str(b)] = {("dense" if i == 0 else "+".join(sorted(candidates[i]))): m for i, m in enumerate(ms)}
+        whole[str(b)] = {_name(candidates[i]): m for i, m in enumerate(ms)}
     starts, order = [], []
     for b in sorted(batches):  # a new range wherever the fastest graph changes
         if not order or order[-1] != chosen[b]:
@@ -160,7 +165,7 @@ def _never_slower(served, graphs, order, starts, input_shape, batches, candidate
     (the dense graph wins ties); with the record of that choice (each option's ratios to dense)."""
     singles = sorted(set(order) | {0})
     options = [(served, order, starts)] + [(Served([graphs[i]], [1], input_shape), [i], [1]) for i in singles]
-    names = ["switch"] + ["+".join(sorted(candidates[i])) or "dense" for i in singles]
+    names = ["switch"] + [_name(candidates[i]) for i in singles]
     dense = 1 + singles.index(0)
     ratios = [{} for _ in options]
     for b in batches:

@@ -9,7 +9,7 @@ from lt_keras._keras import keras
 from lt_keras.errors import ConfigError
 from lt_keras.io_utils import atomic_save_model, atomic_write_json, load_weights
 from lt_keras.layers import masked_layers
-from lt_keras.mask import Mask, mask_key
+from lt_keras.mask import Mask, mask_key, pattern_keys
 from lt_keras.methods.base import Method, RunSpec
 from lt_keras.models import build_model
 from lt_keras.patterns import SparsityPattern, check_masks
@@ -98,7 +98,7 @@ def learn(output_dir, model_name, data, train, config: LearnConfig = LearnConfig
     atomic_save_model(model, os.path.join(output_dir, "model.keras"))
     mask = hard_mask(model)
     pattern = SparsityPattern.parse(config.sparsity_pattern)
-    check_masks(mask, pattern, [mask_key(l) for l in masked_layers(model) if l.fan_in_by_out], "supermask")
+    check_masks(mask, pattern, pattern_keys(model), "supermask")
     info = TicketInfo("supermask", precision.precision, {
         "estimator": config.estimator, "weight_init": config.weight_init,
         "dynamic_weight_rescaling": config.dynamic_weight_rescaling, "source_run": os.path.abspath(output_dir),
