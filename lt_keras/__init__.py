@@ -2,6 +2,7 @@
 __version__ = "0.1.0"
 
 from lt_keras._keras import keras, tf  # noqa: E402  (Keras 2, as lt_keras uses it)
+from lt_keras.compact import compact, compaction_summary  # noqa: E402
 from lt_keras.convert import flatten_model, mask_model, strip_masks  # noqa: E402
 from lt_keras.errors import ConfigError, LtKerasError, MaskError  # noqa: E402
 from lt_keras.imp import ImpConfig, TicketSearch, find_ticket  # noqa: E402
@@ -13,10 +14,10 @@ from lt_keras import supermask  # noqa: E402
 
 # The public modules (the API reference, docs/api/, documents these); the ones not imported above load on
 # first use (``lt_keras.methods.Imp``), so ``import lt_keras`` stays light.
-PUBLIC_MODULES = ("actions", "bernoulli", "convert", "criteria", "data", "distribute", "duration", "early_bird",
-                  "errors", "export", "export_report", "flops", "graph", "imp", "io_utils", "keras3", "layers",
-                  "mask", "mask_sources", "methods", "models", "options", "patterns", "precision", "pruning",
-                  "quantize", "report", "runs", "seeds", "sparse_serving", "straight_through", "streaming",
+PUBLIC_MODULES = ("actions", "bernoulli", "compact", "convert", "criteria", "data", "distribute", "duration",
+                  "early_bird", "errors", "export", "export_report", "flops", "graph", "imp", "io_utils", "keras3",
+                  "layers", "mask", "mask_sources", "methods", "models", "options", "patterns", "precision",
+                  "pruning", "quantize", "report", "runs", "seeds", "sparse_serving", "straight_through", "streaming",
                   "supermask", "ticket", "topk", "training", "versions")
 
 
@@ -46,6 +47,8 @@ __all__ = [
     "MaskedDepthwiseConv2D",
     "MaskedEmbedding",
     "TicketSearch",
+    "compact",
+    "compaction_summary",
     "find_ticket",
     "flatten_model",
     "from_keras3",

@@ -36,15 +36,20 @@ def rebuild(model, inputs, call_layer):
     def mapped(structure):
         return tf.nest.map_structure(lambda t: new_of.get(id(t), t), structure)
 
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # the order Keras itself runs the graph
-        for node in model._nodes_by_depth[depth]:
-            if node.is_input:
-                continue
-            layer, args, kwargs = _parts(node)
-            result = call_layer(layer, mapped(args), {k: v for k, v in mapped(kwargs).items() if v is not None})
-            for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(result)):
-                new_of[id(old)] = new
+    for layer, args, kwargs, outputs in nodes(model):
+        result = call_layer(layer, mapped(args), {k: v for k, v in mapped(kwargs).items() if v is not None})
+        for old, new in zip(outputs, tf.nest.flatten(result)):
+            new_of[id(old)] = new
     return [new_of[id(t)] for t in model.outputs]
+
+
+def nodes(model):
+    """(layer, args, kwargs, [output tensors]) of every call in a functional model's graph (Keras 2 or 3), in
+    the order Keras itself runs them."""
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if not node.is_input:
+                yield (*_parts(node), tf.nest.flatten(node.outputs))
 
 
 def input_name(tensor):

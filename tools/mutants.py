@@ -225,6 +225,18 @@ MUTATIONS = (
              ("tests/test_layers.py::test_a_fixed_mask_is_stored_as_zeros_and_masks_the_gradient",
               "tests/test_mask_holds.py::test_output_is_kernel_times_mask_after_every_write"),
              "a fixed mask is ignored in training (training=True): pruned weights compute and get gradients"),
+    Mutation("compact_folds_nothing", "_Plan._weights",
+             "            folded = (self.absorbed[layer.name] * removed)", "            folded = (0.0 * removed)",
+             ("tests/test_compact.py::test_a_unit_with_no_live_inputs_is_removed_and_its_constant_folded",),
+             "compaction removes a unit that emits a constant without adding the constant to the next bias"),
+    Mutation("compact_folds_through_padding", "_Plan._mixing",
+             "if uniform else (const == 0)", "",
+             ("tests/test_compact.py::test_compact_equals_the_ticket_with_dead_units_everywhere",),
+             "a zero-padding convolution absorbs a constant channel, wrong at the image's border"),
+    Mutation("compact_unties_merges", "_Plan._visit",
+             "                self._union(ids, self.ids[id(t)])\n", "                pass\n",
+             ("tests/test_compact.py::test_compact_equals_the_ticket_with_dead_units_everywhere",),
+             "a residual addition's inputs lose channels independently"),
 )
 
 
