@@ -3,11 +3,13 @@
 A channel can go when nothing downstream reads it: every layer that mixes
 channels (Dense, Conv1D/2D/3D, Conv2DTranspose) has all-zero weights from it,
 or it is a known constant that the next layer's bias can absorb. A unit whose
-incoming weights are all pruned is such a constant: its activation of its bias,
-carried through BatchNorm, activations, pooling and additions; it is folded
-into the next Dense's or unpadded ('valid' or 1x1) convolution's bias. A
-convolution that pads with zeros sees the constant only inside the image, so
-there a nonzero constant keeps its channel (exactness first); a zero one goes.
+incoming weights are all pruned emits such a constant (its activation of its
+bias), as does a channel that BatchNorm scales by zero (Early-Bird's channel
+masks); the constant is carried through BatchNorm, activations, pooling and
+additions and folded into the next Dense's or unpadded ('valid' or 1x1)
+convolution's bias. A convolution that pads with zeros sees the constant only
+inside the image, so there a nonzero constant keeps its channel (exactness
+first); a zero one goes.
 
 Channels are tied where layers compute per channel: BatchNorm, activations,
 pooling, global pooling, flatten (each channel's spatial positions), residual
@@ -182,7 +184,11 @@ class _Plan:
             finite = np.isfinite(const)
             probe = np.nan_to_num(const).reshape((1,) * (len(x.shape) - 1) + (-1,)).astype(np.float32)
             values = np.asarray(layer(probe, training=False), np.float64).reshape(-1)
-            self._register(out, ids, np.where(finite, values, np.nan))
+            const = np.where(finite, values, np.nan)
+            if kind is _L.BatchNormalization and layer.scale:  # a zero scale makes a channel its offset
+                offset = layer.beta.numpy() if layer.center else np.zeros(len(ids))
+                const = np.where(layer.gamma.numpy() == 0, offset, const)
+            self._register(out, ids, const)
             return True
         if kind in _POOLING:
             self._register(out, ids, const)

@@ -18,6 +18,7 @@ import tempfile
 import numpy as np
 
 from lt_keras._keras import keras, tf
+from lt_keras.compact import compact, compaction_summary
 from lt_keras.convert import strip_masks
 from lt_keras.errors import ConfigError, LtKerasError, RunDirError
 from lt_keras.export_report import BATCHES, layer_paths, measure, median_ms, tflite_call, zipped_size
@@ -260,7 +261,7 @@ SAVED_MODEL_TOLERANCE = 1e-5
 
 def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tflite_quantization=None,
                       representative_examples=200, measure_export=True, sparse_serving=False,
-                      tflite_sparsity="auto") -> dict:
+                      tflite_sparsity="auto", compact_export=False) -> dict:
     """lt-export as one call: the ticket in ``ticket_dir`` as a SavedModel (and TFLite), checked and reported.
 
     Fails (``LtKerasError``, nothing written) when the SavedModel differs from
@@ -275,7 +276,9 @@ def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tf
     latencies beside a dense export (``lt_keras.export_report``).
     ``sparse_serving`` adds ``<saved_model_dir>.sparse``, whose pruned Dense
     layers compute sparse at the batch sizes where that measured faster
-    (``lt_keras.sparse_serving``), checked like the SavedModel. The report is
+    (``lt_keras.sparse_serving``), checked like the SavedModel; ``compact_export``
+    adds ``<saved_model_dir>.compact``, the ticket without its dead units and
+    channels (``lt_keras.compact``), checked the same way. The report is
     also written to ``<saved_model_dir>.report.json``.
     """
     ticket = load_ticket(ticket_dir)
@@ -285,32 +288,46 @@ def export_ticket_dir(ticket_dir, saved_model_dir, data, parity_examples=100, tf
     target = os.path.abspath(saved_model_dir).rstrip("/")
     with _export_lock(target):
         return _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quantization,
-                             representative_examples, measure_export, sparse_serving, tflite_sparsity)
+                             representative_examples, measure_export, sparse_serving, tflite_sparsity, compact_export)
 
 
-def _sparse_export(plain, target, x, reference):
-    """``<target>.sparse``: the sparse-serving SavedModel, written beside and renamed into place once it computes
-    the masked model's outputs at batch 1 and at full batch."""
-    folder = target + ".sparse"
+def _beside(target, suffix, save, x, reference, what):
+    """``<target><suffix>``: a second SavedModel written by ``save(folder)`` beside the export, renamed into place
+    once it computes the masked model's outputs at batch 1 and at full batch; returns (folder, max |diff|)."""
+    folder = target + suffix
     if os.path.exists(folder) and not os.path.exists(os.path.join(folder, EXPORT_MARK)):
-        raise ConfigError("saved_model_dir", f"{folder} exists and is not a sparse-serving export of ours; move it "
-                          "or choose another saved_model_dir.")
-    served, record = sparse_serving(plain)
+        raise ConfigError("saved_model_dir", f"{folder} exists and is not a {what} export of ours; move it or choose "
+                          "another saved_model_dir.")
     scratch = _scratch(folder)
     try:
-        served.save(os.path.join(scratch, "export"))
-        atomic_write_text(os.path.join(scratch, "export", EXPORT_MARK), json.dumps({"sparse_serving": True}))
+        save(os.path.join(scratch, "export"))
+        atomic_write_text(os.path.join(scratch, "export", EXPORT_MARK), json.dumps({"variant": suffix}))
         serve = tf.saved_model.load(os.path.join(scratch, "export")).signatures["serving_default"]
         diff = max(max_abs_diff(serve(inputs=tf.constant(x[:1]))["logits"].numpy(), reference[:1]),
                    max_abs_diff(serve(inputs=tf.constant(x))["logits"].numpy(), reference))
         if diff > SAVED_MODEL_TOLERANCE:
-            raise LtKerasError(f"the sparse-serving SavedModel differs from the masked model by {diff:.3g} "
+            raise LtKerasError(f"the {what} SavedModel differs from the masked model by {diff:.3g} "
                                f"(> {SAVED_MODEL_TOLERANCE}); it was not written.")
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(os.path.join(scratch, "export"), folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    return folder, diff
+
+
+def _sparse_export(plain, target, x, reference):
+    """``<target>.sparse``: the sparse-serving SavedModel (``lt_keras.sparse_serving``)."""
+    served, record = sparse_serving(plain)
+    folder, diff = _beside(target, ".sparse", served.save, x, reference, "sparse-serving")
     return {"saved_model_dir": folder, "max_abs_diff": diff, **record}
+
+
+def _compact_export(plain, target, x, reference):
+    """``<target>.compact``: the ticket without its dead units and channels (``lt_keras.compact``)."""
+    compacted = compact(plain)
+    folder, diff = _beside(target, ".compact", lambda d: save_saved_model(compacted, d), x, reference, "compacted")
+    return {"saved_model_dir": folder, "max_abs_diff": diff, "parameters": int(compacted.count_params()),
+            "parameters_before": int(plain.count_params()), "layers": compaction_summary(plain, compacted)}
 
 
 def _tflite(target, quantization, representative, sparsity, input_shape):
@@ -331,7 +348,7 @@ def _tflite(target, quantization, representative, sparsity, input_shape):
 
 
 def _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quantization, representative_examples,
-                  measure_export, sparse_serving, tflite_sparsity):
+                  measure_export, sparse_serving, tflite_sparsity, compact_export):
     x = data.x_test[:parity_examples]
     report = export_ticket(ticket.model, target, x, tolerance=SAVED_MODEL_TOLERANCE)
     report.update(ticket=os.path.abspath(ticket_dir), method=ticket.info.method,
@@ -339,7 +356,7 @@ def _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quan
                   saved_model_tolerance=SAVED_MODEL_TOLERANCE)
     tflite, representative = None, data.x_train[:representative_examples][:, None]
     plain = plain_model(ticket.model)
-    reference = ticket.model(x, training=False).numpy() if tflite_quantization is not None or sparse_serving else None
+    reference = ticket.model(x, training=False).numpy()
     if tflite_quantization is not None:
         tflite, report["tflite_encoding"] = _tflite(target, tflite_quantization, representative, tflite_sparsity,
                                                     data.input_shape)
@@ -351,6 +368,8 @@ def _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quan
                       tflite_top1_agreement=float(np.mean(outputs.argmax(1) == reference.argmax(1))))
     if sparse_serving:
         report["sparse_serving"] = _sparse_export(plain, target, x, reference)
+    if compact_export:
+        report["compacted"] = _compact_export(plain, target, x, reference)
     if measure_export:
         with tempfile.TemporaryDirectory(prefix="lt_keras_dense_export_") as scratch:
             dense = save_saved_model(dense_twin(plain, ticket.model), os.path.join(scratch, "dense"))
@@ -358,8 +377,14 @@ def _export_files(ticket, ticket_dir, target, data, parity_examples, tflite_quan
             variants = {"dense": (dense, dense_tflite), "ticket": (target, tflite)}
             if sparse_serving:
                 variants["sparse_serving"] = (report["sparse_serving"]["saved_model_dir"], None)
+            if compact_export:
+                folder = report["compacted"]["saved_model_dir"]
+                variants["compacted"] = (folder, None if tflite is None else
+                                         to_tflite(folder, tflite_quantization, representative))
             report["measured"] = measure(variants, data.input_shape)
         report["measured"]["variants"]["dense"]["weights"] = int(plain.count_params())
         report["measured"]["variants"]["ticket"]["weights"] = int(sum(np.count_nonzero(w) for w in plain.get_weights()))
+        if compact_export:
+            report["measured"]["variants"]["compacted"]["weights"] = report["compacted"]["parameters"]
     atomic_write_json(target + ".report.json", report)
     return report

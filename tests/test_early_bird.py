@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from lt_keras import LtKerasError, Mask
+from lt_keras import LtKerasError, Mask, compact
 from lt_keras import early_bird as eb
 from lt_keras._keras import keras
 from lt_keras.flops import forward_flops_per_example, training_flops_per_step
@@ -160,6 +160,10 @@ def test_slimmed_network_equals_the_channel_masked_network(name):
     for key, n in kept.items():
         assert slimmed.get_layer(key.split("/")[0]).gamma.shape[0] == n
     assert Mask.from_model(slimmed).density() == 1.0  # masked layers came along, with sliced all-ones masks
+    compacted = compact(eb.channel_masked(model, mask))  # compaction finds the same channels from zero scales
+    np.testing.assert_allclose(compacted(x, training=False).numpy(), masked, atol=1e-4, rtol=1e-4)
+    masks = sum(int(np.prod(w.shape)) for w in slimmed.weights if "kernel_mask" in w.name)
+    assert compacted.count_params() == slimmed.count_params() - masks
 
 
 def test_slimming_before_flatten_keeps_the_right_dense_rows():

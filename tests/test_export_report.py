@@ -114,3 +114,37 @@ def test_sparse_serving_computes_the_tickets_outputs_and_serves_without_lt_keras
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert float(result.stdout.strip().splitlines()[-1]) <= 1e-5
+
+
+def test_the_compacted_export_is_smaller_and_computes_the_tickets_outputs(tmp_path):
+    """A ticket with dead units (a quarter of fc1's units get no live inputs, and carry a bias; a quarter of fc2's
+    are read by nothing) exports a compacted SavedModel beside the ticket's, checked and measured."""
+    import tensorflow as tf
+
+    from lt_keras.ticket import load_ticket
+
+    data = DataConfig(dataset="mnist_5k", max_train_examples=100).load()
+    keras.utils.set_random_seed(0)
+    model = build_model("lenet_300_100", (28, 28, 1), 10)
+    rng = np.random.RandomState(0)
+    masks = {key: (rng.rand(*ones.shape) < 0.2).astype(np.float32) for key, ones in Mask.from_model(model).items()}
+    masks["fc1/kernel"][:, :75] = 0
+    masks["output/kernel"] = np.ones((100, 10), np.float32)
+    masks["output/kernel"][:25] = 0
+    model.get_layer("fc1").bias.assign(rng.rand(300).astype(np.float32))
+    Mask(masks).apply_to(model)
+    write_ticket(str(tmp_path / "ticket"), model, Mask(masks), TicketInfo("imp", "fp32", {"round": 1}))
+    report = export_ticket_dir(str(tmp_path / "ticket"), str(tmp_path / "model"), data, parity_examples=20,
+                               tflite_quantization="none", compact_export=True)
+    compacted = report["compacted"]
+    assert compacted["layers"]["fc1"] == [225, 300] and compacted["layers"]["fc2"] == [75, 100]
+    assert compacted["parameters"] == 784 * 225 + 225 + 225 * 75 + 75 + 75 * 10 + 10
+    assert compacted["parameters_before"] == 266610 and compacted["max_abs_diff"] <= 1e-5
+    variant = report["measured"]["variants"]["compacted"]
+    assert variant["weights"] == compacted["parameters"] and variant["tflite_bytes"] > 0
+    served = tf.saved_model.load(str(tmp_path / "model.compact")).signatures["serving_default"]
+    x = data.x_test[:5]
+    np.testing.assert_allclose(served(inputs=tf.constant(x))["logits"].numpy(),
+                               load_ticket(str(tmp_path / "ticket")).model(x, training=False).numpy(), atol=1e-5)
+    text = Export(ExportConfig(ticket_dir=str(tmp_path / "ticket"))).report(report, str(tmp_path / "model"))
+    assert f"{compacted['parameters']} of {compacted['parameters_before']} parameters" in text

@@ -25,6 +25,8 @@ class ExportConfig:
     sparse_serving: bool = option(False, "Also write <saved_model_dir>.sparse, a SavedModel whose pruned Dense "
                                   "layers compute with their nonzero weights at the batch sizes where that measured "
                                   "faster than dense (timed per layer at export).")
+    compact: bool = option(False, "Also write <saved_model_dir>.compact, the ticket without the units and "
+                           "channels no output depends on (lt_keras.compact), checked against the masked model.")
 
     def __post_init__(self):
         if not self.ticket_dir:
@@ -55,7 +57,7 @@ class Export(Method):
         c = self.config
         return export_ticket_dir(c.ticket_dir, run_dir, data, c.parity_examples,
                                  c.tflite_quantization if c.tflite else None, c.representative_examples, c.measure,
-                                 c.sparse_serving, c.tflite_sparsity)
+                                 c.sparse_serving, c.tflite_sparsity, c.compact)
 
     def report(self, summary, run_dir) -> str:
         lines = [json.dumps(summary, indent=2, sort_keys=True), "",
@@ -65,6 +67,11 @@ class Export(Method):
             lines.append(f"  TFLite runs {layer}: {path}")
         for layer, choice in summary.get("sparse_serving", {}).get("layers", {}).items():
             lines.append(f"  sparse serving runs {layer}: {choice['path']}")
+        compacted = summary.get("compacted")
+        if compacted:
+            lines.append(f"compacted: {compacted['saved_model_dir']} ({compacted['parameters']} of "
+                         f"{compacted['parameters_before']} parameters, {len(compacted['layers'])} layers narrowed, "
+                         f"max |diff| {compacted['max_abs_diff']:.2e})")
         for name, entry in summary.get("measured", {}).get("variants", {}).items():
             if name != "dense":
                 lines.append(f"{name} / dense: " + ", ".join(f"{k} {v:.2f}x"
