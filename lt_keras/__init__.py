@@ -8,7 +8,8 @@ from lt_keras.errors import ConfigError, LtKerasError, MaskError  # noqa: E402
 from lt_keras.imp import ImpConfig, TicketSearch, find_ticket  # noqa: E402
 from lt_keras.keras3 import from_keras3, to_keras3  # noqa: E402
 from lt_keras.layers import (MaskedConv1D, MaskedConv2D, MaskedConv2DTranspose, MaskedConv3D,  # noqa: E402
-                             MaskedDense, MaskedDepthwiseConv2D, MaskedEmbedding, masked_layers)
+                             MaskedDense, MaskedDepthwiseConv2D, MaskedEinsumDense, MaskedEmbedding,
+                             MaskedMultiHeadAttention, masked_layers)
 from lt_keras.mask import Mask  # noqa: E402
 from lt_keras import supermask  # noqa: E402
 
@@ -45,7 +46,9 @@ __all__ = [
     "MaskedConv3D",
     "MaskedDense",
     "MaskedDepthwiseConv2D",
+    "MaskedEinsumDense",
     "MaskedEmbedding",
+    "MaskedMultiHeadAttention",
     "TicketSearch",
     "compact",
     "compaction_summary",

@@ -15,7 +15,7 @@ from lt_keras.actions import check_mask0
 from lt_keras.errors import LtKerasError
 from lt_keras.graph import inline, input_name
 from lt_keras.keras3 import from_keras3, keras_line, not_keras2_message
-from lt_keras.layers import MASK_OPTIONS, MASKED_TWIN, PLAIN_TWIN, is_masked, walk_layers
+from lt_keras.layers import MASK_OPTIONS, MASKED_TWIN, PLAIN_TWIN, is_masked, parts, walk_layers
 
 
 def _check_convertible(model):
@@ -47,7 +47,8 @@ def _convert(model, twin_of, weights_of, config_of=lambda layer, config: config)
 
     new_model = keras.models.clone_model(model, clone_function=clone)
     for old, new in pairs:
-        new.set_weights(weights_of(old, new))
+        for old_part, new_part in zip(parts(old), parts(new)):  # an attention layer: projection by projection
+            new_part.set_weights(weights_of(old_part, new_part))
     return new_model
 
 
@@ -111,6 +112,15 @@ def mask_model(model, **options):
     return masked
 
 
+def coverage(model) -> float:
+    """The fraction of ``model``'s kernel weights (trainable weights other than biases and normalization scales
+    and offsets) that masked layers hold."""
+    masked = sum(layer.kernel.shape.num_elements() for layer in walk_layers(model) if is_masked(layer))
+    plain = sum(w.shape.num_elements() for layer in walk_layers(model) if not is_masked(layer)
+                for w in layer.trainable_weights if not any(p in w.name for p in ("bias", "gamma", "beta")))
+    return masked / max(masked + plain, 1)
+
+
 def _report_masking(model):
     """Log a table of the weight layers, masked or dense; a model with nothing to mask is an error, not a no-op."""
     rows = [(layer.name, type(layer).__name__, "masked" if is_masked(layer) else "dense",
@@ -121,8 +131,8 @@ def _report_masking(model):
     if len(dense) == len(rows):
         raise LtKerasError(
             f"mask_model: model {model.name!r} has no layer lt_keras can mask (keras.layers.Dense, Conv1D/2D/3D, "
-            f"DepthwiseConv2D, Conv2DTranspose and Embedding, exact types); its weight layers {dense or '(none)'} "
-            "would stay dense.")
+            f"DepthwiseConv2D, Conv2DTranspose, Embedding, EinsumDense and MultiHeadAttention, exact types); its "
+            f"weight layers {dense or '(none)'} would stay dense.")
     width = max(len(name) for name, *_ in rows)
     table = "\n".join(f"  {name:<{width}}  {kind:<16} {status:<6} {count:>10,}" for name, kind, status, count in rows)
     logging.info("mask_model: %d of %d weight layers masked:\n%s", len(rows) - len(dense), len(rows), table)
@@ -140,7 +150,7 @@ def strip_masks(model):
         return old.get_weights()
 
     def config(layer, config):
-        if is_masked(layer):
+        if type(layer) in PLAIN_TWIN:
             config = {k: v for k, v in config.items() if k not in MASK_OPTIONS}
         return config
 

@@ -24,7 +24,7 @@ from lt_keras.errors import ConfigError, LtKerasError, RunDirError
 from lt_keras.export_report import BATCHES, layer_paths, measure, median_ms, tflite_call, zipped_size
 from lt_keras.export_report import interpreter as tflite_interpreter
 from lt_keras.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
-from lt_keras.layers import masked_layers, walk_layers
+from lt_keras.layers import is_masked, kernel_of, masked_layers, weight_layers
 from lt_keras.runs import release_lock, sign_lock, take_lock
 from lt_keras.sparse_serving import sparse_serving
 from lt_keras.ticket import load_ticket
@@ -38,7 +38,7 @@ def plain_model(model):
 
 
 def _serving_fn(model):
-    spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32, name="inputs")
+    spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), model.inputs[0].dtype, name="inputs")
 
     @tf.function(input_signature=[spec])
     def serve(inputs):
@@ -57,11 +57,8 @@ def save_saved_model(model, directory):
 def layer_sparsity(model) -> dict:
     """Fraction of zeros in every kernel of a plain model (nested blocks included)."""
     out = {}
-    for layer in walk_layers(model):
-        kernel = getattr(layer, "kernel", None)
-        if kernel is not None:
-            values = kernel.numpy()
-            out[layer.name] = float(np.mean(values == 0))
+    for name, layer in weight_layers(model):
+        out[name] = float(np.mean(kernel_of(layer).numpy() == 0))
     return out
 
 
@@ -122,16 +119,17 @@ def dense_twin(plain, model):
     """
     dense = keras.models.clone_model(plain)
     dense.set_weights(plain.get_weights())
-    dense_layers = {layer.name: layer for layer in walk_layers(dense)}
     rng = np.random.RandomState(0)
-    for layer in masked_layers(model):
+    for (_, layer), (_, twin) in zip(weight_layers(model), weight_layers(dense)):
+        if not is_masked(layer):
+            continue
         kernel, mask = layer.kernel.numpy(), layer.kernel_mask.numpy()
         empty = (mask == 0) & (kernel == 0)
         kept = kernel[mask != 0]
         if empty.any() and kept.size:
             kernel = kernel.copy()
             kernel[empty] = rng.choice(kept, size=int(empty.sum()))
-        dense_layers[layer.name].kernel.assign(kernel)
+        kernel_of(twin).assign(kernel)
     return dense
 
 
@@ -243,7 +241,7 @@ def _export(model, target, saved_model_dir, x_check, tolerance):
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     sparsity = layer_sparsity(plain)
-    kernels = [l.kernel.numpy() for l in walk_layers(plain) if getattr(l, "kernel", None) is not None]
+    kernels = [kernel_of(layer).numpy() for _, layer in weight_layers(plain)]
     return {
         "saved_model_dir": target,
         "layer_sparsity": sparsity,

@@ -95,7 +95,9 @@ def _call_twin(layer, args, kwargs):
     if _is_model(layer):  # a nested block stays a nested block
         return _rebuild(layer)(*args, **kwargs)
     twin_cls = _twin_class(layer)
-    twin = twin_cls.from_config(_translate_config(layer, twin_cls))
+    config = _translate_config(layer, twin_cls)
+    # tf_keras's MultiHeadAttention.from_config wants the input shapes Keras 3 does not record; built by the call
+    twin = twin_cls(**config) if twin_cls is keras.layers.MultiHeadAttention else twin_cls.from_config(config)
     out = twin(*args, **kwargs)
     _copy_weights(layer, twin)
     return out
@@ -138,6 +140,10 @@ def to_keras3(model):
     return converted
 
 
+_BUILT_FROM_CALL = ("batch_input_shape", "input_shape", "input_length", "batch_size", "query_shape", "key_shape",
+                    "value_shape")
+
+
 def _accepted(cls):
     names = set()
     for klass in inspect.getmro(cls):
@@ -156,8 +162,8 @@ def _translate_config(layer, twin_cls, direction="from_keras3"):
     accepted = _accepted(twin_cls)
     config = {}
     for key, value in layer.get_config().items():
-        if key in ("batch_input_shape", "input_shape", "input_length", "batch_size") and direction == "to_keras3":
-            continue  # tf_keras's Embedding writes one; Keras 3 layers take none
+        if key in _BUILT_FROM_CALL and direction == "to_keras3":
+            continue  # tf_keras's Embedding and MultiHeadAttention write them; Keras 3 builds from the call
         if key == "dtype" and isinstance(value, dict):
             value = value.get("config", {}).get("name", "float32")
         elif isinstance(value, dict) and "class_name" in value and direction == "from_keras3":

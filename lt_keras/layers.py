@@ -31,6 +31,8 @@ and bias are frozen. ``kernel_mask`` still multiplies in (a supermask can be
 learned inside a ticket). ``eval_mask`` picks the inference mask:
 ``"sampled"``, ``"expected"`` (sigmoid(scores) > 0.5) or ``"topk"``.
 """
+import numpy as np
+
 from lt_keras._keras import keras, tf
 from lt_keras.actions import check_mask0
 from lt_keras.errors import LtKerasError
@@ -314,12 +316,60 @@ class MaskedEmbedding(MaskedKernelMixin, keras.layers.Embedding):
         return tf.cast(out, self._dtype_policy.compute_dtype)
 
 
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedEinsumDense(MaskedKernelMixin, keras.layers.EinsumDense):
+    """``keras.layers.EinsumDense`` with a 0/1 kernel mask (the projections of attention layers among others)."""
+
+    fan_in_by_out = False  # the kernel's axes follow the equation: sparsity patterns do not apply
+    use_bias = property(lambda self: getattr(self, "bias", None) is not None)
+
+    @property
+    def output_channels(self) -> int:
+        """The kernel's entries per input position: the product of its axes that reach the output."""
+        inputs, output = self.equation.split("->")
+        kernel_axes = inputs.split(",")[1].replace("...", "")
+        return int(np.prod([n for axis, n in zip(kernel_axes, self.kernel.shape) if axis in output]))
+
+    def call(self, inputs, training=None):
+        outputs = tf.einsum(self.equation, inputs, self.masked_kernel(training))
+        if self.bias is not None:
+            outputs += self.bias
+        return outputs if self.activation is None else self.activation(outputs)
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedMultiHeadAttention(keras.layers.MultiHeadAttention):
+    """``keras.layers.MultiHeadAttention`` whose query, key, value and output projections are
+    ``MaskedEinsumDense`` layers named ``<layer>_query`` ... ``<layer>_attention_output`` (unique mask keys).
+
+    The layer holds no kernel of its own: ``walk_layers`` yields its four projections, so masks, pruning,
+    supermask modes and conversion see them like any masked layer."""
+
+    SUBLAYERS = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
+
+    def __init__(self, *args, **kwargs):
+        options = {name: kwargs.pop(name) for name in MASK_OPTIONS if name in kwargs}
+        super().__init__(*args, **kwargs)
+        self.mask_options = options
+
+    def _build_from_signature(self, query, value, key=None):
+        super()._build_from_signature(query, value, key)
+        for attribute in self.SUBLAYERS:
+            plain = getattr(self, attribute)
+            config = dict(plain.get_config(), name=f"{self.name}_{plain.name}", **self.mask_options)
+            setattr(self, attribute, MaskedEinsumDense.from_config(config))
+
+    def get_config(self):
+        return {**super().get_config(), **self.mask_options}
+
+
 MASKED_CONVOLUTIONS = (MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDepthwiseConv2D, MaskedConv2DTranspose)
-MASKED_LAYER_TYPES = (MaskedDense, *MASKED_CONVOLUTIONS, MaskedEmbedding)
+MASKED_LAYER_TYPES = (MaskedDense, *MASKED_CONVOLUTIONS, MaskedEmbedding, MaskedEinsumDense)
 # Plain Keras layer type -> masked twin; exact types only, so subclasses with their own semantics are left alone.
 MASKED_TWIN = {keras.layers.Dense: MaskedDense, keras.layers.Conv1D: MaskedConv1D, keras.layers.Conv2D: MaskedConv2D,
                keras.layers.Conv3D: MaskedConv3D, keras.layers.DepthwiseConv2D: MaskedDepthwiseConv2D,
-               keras.layers.Conv2DTranspose: MaskedConv2DTranspose, keras.layers.Embedding: MaskedEmbedding}
+               keras.layers.Conv2DTranspose: MaskedConv2DTranspose, keras.layers.Embedding: MaskedEmbedding,
+               keras.layers.EinsumDense: MaskedEinsumDense, keras.layers.MultiHeadAttention: MaskedMultiHeadAttention}
 PLAIN_TWIN = {masked: plain for plain, masked in MASKED_TWIN.items()}
 
 
@@ -332,13 +382,44 @@ def unwrapped(layer):
     return layer.layer if type(layer).__name__.startswith("QuantizeWrapper") else layer
 
 
+def parts(layer) -> list:
+    """The layers that hold ``layer``'s weights: an attention layer's projections, else the layer itself."""
+    if isinstance(layer, keras.layers.MultiHeadAttention) and getattr(layer, "_built_from_signature", False):
+        return [getattr(layer, attribute) for attribute in MaskedMultiHeadAttention.SUBLAYERS]
+    return [layer]
+
+
 def walk_layers(model):
-    """Every non-model layer of ``model``, nested models flattened, quantization wrappers unwrapped."""
+    """Every non-model layer of ``model``, nested models flattened, quantization wrappers unwrapped, a masked
+    attention layer as its masked projections."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from walk_layers(layer)
+        elif isinstance(unwrapped(layer), MaskedMultiHeadAttention):
+            yield from parts(unwrapped(layer))
         else:
             yield unwrapped(layer)
+
+
+def kernel_of(layer):
+    """The kernel variable of a masked or plain weight layer (``depthwise_kernel``, ``embeddings``), or None."""
+    twin = layer if is_masked(layer) else MASKED_TWIN.get(type(layer))
+    name = getattr(twin, "KERNEL", None)
+    return None if name is None else getattr(layer, name, None)
+
+
+def weight_layers(model) -> list:
+    """(name, layer) of every layer of ``model`` with a kernel ``kernel_of`` finds, masked or plain, in one order
+    for a masked model and its stripped twin: an attention layer as its projections, named as masked ones are
+    (``<attention>_query``)."""
+    out = []
+    for layer in walk_layers(model):
+        pieces = parts(layer)
+        for piece in pieces:
+            if kernel_of(piece) is not None:
+                out.append((piece.name if len(pieces) == 1 or is_masked(piece) else f"{layer.name}_{piece.name}",
+                            piece))
+    return out
 
 
 def masked_layers(model) -> list:

@@ -16,6 +16,9 @@ Keras layers, so the same architecture can be compared with and without masks.
   "Resnet-18": 16/32/64 filters, 3 blocks a stage).
 - ``resnet18``, ``resnet50``: the ImageNet ResNets of torchvision (open_lth's and You et al.'s), for
   224x224 inputs.
+
+``text_encoder`` (outside the registry, which holds image models) is a small transformer encoder of plain
+Keras layers, the text model of the layer-coverage tests and figures.
 """
 import functools
 
@@ -283,3 +286,20 @@ def resnet50(input_shape=(224, 224, 3), num_classes=1000, masked=True):
     """ResNet-50 (He et al. 2016; torchvision v1.5): bottleneck blocks 3/4/6/3; 25,557,032 parameters at
     1,000 classes (open_lth's ImageNet network, Frankle et al. 2020)."""
     return _imagenet_resnet("resnet50", "bottleneck", (3, 4, 6, 3), input_shape, num_classes, masked)
+
+
+def text_encoder(sequence_length=16, vocab_size=100, width=32, heads=4, hidden=64, blocks=2, num_classes=3):
+    """A small transformer encoder of plain Keras layers (not in the registry: it reads integer token ids, not
+    images): an embedding, then per block MultiHeadAttention and a ReLU feed-forward pair, each added to its
+    input and LayerNormalization'd, a global average pool and a Dense classifier. ``mask_model`` masks every
+    kernel of it (the attention projections as ``MaskedEinsumDense``)."""
+    inputs = keras.Input((sequence_length,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(vocab_size, width, name="embed")(inputs)
+    for b in range(1, blocks + 1):
+        attended = keras.layers.MultiHeadAttention(heads, width // heads, name=f"block{b}_attention")(x, x)
+        x = keras.layers.LayerNormalization(name=f"block{b}_norm1")(keras.layers.Add()([x, attended]))
+        y = keras.layers.Dense(hidden, activation="relu", name=f"block{b}_ff1")(x)
+        y = keras.layers.Dense(width, name=f"block{b}_ff2")(y)
+        x = keras.layers.LayerNormalization(name=f"block{b}_norm2")(keras.layers.Add()([x, y]))
+    x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, name="output")(x), name="text_encoder")

@@ -153,7 +153,7 @@ def test_the_8bit_path_puts_tf_use_legacy_keras_back():
         "assert 'TF_USE_LEGACY_KERAS' not in os.environ, os.environ.get('TF_USE_LEGACY_KERAS')")
 
 
-@pytest.mark.parametrize("kind", ["conv1d", "conv3d", "depthwise", "transpose", "embedding"])
+@pytest.mark.parametrize("kind", ["conv1d", "conv3d", "depthwise", "transpose", "embedding", "einsum", "attention"])
 def test_every_masked_kind_crosses_the_bridge_both_ways(kind):
     """A Keras 3 model with the layer goes through mask_model (converted first), a random mask, strip_masks and
     to_keras3: the Keras 3 copy gives the masked model's outputs."""
@@ -167,12 +167,15 @@ def test_every_masked_kind_crosses_the_bridge_both_ways(kind):
         "transpose": (keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same"), (5, 5, 3),
                       rng.randn(4, 5, 5, 3)),
         "embedding": (keras.layers.Embedding(20, 4), (6,), rng.randint(0, 20, (4, 6))),
+        "einsum": (keras.layers.EinsumDense("abc,cd->abd", output_shape=(5, 4), bias_axes="d"), (5, 3),
+                   rng.randn(4, 5, 3)),
+        "attention": (lambda t, mha=keras.layers.MultiHeadAttention(2, 4): mha(t, t), (5, 3), rng.randn(4, 5, 3)),
     }[kind]
     x = x.astype(np.int32 if kind == "embedding" else np.float32)
     inputs = keras.Input(shape, dtype="int32" if kind == "embedding" else "float32")
     k3 = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(layer(inputs))))
     model = mask_model(k3)
-    assert len(masked_layers(model)) == 2
+    assert len(masked_layers(model)) == (5 if kind == "attention" else 2)  # attention: its 4 projections
     np.testing.assert_allclose(model(x).numpy(), np.asarray(k3(x)), atol=1e-5)
     Mask({k: (rng.rand(*v.shape) < 0.5).astype(np.float32) for k, v in Mask.ones_like(model).items()}).apply_to(model)
     back = to_keras3(strip_masks(model))

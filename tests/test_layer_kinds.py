@@ -19,7 +19,10 @@ KINDS = {  # name -> (plain layer, input shape, masked class)
     "transpose": (lambda: keras.layers.Conv2DTranspose(4, 3, strides=2, output_padding=1, activation="relu",
                                                        name="conv"), (5, 5, 3), "MaskedConv2DTranspose"),
     "embedding": (lambda: keras.layers.Embedding(20, 4, name="conv"), (6,), "MaskedEmbedding"),
+    "einsum": (lambda: keras.layers.EinsumDense("abc,cd->abd", output_shape=(5, 4), bias_axes="d", activation="relu",
+                                                name="conv"), (5, 3), "MaskedEinsumDense"),
 }
+REFUSED_AT_8_BITS = {"embedding": "Embedding layers", "einsum": "EinsumDense layers or attention"}
 
 
 def plain_model(kind):
@@ -82,10 +85,10 @@ def test_mask0_supermask_and_8bit_search(kind):
     conv = masked_layers(frozen)[0]
     np.testing.assert_allclose(conv.masked_kernel().numpy(), conv.kernel_frozen.numpy() * (1 - conv.kernel_mask.numpy())
                                + conv.kernel.numpy() * conv.kernel_mask.numpy(), atol=1e-6)
-    if kind == "embedding":  # TFMOT quantizes no Embedding, and would fake-quantize the integer ids
-        with pytest.raises(lt_keras.LtKerasError, match="8-bit search does not take Embedding layers"):
+    if kind in REFUSED_AT_8_BITS:  # TFMOT quantizes neither (and would fake-quantize an Embedding's integer ids)
+        with pytest.raises(lt_keras.LtKerasError, match=f"8-bit search does not take {REFUSED_AT_8_BITS[kind]}"):
             SearchPrecision("int8").to_search(mask_model(plain_model(kind)))
-    searches = [] if kind == "embedding" else [SearchPrecision("int8").to_search(mask_model(plain_model(kind)))]
+    searches = [] if kind in REFUSED_AT_8_BITS else [SearchPrecision("int8").to_search(mask_model(plain_model(kind)))]
     for model in (supermask.to_supermask(mask_model(plain_model(kind)), "topk", keep_fraction=0.3), *searches):
         model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         history = model.fit(x, y, epochs=2, batch_size=4, verbose=0)
