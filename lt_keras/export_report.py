@@ -21,7 +21,7 @@ import zipfile
 import numpy as np
 
 from lt_keras._keras import tf
-from lt_keras.layers import walk_layers
+from lt_keras.layers import kernel_of, weight_layers
 
 BATCHES = (1, 64)
 _WEIGHT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "CONV_3D")
@@ -49,20 +49,19 @@ def layer_paths(tflite_bytes, plain) -> dict:
     ops = runner._get_ops_details()  # noqa: SLF001 (the interpreter's one op listing)
     densified = {out for op in ops if op["op_name"] == "DENSIFY" for out in op["outputs"]}
     weights = [op for op in ops if op["op_name"] in _WEIGHT_OPS]
-    layers = [l for l in walk_layers(plain) if getattr(l, "kernel", None) is not None]
     paths = {}
-    for layer, op in zip(layers, weights):
+    for (name, layer), op in zip(weight_layers(plain), weights):
         weight = tensors[op["inputs"][1]]
-        if int(np.prod(weight["shape"])) != layer.kernel.shape.num_elements():
+        if int(np.prod(weight["shape"])) != kernel_of(layer).shape.num_elements():
             break  # the graph order does not match the layer order: say nothing rather than guess
         sparse = weight.get("sparsity_parameters") or {}
         if sparse and op["op_name"] == "FULLY_CONNECTED":
             block = sparse["dim_metadata"][-1].get("dense_size") if len(sparse.get("block_map", ())) else None
-            paths[layer.name] = f"sparse block kernel (1x{block})" if block in (4, 16) else "densified at load"
+            paths[name] = f"sparse block kernel (1x{block})" if block in (4, 16) else "densified at load"
         elif sparse or op["inputs"][1] in densified:
-            paths[layer.name] = "densified at load"
+            paths[name] = "densified at load"
         else:
-            paths[layer.name] = "dense"
+            paths[name] = "dense"
     return paths
 
 
@@ -82,7 +81,8 @@ def folder_bytes(directory) -> int:
 
 
 def median_ms(calls, budget_s=1.5, rounds=5):
-    """Median milliseconds of each call, interleaved A B A B over ``rounds`` rounds within about ``budget_s``."""
+    """Median milliseconds of each call, interleaved over ``rounds`` rounds within about ``budget_s``, every other
+    round in reverse order (A B, B A, ...), so that running first or after another call favours none."""
     for call in calls:  # warm-up: tracing, allocation
         call()
         call()
@@ -90,9 +90,9 @@ def median_ms(calls, budget_s=1.5, rounds=5):
     for call in calls:
         call()
     per_round = max(1, int(budget_s / rounds / max(time.perf_counter() - began, 1e-6)))
-    times = [[] for _ in calls]
-    for _ in range(rounds):
-        for i, call in enumerate(calls):
+    times, order = [[] for _ in calls], list(enumerate(calls))
+    for r in range(rounds):
+        for i, call in (order[::-1] if r % 2 else order):
             start = time.perf_counter()
             for _ in range(per_round):
                 call()
@@ -124,11 +124,12 @@ def _tflite_call(tflite_bytes, x):
     return call
 
 
-def measure(variants: dict, input_shape, batches=BATCHES) -> dict:
+def measure(variants: dict, input_shape, batches=BATCHES, budget_s=1.5, rounds=5) -> dict:
     """``variants``: name -> (SavedModel folder, TFLite bytes or None); the first is the baseline (dense).
 
     Returns, per variant: SavedModel bytes (raw, zipped), TFLite bytes (raw, gzip), and per batch size the
-    median latency (ms) of the SavedModel and the TFLite interpreter, each with its ratio to the baseline."""
+    median latency (ms) of the SavedModel and the TFLite interpreter (``median_ms`` with ``budget_s`` and
+    ``rounds``), each with its ratio to the baseline."""
     report = {}
     for name, (folder, tflite_bytes) in variants.items():
         entry = {"saved_model_bytes": folder_bytes(folder), "saved_model_zipped_bytes": zipped_size(folder)}
@@ -145,7 +146,7 @@ def measure(variants: dict, input_shape, batches=BATCHES) -> dict:
         with_tflite = [n for n in names if variants[n][1] is not None]
         calls += [_tflite_call(variants[n][1], x) for n in with_tflite]
         kinds += ["tflite"] * len(with_tflite)
-        for (name, kind), ms in zip(zip(names + with_tflite, kinds), median_ms(calls)):
+        for (name, kind), ms in zip(zip(names + with_tflite, kinds), median_ms(calls, budget_s, rounds)):
             report[name].setdefault(f"{kind}_ms", {})[str(batch)] = ms
         if with_tflite and runtime is None:
             runtime = interpreter(variants[with_tflite[0]][1])[1]

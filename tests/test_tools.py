@@ -34,7 +34,10 @@ def test_bench_quick_measures_every_figure(tmp_path):
                 ("eb inference vgg11_bn p=0.5", "slimmed/dense"), ("mask_model resnet50", "seconds"),
                 ("search step lenet_300_100", "mirrored 2 / one (img/s)"), ("streaming input 224x224", "images/s"),
                 ("export lenet_300_100 unstructured_3.6", "tflite_gzip_bytes / dense"),
-                ("export lenet_300_100 block1x4_10", "tflite_ms@1 / dense")}
+                ("export lenet_300_100 block1x4_10", "tflite_ms@1 / dense"),
+                ("compact vgg11_bn_quarter eb 0.5", "parameters compacted/ticket"),
+                ("mask_model coverage mobilenet_v2", "masked/kernel weights"),
+                ("mask_model coverage text_encoder", "masked/kernel weights")}
     assert expected <= ratios
     assert all(r["value"] > 0 and (r["target"] is None or r["met"] in (True, False)) for r in report["rows"])
     assert "median ratio" in result.stdout
