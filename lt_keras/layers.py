@@ -363,13 +363,69 @@ class MaskedMultiHeadAttention(keras.layers.MultiHeadAttention):
         return {**super().get_config(), **self.mask_options}
 
 
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedSeparableConv2D(keras.layers.SeparableConv2D):
+    """``keras.layers.SeparableConv2D`` computed as TensorFlow computes it, a depthwise then a 1x1 convolution,
+    each a masked layer of its own: ``<layer>_depthwise`` (``MaskedDepthwiseConv2D``) and ``<layer>_pointwise``
+    (``MaskedConv2D`` with the bias and the activation). ``walk_layers`` yields the two, so masks, pruning and
+    conversion see two masked kernels; ``strip_masks`` gives back one plain SeparableConv2D."""
+
+    def __init__(self, *args, **kwargs):
+        options = {name: kwargs.pop(name) for name in MASK_OPTIONS if name in kwargs}
+        super().__init__(*args, **kwargs)
+        self.mask_options = options
+
+    def build(self, input_shape):
+        shape = tf.TensorShape(input_shape)
+        self.depthwise = MaskedDepthwiseConv2D(
+            self.kernel_size, strides=self.strides, padding=self.padding, depth_multiplier=self.depth_multiplier,
+            data_format=self.data_format, dilation_rate=self.dilation_rate, use_bias=False,
+            depthwise_initializer=self.depthwise_initializer, depthwise_regularizer=self.depthwise_regularizer,
+            depthwise_constraint=self.depthwise_constraint, name=f"{self.name}_depthwise", dtype=self._dtype_policy,
+            **self.mask_options)
+        self.pointwise = MaskedConv2D(
+            self.filters, 1, data_format=self.data_format, activation=self.activation, use_bias=self.use_bias,
+            kernel_initializer=self.pointwise_initializer, kernel_regularizer=self.pointwise_regularizer,
+            kernel_constraint=self.pointwise_constraint, bias_initializer=self.bias_initializer,
+            bias_regularizer=self.bias_regularizer, bias_constraint=self.bias_constraint,
+            name=f"{self.name}_pointwise", dtype=self._dtype_policy, **self.mask_options)
+        self.depthwise.build(shape)
+        self.pointwise.build(self.depthwise.compute_output_shape(shape))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        return self.pointwise(self.depthwise(inputs, training=training), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), **self.mask_options}
+
+
+class KernelView:
+    """One kernel (and its bias) of a plain layer that holds two (SeparableConv2D's depthwise and pointwise
+    kernels), seen by conversions and exports as a layer of its own."""
+
+    def __init__(self, name, kernel_name, kernel, bias=None):
+        self.name, self.KERNEL, self.bias, self.use_bias = name, kernel_name, bias, bias is not None
+        setattr(self, kernel_name, kernel)
+        self.weights = [kernel] + ([bias] if bias is not None else [])
+
+    def get_weights(self):
+        return [variable.numpy() for variable in self.weights]
+
+    def set_weights(self, values):
+        for variable, value in zip(self.weights, values, strict=True):
+            variable.assign(value)
+
+
 MASKED_CONVOLUTIONS = (MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDepthwiseConv2D, MaskedConv2DTranspose)
 MASKED_LAYER_TYPES = (MaskedDense, *MASKED_CONVOLUTIONS, MaskedEmbedding, MaskedEinsumDense)
 # Plain Keras layer type -> masked twin; exact types only, so subclasses with their own semantics are left alone.
 MASKED_TWIN = {keras.layers.Dense: MaskedDense, keras.layers.Conv1D: MaskedConv1D, keras.layers.Conv2D: MaskedConv2D,
                keras.layers.Conv3D: MaskedConv3D, keras.layers.DepthwiseConv2D: MaskedDepthwiseConv2D,
                keras.layers.Conv2DTranspose: MaskedConv2DTranspose, keras.layers.Embedding: MaskedEmbedding,
-               keras.layers.EinsumDense: MaskedEinsumDense, keras.layers.MultiHeadAttention: MaskedMultiHeadAttention}
+               keras.layers.EinsumDense: MaskedEinsumDense, keras.layers.MultiHeadAttention: MaskedMultiHeadAttention,
+               keras.layers.SeparableConv2D: MaskedSeparableConv2D}
+MASKED_CONTAINERS = (MaskedMultiHeadAttention, MaskedSeparableConv2D)  # no kernel of their own: masked parts
 PLAIN_TWIN = {masked: plain for plain, masked in MASKED_TWIN.items()}
 
 
@@ -383,19 +439,26 @@ def unwrapped(layer):
 
 
 def parts(layer) -> list:
-    """The layers that hold ``layer``'s weights: an attention layer's projections, else the layer itself."""
+    """The layers that hold ``layer``'s kernels: an attention layer's projections, a separable convolution's
+    depthwise and pointwise layers (``KernelView``s of a plain one), else the layer itself."""
     if isinstance(layer, keras.layers.MultiHeadAttention) and getattr(layer, "_built_from_signature", False):
         return [getattr(layer, attribute) for attribute in MaskedMultiHeadAttention.SUBLAYERS]
+    if isinstance(layer, MaskedSeparableConv2D) and layer.built:
+        return [layer.depthwise, layer.pointwise]
+    if type(layer) is keras.layers.SeparableConv2D and layer.built:
+        return [KernelView(f"{layer.name}_depthwise", "depthwise_kernel", layer.depthwise_kernel),
+                KernelView(f"{layer.name}_pointwise", "kernel", layer.pointwise_kernel,
+                           layer.bias if layer.use_bias else None)]
     return [layer]
 
 
 def walk_layers(model):
     """Every non-model layer of ``model``, nested models flattened, quantization wrappers unwrapped, a masked
-    attention layer as its masked projections."""
+    attention layer or separable convolution as its masked parts."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from walk_layers(layer)
-        elif isinstance(unwrapped(layer), MaskedMultiHeadAttention):
+        elif isinstance(unwrapped(layer), MASKED_CONTAINERS):
             yield from parts(unwrapped(layer))
         else:
             yield unwrapped(layer)
@@ -403,7 +466,7 @@ def walk_layers(model):
 
 def kernel_of(layer):
     """The kernel variable of a masked or plain weight layer (``depthwise_kernel``, ``embeddings``), or None."""
-    twin = layer if is_masked(layer) else MASKED_TWIN.get(type(layer))
+    twin = layer if is_masked(layer) or isinstance(layer, KernelView) else MASKED_TWIN.get(type(layer))
     name = getattr(twin, "KERNEL", None)
     return None if name is None else getattr(layer, name, None)
 
@@ -417,8 +480,8 @@ def weight_layers(model) -> list:
         pieces = parts(layer)
         for piece in pieces:
             if kernel_of(piece) is not None:
-                out.append((piece.name if len(pieces) == 1 or is_masked(piece) else f"{layer.name}_{piece.name}",
-                            piece))
+                plain_part = piece is not layer and isinstance(piece, keras.layers.Layer) and not is_masked(piece)
+                out.append((f"{layer.name}_{piece.name}" if plain_part else piece.name, piece))
     return out
 
 

@@ -56,18 +56,20 @@ def test_keras3_model_to_ticket_to_savedmodel_back_in_keras3(tmp_path):
     assert [l.name for l in k2.layers[1:]] == ["block", "sep", "cat", "pool", "flat", "drop", "logits"]
     np.testing.assert_allclose(k2(x).numpy(), np.asarray(k3(x)), atol=1e-5)
     model = mask_model(k3)  # takes the Keras 3 model itself
-    assert [l.name for l in masked_layers(model)] == ["block_conv", "logits"]
+    assert [l.name for l in masked_layers(model)] == ["block_conv", "sep_depthwise", "sep_pointwise", "logits"]
     np.testing.assert_allclose(model(x).numpy(), np.asarray(k3(x)), atol=1e-5)
     model.compile(lt_keras.keras.optimizers.SGD(0.0), lt_keras.keras.losses.SparseCategoricalCrossentropy(True))
     search = find_ticket(model, lambda m, callbacks: m.fit(x, y, batch_size=32, verbose=0, callbacks=callbacks),
                          ImpConfig(rounds=1))
     assert 0.85 < search.mask.density() < 0.95
     plain = strip_masks(model)
-    for layer in masked_layers(model):  # learning rate 0: the ticket is the Keras 3 weights where unpruned, else 0
-        original = np.asarray(keras3_layer(k3, layer.name).kernel)
-        np.testing.assert_array_equal(plain.get_layer(layer.name).kernel.numpy() if layer.name == "logits" else
-                                      plain.get_layer("block").get_layer(layer.name).kernel.numpy(),
-                                      original * search.mask[layer.name + "/kernel"])
+    kernels = {"block_conv": (plain.get_layer("block").get_layer("block_conv").kernel, "block_conv", "kernel"),
+               "logits": (plain.get_layer("logits").kernel, "logits", "kernel"),
+               "sep_depthwise": (plain.get_layer("sep").depthwise_kernel, "sep", "depthwise_kernel"),
+               "sep_pointwise": (plain.get_layer("sep").pointwise_kernel, "sep", "pointwise_kernel")}
+    for name, (kernel, k3_name, attribute) in kernels.items():  # learning rate 0: the Keras 3 weights where kept
+        original = np.asarray(getattr(keras3_layer(k3, k3_name), attribute))
+        np.testing.assert_array_equal(kernel.numpy(), original * search.mask[name + "/kernel"])
     save_saved_model(plain, str(tmp_path / "saved"))
     served = keras.layers.TFSMLayer(str(tmp_path / "saved"), call_endpoint="serving_default")
     for layer in k3.layers:  # the Keras 3 model carrying the ticket (BatchNorm statistics moved in training)
@@ -153,7 +155,8 @@ def test_the_8bit_path_puts_tf_use_legacy_keras_back():
         "assert 'TF_USE_LEGACY_KERAS' not in os.environ, os.environ.get('TF_USE_LEGACY_KERAS')")
 
 
-@pytest.mark.parametrize("kind", ["conv1d", "conv3d", "depthwise", "transpose", "embedding", "einsum", "attention"])
+@pytest.mark.parametrize("kind", ["conv1d", "conv3d", "depthwise", "transpose", "embedding", "einsum", "attention",
+                                  "separable"])
 def test_every_masked_kind_crosses_the_bridge_both_ways(kind):
     """A Keras 3 model with the layer goes through mask_model (converted first), a random mask, strip_masks and
     to_keras3: the Keras 3 copy gives the masked model's outputs."""
@@ -170,12 +173,14 @@ def test_every_masked_kind_crosses_the_bridge_both_ways(kind):
         "einsum": (keras.layers.EinsumDense("abc,cd->abd", output_shape=(5, 4), bias_axes="d"), (5, 3),
                    rng.randn(4, 5, 3)),
         "attention": (lambda t, mha=keras.layers.MultiHeadAttention(2, 4): mha(t, t), (5, 3), rng.randn(4, 5, 3)),
+        "separable": (keras.layers.SeparableConv2D(4, 3, depth_multiplier=2, padding="same"), (6, 6, 3),
+                      rng.randn(4, 6, 6, 3)),
     }[kind]
     x = x.astype(np.int32 if kind == "embedding" else np.float32)
     inputs = keras.Input(shape, dtype="int32" if kind == "embedding" else "float32")
     k3 = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(layer(inputs))))
     model = mask_model(k3)
-    assert len(masked_layers(model)) == (5 if kind == "attention" else 2)  # attention: its 4 projections
+    assert len(masked_layers(model)) == {"attention": 5, "separable": 3}.get(kind, 2)  # the layers' masked parts
     np.testing.assert_allclose(model(x).numpy(), np.asarray(k3(x)), atol=1e-5)
     Mask({k: (rng.rand(*v.shape) < 0.5).astype(np.float32) for k, v in Mask.ones_like(model).items()}).apply_to(model)
     back = to_keras3(strip_masks(model))

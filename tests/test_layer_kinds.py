@@ -161,3 +161,54 @@ def test_keras_applications_go_from_mask_model_through_imp_to_a_saved_model(appl
     stripped.save(str(tmp_path / "saved"), save_format="tf")
     served = tf.saved_model.load(str(tmp_path / "saved"))
     np.testing.assert_allclose(served(x[:4], training=False).numpy(), model(x[:4], training=False).numpy(), atol=1e-4)
+
+
+def separable_model():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.SeparableConv2D(5, 3, depth_multiplier=2, padding="same", activation="relu", name="sep")(inputs)
+    inner = keras.Model(inputs, x, name="block")
+    outer_in = keras.Input((8, 8, 3))
+    return keras.Model(outer_in, keras.layers.Dense(3, name="out")(keras.layers.Flatten()(inner(outer_in))))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_separable_convolution_is_two_masked_kernels_and_strips_back_to_one_layer(optimizer, tmp_path):
+    keras.utils.set_random_seed(0)
+    plain = separable_model()
+    x = np.random.RandomState(0).randn(16, 8, 8, 3).astype(np.float32)
+    model = mask_model(plain)
+    np.testing.assert_allclose(model(x).numpy(), plain(x).numpy(), atol=1e-5)  # same computation, two layers
+    assert [(type(l).__name__, l.name) for l in masked_layers(model)] == [
+        ("MaskedDepthwiseConv2D", "sep_depthwise"), ("MaskedConv2D", "sep_pointwise"), ("MaskedDense", "out")]
+    mask = random_mask(model)
+    mask.apply_to(model)
+    model.compile(keras.optimizers.Adam(0.05) if optimizer == "adam" else keras.optimizers.SGD(0.5, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, np.arange(16) % 3, epochs=3, batch_size=4, verbose=0)
+    for key in ("sep_depthwise/kernel", "sep_pointwise/kernel"):
+        layer = model.get_layer("block").get_layer("sep").depthwise if "depthwise" in key else \
+            model.get_layer("block").get_layer("sep").pointwise
+        assert np.all(layer.kernel.numpy()[mask[key] == 0] == 0) and (mask[key] == 0).any()
+    stripped = strip_masks(model)
+    sep = stripped.get_layer("block").get_layer("sep")
+    assert type(sep) is keras.layers.SeparableConv2D and not masked_layers(stripped)
+    np.testing.assert_allclose(stripped(x).numpy(), model(x).numpy(), atol=1e-5)
+    model.save(str(tmp_path / "m.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "m.keras"))
+    assert Mask.from_model(loaded) == mask
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-6)
+
+
+def test_a_separable_convolution_takes_mask0_and_supermasks_and_is_refused_at_8_bits():
+    keras.utils.set_random_seed(0)
+    frozen = mask_model(separable_model(), mask0="freeze_init")
+    random_mask(frozen).apply_to(frozen)
+    pointwise = masked_layers(frozen)[1]
+    np.testing.assert_allclose(pointwise.masked_kernel().numpy(), pointwise.kernel_frozen.numpy() * (
+        1 - pointwise.kernel_mask.numpy()) + pointwise.kernel.numpy() * pointwise.kernel_mask.numpy(), atol=1e-6)
+    topk = mask_model(separable_model(), mask_mode="topk", keep_fraction=0.3)
+    depthwise = masked_layers(topk)[0]
+    assert depthwise.kernel_scores.trainable and not depthwise.kernel.trainable
+    assert int(depthwise.hard_mask().numpy().sum()) == round(0.3 * depthwise.kernel.shape.num_elements())
+    with pytest.raises(lt_keras.LtKerasError, match=r"separable convolutions \(sep\)"):
+        SearchPrecision("int8").to_search(mask_model(separable_model()))
