@@ -148,3 +148,4 @@ def test_the_compacted_export_is_smaller_and_computes_the_tickets_outputs(tmp_pa
                                load_ticket(str(tmp_path / "ticket")).model(x, training=False).numpy(), atol=1e-5)
     text = Export(ExportConfig(ticket_dir=str(tmp_path / "ticket"))).report(report, str(tmp_path / "model"))
     assert f"{compacted['parameters']} of {compacted['parameters_before']} parameters" in text
+    assert "compacted fc1: 225 of 300 outputs" in text

@@ -72,6 +72,8 @@ class Export(Method):
             lines.append(f"compacted: {compacted['saved_model_dir']} ({compacted['parameters']} of "
                          f"{compacted['parameters_before']} parameters, {len(compacted['layers'])} layers narrowed, "
                          f"max |diff| {compacted['max_abs_diff']:.2e})")
+            for layer, (kept, before) in compacted["layers"].items():
+                lines.append(f"  compacted {layer}: {kept} of {before} outputs")
         for name, entry in summary.get("measured", {}).get("variants", {}).items():
             if name != "dense":
                 lines.append(f"{name} / dense: " + ", ".join(f"{k} {v:.2f}x"
