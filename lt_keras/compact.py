@@ -50,8 +50,8 @@ _CONVOLUTIONS = (_L.Conv1D, _L.Conv2D, _L.Conv3D)
 
 
 def compact(model):
-    """A plain copy of ``model`` (masks baked in, nested blocks inlined) without the units and channels that no
-    output depends on (see the module docstring); outputs equal ``model(x, training=False)`` up to float
+    """A plain functional copy of ``model`` (masks baked in, nested blocks inlined) without the units and channels
+    that no output depends on (see the module docstring); outputs equal ``model(x, training=False)`` up to float
     rounding. Layers keep their names; a Dense or convolution that absorbs a removed constant gains a bias."""
     _check_convertible(model)
     flat = flatten_model(strip_masks(model) if masked_layers(model) else model)
@@ -102,7 +102,7 @@ class _Plan:
     def __init__(self, model):
         self.model = model
         self.parent, self.ok = [], []
-        self.ids, self.const, self.sizes = {}, {}, {}
+        self.ids, self.const = {}, {}
         self.io = {}  # name of a layer this module knows -> (input tensor id, output tensor id)
         self.absorbed = {}  # name of a Dense / convolution -> per input channel, the constant its bias can absorb
         calls = {}
@@ -111,12 +111,13 @@ class _Plan:
         self._opaque([], model.inputs)
         for layer, args, kwargs, outputs in nodes(model):
             inputs = [t for t in tf.nest.flatten(args) if id(t) in self.ids]
-            known = (calls[id(layer)] == 1 and len(outputs) == 1 and inputs and _channels_last(layer)
-                     and all(_last(t.shape) is not None for t in inputs + outputs))
+            read = [t for t in tf.nest.flatten((args, kwargs)) if id(t) in self.ids]  # tensors passed by keyword too
+            known = (calls[id(layer)] == 1 and len(outputs) == 1 and inputs and len(read) == len(inputs)
+                     and _channels_last(layer) and all(_last(t.shape) is not None for t in inputs + outputs))
             if known and self._visit(layer, inputs, outputs[0]):
                 self.io[layer.name] = (id(inputs[0]), id(outputs[0]))
             else:
-                self._opaque(inputs, outputs)
+                self._opaque(read, outputs)
         for tensor in model.outputs:
             self._forbid(self.ids[id(tensor)])
         self._decide()

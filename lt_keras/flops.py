@@ -1,8 +1,9 @@
 """Training FLOPs of a Keras model, counted from its layers' shapes.
 
 Per example, forward: a convolution (1-D, 2-D, 3-D) 2 x output positions x kernel size (+ bias), a
-depthwise one 2 x output elements x kernel window, a transposed one 2 x input positions x kernel size,
-Dense 2*in*out (+ bias), an embedding lookup nothing, BatchNormalization 4 per element (inference
+depthwise one 2 x output elements x kernel window, a separable one its depthwise and 1x1 parts, a
+transposed one 2 x input positions x kernel size, Dense 2*in*out (+ bias), an embedding lookup nothing
+(attention and EinsumDense are not counted), BatchNormalization 4 per element (inference
 affine plus statistics), ReLU/pooling/add 1 per output element. Backward is
 counted as twice the forward (gradients w.r.t. inputs and weights), so a
 training step costs 3x forward x batch. Unstructured masks do not change the
@@ -12,7 +13,7 @@ smaller shapes. The same rules apply to every model, so ratios are fair.
 import numpy as np
 
 from lt_keras._keras import keras
-from lt_keras.layers import walk_layers
+from lt_keras.layers import kernel_of, parts, walk_layers
 
 
 def _elements(shape):
@@ -26,9 +27,14 @@ def _output_shape(layer):
 
 def forward_flops_per_example(model) -> int:
     total = 0
-    for layer in walk_layers(model):
+    for layer in walk_layers(model, expand=False):
         out = _output_shape(layer)
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
+        if isinstance(layer, keras.layers.SeparableConv2D):  # plain or masked: a depthwise then a 1x1 convolution
+            depthwise, pointwise = (kernel_of(part).shape for part in parts(layer))
+            positions = _elements(out) // pointwise[-1]
+            total += 2 * positions * (depthwise.num_elements() + pointwise.num_elements())
+            total += _elements(out) if layer.use_bias else 0
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
             total += 2 * _elements(out) * int(np.prod(layer.kernel_size)) + (_elements(out) if layer.use_bias else 0)
         elif isinstance(layer, keras.layers.Conv2DTranspose):
             positions = _elements(layer.input_shape) // layer.kernel.shape[-1]  # the kernel is (h, w, out, in)

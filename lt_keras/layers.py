@@ -452,13 +452,13 @@ def parts(layer) -> list:
     return [layer]
 
 
-def walk_layers(model):
+def walk_layers(model, expand=True):
     """Every non-model layer of ``model``, nested models flattened, quantization wrappers unwrapped, a masked
-    attention layer or separable convolution as its masked parts."""
+    attention layer or separable convolution as its masked parts (``expand=False``: as itself)."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from walk_layers(layer)
-        elif isinstance(unwrapped(layer), MASKED_CONTAINERS):
+            yield from walk_layers(layer, expand)
+        elif expand and isinstance(unwrapped(layer), MASKED_CONTAINERS):
             yield from parts(unwrapped(layer))
         else:
             yield unwrapped(layer)

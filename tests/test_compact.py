@@ -172,3 +172,24 @@ def test_compact_refuses_a_subclassed_model():
     net(np.zeros((1, 4), np.float32))
     with pytest.raises(LtKerasError, match="subclassed"):
         compact(net)
+
+
+def test_a_layer_reading_tensors_by_keyword_keeps_their_channels():
+    """Attention called as ``mha(query=x, value=y)``: x and y are read even though no positional argument names
+    them; their channels stay although their own readers would let them go."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 5))
+    x = keras.layers.Dense(8, activation="relu", name="q")(inputs)
+    y = keras.layers.Dense(8, activation="relu", name="v")(inputs)
+    a = keras.layers.MultiHeadAttention(2, 4, name="attention")(query=x, value=y)
+    out = keras.layers.Dense(3, name="out")(keras.layers.Flatten()(a))
+    model = mask_model(keras.Model(inputs, out))
+    for name in ("q", "v"):  # half their units get no live inputs: constants only attention reads
+        layer = model.get_layer(name)
+        mask = np.ones(layer.kernel_mask.shape, np.float32)
+        mask[:, :4] = 0
+        layer.kernel_mask.assign(mask)
+        layer.bias.assign(np.ones(8, np.float32))
+    compacted = compact(model)
+    assert compacted.get_layer("q").units == 8 and compacted.get_layer("v").units == 8
+    assert _max_diff(model, compacted, (6, 5)) <= TOLERANCE

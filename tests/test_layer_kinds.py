@@ -210,5 +210,9 @@ def test_a_separable_convolution_takes_mask0_and_supermasks_and_is_refused_at_8_
     depthwise = masked_layers(topk)[0]
     assert depthwise.kernel_scores.trainable and not depthwise.kernel.trainable
     assert int(depthwise.hard_mask().numpy().sum()) == round(0.3 * depthwise.kernel.shape.num_elements())
+    from lt_keras.flops import forward_flops_per_example
+
+    # 64 positions x (3x3x3x2 depthwise + 6x5 pointwise) x 2 + 320 biases, then Dense 320 -> 3
+    assert forward_flops_per_example(separable_model()) == forward_flops_per_example(topk) == 2 * 64 * 84 + 320 + 1923
     with pytest.raises(lt_keras.LtKerasError, match=r"separable convolutions \(sep\)"):
         SearchPrecision("int8").to_search(mask_model(separable_model()))

@@ -248,6 +248,10 @@ MUTATIONS = (
              ("tests/test_layer_kinds.py::"
               "test_a_separable_convolution_is_two_masked_kernels_and_strips_back_to_one_layer",),
              "a separable convolution's plain weights are not carried into (or back from) its two masked parts"),
+    Mutation("compact_misses_keyword_tensors", "_Plan.__init__",
+             "                self._opaque(read, outputs)", "                self._opaque(inputs, outputs)",
+             ("tests/test_compact.py::test_a_layer_reading_tensors_by_keyword_keeps_their_channels",),
+             "a layer compaction does not know reads tensors passed by keyword, which lose channels"),
     Mutation("compact_unties_merges", "_Plan._visit",
              "                self._union(ids, self.ids[id(t)])\n", "                pass\n",
              ("tests/test_compact.py::test_compact_equals_the_ticket_with_dead_units_everywhere",),
