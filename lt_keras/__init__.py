@@ -8,8 +8,9 @@ from lt_keras.errors import ConfigError, LtKerasError, MaskError  # noqa: E402
 from lt_keras.imp import ImpConfig, TicketSearch, find_ticket  # noqa: E402
 from lt_keras.keras3 import from_keras3, to_keras3  # noqa: E402
 from lt_keras.layers import (MaskedConv1D, MaskedConv2D, MaskedConv2DTranspose, MaskedConv3D,  # noqa: E402
-                             MaskedDense, MaskedDepthwiseConv2D, MaskedEinsumDense, MaskedEmbedding,
-                             MaskedMultiHeadAttention, masked_layers)
+                             MaskedDense, MaskedDepthwiseConv2D, MaskedEinsumDense, MaskedEmbedding, MaskedGRU,
+                             MaskedLSTM, MaskedMultiHeadAttention, MaskedSeparableConv2D, MaskedSimpleRNN,
+                             masked_layers)
 from lt_keras.mask import Mask  # noqa: E402
 from lt_keras import supermask  # noqa: E402
 
@@ -48,7 +49,11 @@ __all__ = [
     "MaskedDepthwiseConv2D",
     "MaskedEinsumDense",
     "MaskedEmbedding",
+    "MaskedGRU",
+    "MaskedLSTM",
     "MaskedMultiHeadAttention",
+    "MaskedSeparableConv2D",
+    "MaskedSimpleRNN",
     "TicketSearch",
     "compact",
     "compaction_summary",

@@ -2,7 +2,7 @@
 
 ``mask_model`` lets a user bring their own Sequential or functional model
 (nested models included): its weight layers (Dense, convolutions, Embedding,
-EinsumDense, attention) become their masked twins with the same weights and
+EinsumDense, attention, recurrent layers) become their masked twins with the same weights and
 all-ones masks. ``strip_masks`` goes back, baking
 ``kernel * mask`` into plain layers, so exported models need nothing of ours.
 ``flatten_model`` inlines nested blocks for the tools that read one flat
@@ -59,7 +59,7 @@ def _variable_name(variable):
 
 def mask_model(model, **options):
     """A copy of ``model`` whose weight layers are masked twins (``lt_keras.layers.MASKED_TWIN``: Dense,
-    convolutions, Embedding, EinsumDense, attention; exact types).
+    convolutions, Embedding, EinsumDense, attention, recurrent layers; exact types).
 
     Plain layers get all-ones masks; masked layers keep their masks (and
     scores, when the mode stays). ``options`` set masked-layer options on
@@ -133,8 +133,8 @@ def _report_masking(model):
     if len(dense) == len(rows):
         raise LtKerasError(
             f"mask_model: model {model.name!r} has no layer lt_keras can mask (keras.layers.Dense, Conv1D/2D/3D, "
-            f"Depthwise/SeparableConv2D, Conv2DTranspose, Embedding, EinsumDense and MultiHeadAttention, exact "
-            f"types); its weight layers {dense or '(none)'} would stay dense.")
+            f"Depthwise/SeparableConv2D, Conv2DTranspose, Embedding, EinsumDense, MultiHeadAttention, SimpleRNN, GRU "
+            f"and LSTM, exact types); its weight layers {dense or '(none)'} would stay dense.")
     width = max(len(name) for name, *_ in rows)
     table = "\n".join(f"  {name:<{width}}  {kind:<16} {status:<6} {count:>10,}" for name, kind, status, count in rows)
     logging.info("mask_model: %d of %d weight layers masked:\n%s", len(rows) - len(dense), len(rows), table)

@@ -144,6 +144,9 @@ _BUILT_FROM_CALL = ("batch_input_shape", "input_shape", "input_length", "batch_s
                     "value_shape")
 
 
+_HOW_NOT_WHAT = ("implementation", "use_cudnn")  # recurrent layers: gate layout, cuDNN or not
+
+
 def _accepted(cls):
     names = set()
     for klass in inspect.getmro(cls):
@@ -164,6 +167,8 @@ def _translate_config(layer, twin_cls, direction="from_keras3"):
     for key, value in layer.get_config().items():
         if key in _BUILT_FROM_CALL and direction == "to_keras3":
             continue  # tf_keras's Embedding and MultiHeadAttention write them; Keras 3 builds from the call
+        if key in _HOW_NOT_WHAT:
+            continue  # how the same result is computed, which the other Keras chooses itself
         if key == "dtype" and isinstance(value, dict):
             value = value.get("config", {}).get("name", "float32")
         elif isinstance(value, dict) and "class_name" in value and direction == "from_keras3":

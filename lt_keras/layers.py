@@ -30,6 +30,15 @@ straight-through gradients to the trainable ``kernel_scores``, while kernel
 and bias are frozen. ``kernel_mask`` still multiplies in (a supermask can be
 learned inside a ticket). ``eval_mask`` picks the inference mask:
 ``"sampled"``, ``"expected"`` (sigmoid(scores) > 0.5) or ``"topk"``.
+
+A layer with several kernels is a container of masked layers, one kernel
+each (``MASKED_CONTAINERS``): ``MaskedMultiHeadAttention`` (four
+``MaskedEinsumDense`` projections), ``MaskedSeparableConv2D`` (a masked
+depthwise and a masked 1x1 convolution) and ``MaskedSimpleRNN`` /
+``MaskedGRU`` / ``MaskedLSTM`` (their cells' input and recurrent kernels as
+``MaskedRecurrentKernel`` parts). ``walk_layers`` yields their parts,
+so masks, searches and conversions need nothing else; ``parts`` pairs them
+with the kernels of the plain layer they convert from and strip back to.
 """
 import numpy as np
 
@@ -400,6 +409,132 @@ class MaskedSeparableConv2D(keras.layers.SeparableConv2D):
         return {**super().get_config(), **self.mask_options}
 
 
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedRecurrentKernel(MaskedKernelMixin, keras.layers.Layer):
+    """One kernel of a recurrent cell (its input or its recurrent kernel) with a 0/1 mask, and the cell's bias
+    beside the recurrent one; never called: the cell computes with ``masked_kernel()``."""
+
+    fan_in_by_out = False  # columns are gates x units: sparsity patterns do not apply
+    use_bias = property(lambda self: getattr(self, "bias", None) is not None)
+
+    def __init__(self, kernel_shape=(1, 1), initializer="glorot_uniform", regularizer=None, constraint=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_shape, self.initializer = tuple(kernel_shape), keras.initializers.get(initializer)
+        self.regularizer, self.constraint = keras.regularizers.get(regularizer), keras.constraints.get(constraint)
+
+    def build(self, input_shape=None):
+        self.kernel = self.add_weight("kernel", shape=self.kernel_shape, initializer=self.initializer,
+                                      regularizer=self.regularizer, constraint=self.constraint)
+        self._build_mask()
+        self.built = True
+
+
+def _recurrent_options(kwargs) -> dict:
+    """The mask options taken out of a recurrent layer's or cell's ``kwargs``; a sampled supermask is refused."""
+    options = {name: kwargs.pop(name) for name in MASK_OPTIONS if name in kwargs}
+    if options.get("mask_mode") == "bernoulli":
+        raise LtKerasError("a recurrent layer takes fixed and top-k masks, not Bernoulli supermasks: a sampled mask "
+                           "would be drawn again at every step the cell reads its kernels.")
+    return options
+
+
+class _MaskedCell:
+    """A recurrent cell whose ``kernel`` and ``recurrent_kernel`` live in ``MaskedRecurrentKernel`` parts named
+    ``<layer>_kernel`` and ``<layer>_recurrent_kernel`` (the bias in the second); reading ``cell.kernel`` gives
+    the masked kernel, so the cell's step and the layer's fused kernels both compute with it."""
+
+    def __init__(self, *args, parts_prefix="cell", **kwargs):
+        self.mask_options = _recurrent_options(kwargs)
+        super().__init__(*args, **kwargs)
+        self.parts_prefix = parts_prefix
+
+    kernel = property(lambda self: self._masked("kernel"), lambda self, variable: None)
+    recurrent_kernel = property(lambda self: self._masked("recurrent_kernel"), lambda self, variable: None)
+
+    def _masked(self, name):
+        return getattr(self, f"_{name}_part").masked_kernel(getattr(self, "_step_training", None))
+
+    def add_weight(self, name=None, shape=None, initializer=None, regularizer=None, constraint=None, **kwargs):
+        if name in ("kernel", "recurrent_kernel"):
+            part = MaskedRecurrentKernel(shape, initializer, regularizer, constraint,
+                                         name=f"{self.parts_prefix}_{name}", **self.mask_options)
+            part.build()
+            setattr(self, f"_{name}_part", part)
+            return part.kernel
+        if name == "bias":  # beside the recurrent kernel, so conversions carry it with that part
+            part = self._recurrent_kernel_part
+            part.bias = part.add_weight("bias", shape=shape, initializer=initializer, regularizer=regularizer,
+                                        constraint=constraint)
+            return part.bias
+        return super().add_weight(name, shape, initializer=initializer, regularizer=regularizer,
+                                  constraint=constraint, **kwargs)
+
+    def call(self, inputs, states, training=None):
+        object.__setattr__(self, "_step_training", training)
+        return super().call(inputs, states, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), **self.mask_options, "parts_prefix": self.parts_prefix}
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedSimpleRNNCell(_MaskedCell, keras.layers.SimpleRNNCell):
+    """``keras.layers.SimpleRNNCell`` with masked kernels (``_MaskedCell``)."""
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedGRUCell(_MaskedCell, keras.layers.GRUCell):
+    """``keras.layers.GRUCell`` with masked kernels (``_MaskedCell``)."""
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedLSTMCell(_MaskedCell, keras.layers.LSTMCell):
+    """``keras.layers.LSTMCell`` with masked kernels (``_MaskedCell``)."""
+
+
+class _MaskedRecurrent:
+    """A SimpleRNN / GRU / LSTM layer whose cell is the masked twin (``CELL``): its input and recurrent kernels
+    are masked layers of their own, ``<layer>_kernel`` and ``<layer>_recurrent_kernel``."""
+
+    CELL = None
+
+    def __init__(self, *args, **kwargs):
+        options = _recurrent_options(kwargs)
+        super().__init__(*args, **kwargs)
+        self.mask_options = options
+        config = {**self.cell.get_config(), **options}
+        self.cell = self.CELL.from_config({**config, "parts_prefix": self.name})
+
+    def call(self, inputs, mask=None, training=None, initial_state=None):
+        object.__setattr__(self.cell, "_step_training", training)  # the fused kernels read cell.kernel here
+        return super().call(inputs, mask=mask, training=training, initial_state=initial_state)
+
+    def get_config(self):
+        return {**super().get_config(), **self.mask_options}
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedSimpleRNN(_MaskedRecurrent, keras.layers.SimpleRNN):
+    """``keras.layers.SimpleRNN`` with masked input and recurrent kernels."""
+
+    CELL = MaskedSimpleRNNCell
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedGRU(_MaskedRecurrent, keras.layers.GRU):
+    """``keras.layers.GRU`` with masked input and recurrent kernels."""
+
+    CELL = MaskedGRUCell
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class MaskedLSTM(_MaskedRecurrent, keras.layers.LSTM):
+    """``keras.layers.LSTM`` with masked input and recurrent kernels."""
+
+    CELL = MaskedLSTMCell
+
+
 class KernelView:
     """One kernel (and its bias) of a plain layer that holds two (SeparableConv2D's depthwise and pointwise
     kernels), seen by conversions and exports as a layer of its own."""
@@ -418,14 +553,17 @@ class KernelView:
 
 
 MASKED_CONVOLUTIONS = (MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDepthwiseConv2D, MaskedConv2DTranspose)
-MASKED_LAYER_TYPES = (MaskedDense, *MASKED_CONVOLUTIONS, MaskedEmbedding, MaskedEinsumDense)
+MASKED_LAYER_TYPES = (MaskedDense, *MASKED_CONVOLUTIONS, MaskedEmbedding, MaskedEinsumDense, MaskedRecurrentKernel)
 # Plain Keras layer type -> masked twin; exact types only, so subclasses with their own semantics are left alone.
 MASKED_TWIN = {keras.layers.Dense: MaskedDense, keras.layers.Conv1D: MaskedConv1D, keras.layers.Conv2D: MaskedConv2D,
                keras.layers.Conv3D: MaskedConv3D, keras.layers.DepthwiseConv2D: MaskedDepthwiseConv2D,
                keras.layers.Conv2DTranspose: MaskedConv2DTranspose, keras.layers.Embedding: MaskedEmbedding,
                keras.layers.EinsumDense: MaskedEinsumDense, keras.layers.MultiHeadAttention: MaskedMultiHeadAttention,
-               keras.layers.SeparableConv2D: MaskedSeparableConv2D}
-MASKED_CONTAINERS = (MaskedMultiHeadAttention, MaskedSeparableConv2D)  # no kernel of their own: masked parts
+               keras.layers.SeparableConv2D: MaskedSeparableConv2D, keras.layers.SimpleRNN: MaskedSimpleRNN,
+               keras.layers.GRU: MaskedGRU, keras.layers.LSTM: MaskedLSTM}
+MASKED_RECURRENT = (MaskedSimpleRNN, MaskedGRU, MaskedLSTM)
+# No kernel of their own: masked parts
+MASKED_CONTAINERS = (MaskedMultiHeadAttention, MaskedSeparableConv2D, *MASKED_RECURRENT)
 PLAIN_TWIN = {masked: plain for plain, masked in MASKED_TWIN.items()}
 
 
@@ -445,6 +583,13 @@ def parts(layer) -> list:
         return [getattr(layer, attribute) for attribute in MaskedMultiHeadAttention.SUBLAYERS]
     if isinstance(layer, MaskedSeparableConv2D) and layer.built:
         return [layer.depthwise, layer.pointwise]
+    if isinstance(layer, MASKED_RECURRENT) and layer.built:
+        return [layer.cell._kernel_part, layer.cell._recurrent_kernel_part]
+    if type(layer) in (keras.layers.SimpleRNN, keras.layers.GRU, keras.layers.LSTM) and layer.built:
+        cell = layer.cell
+        return [KernelView(f"{layer.name}_kernel", "kernel", cell.kernel),
+                KernelView(f"{layer.name}_recurrent_kernel", "kernel", cell.recurrent_kernel,
+                           cell.bias if cell.use_bias else None)]
     if type(layer) is keras.layers.SeparableConv2D and layer.built:
         return [KernelView(f"{layer.name}_depthwise", "depthwise_kernel", layer.depthwise_kernel),
                 KernelView(f"{layer.name}_pointwise", "kernel", layer.pointwise_kernel,

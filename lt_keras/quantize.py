@@ -47,8 +47,8 @@ if os.environ.get("TF_USE_LEGACY_KERAS") != _LEGACY_BEFORE:
 
 from lt_keras.convert import flatten_model
 from lt_keras.errors import LtKerasError
-from lt_keras.layers import (MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedEinsumDense, MaskedEmbedding,
-                             MaskedSeparableConv2D, is_masked, masked_layers, walk_layers)
+from lt_keras.layers import (MASKED_RECURRENT, MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedEinsumDense,
+                             MaskedEmbedding, MaskedSeparableConv2D, is_masked, masked_layers, walk_layers)
 
 _FP32_CONFIG = "_lt_fp32_config"
 
@@ -187,7 +187,8 @@ def to_search_precision(model, precision):
         raise LtKerasError(f"model {model.name!r} has no masked layers; convert it with lt_keras.mask_model first.")
     refused = {kind: [l.name for l in masked_layers(model) if isinstance(l, cls)] for kind, cls in (
         ("Embedding layers", MaskedEmbedding), ("EinsumDense layers or attention", MaskedEinsumDense))}
-    refused["separable convolutions"] = [l.name for l in model.submodules if isinstance(l, MaskedSeparableConv2D)]
+    refused["separable or recurrent layers"] = [l.name for l in model.submodules
+                                                if isinstance(l, (MaskedSeparableConv2D, *MASKED_RECURRENT))]
     if any(refused.values()):
         named = "; ".join(f"{kind} ({', '.join(names)})" for kind, names in refused.items() if names)
         raise LtKerasError(f"the 8-bit search does not take {named}: TFMOT's 8-bit scheme has no quantized "

@@ -95,17 +95,18 @@ def test_mask_model_reports_what_stays_dense_and_refuses_a_model_with_nothing_to
     from lt_keras import mask_model
 
     series = keras.Input((6, 3))
-    lstm_only = keras.Model(series, keras.layers.LSTM(4, name="lstm_only")(series))
-    with pytest.raises(LtKerasError, match=r"no layer lt_keras can mask.*lstm_only \(LSTM\)"):
-        mask_model(lstm_only)
+    wrapped_only = keras.Model(series, keras.layers.Bidirectional(keras.layers.LSTM(4), name="bilstm_only")(series))
+    with pytest.raises(LtKerasError, match=r"no layer lt_keras can mask.*bilstm_only \(Bidirectional\)"):
+        mask_model(wrapped_only)
     inputs = keras.Input((6,), dtype="int32")
-    h = keras.layers.LSTM(4, name="lstm")(keras.layers.Embedding(20, 8, name="embed")(inputs))
+    wrapped = keras.layers.Bidirectional(keras.layers.LSTM(4), name="bilstm")
+    h = wrapped(keras.layers.Embedding(20, 8, name="embed")(inputs))
     mixed = keras.Model(inputs, keras.layers.Dense(3, name="head")(h))
     with caplog.at_level(logging.INFO, logger="absl"):
         masked = mask_model(mixed)
     assert [l.name for l in masked_layers(masked)] == ["embed", "head"]
     text = caplog.text
-    assert "stay dense: lstm (LSTM)" in text and "2 of 3 weight layers masked" in text
+    assert "stay dense: bilstm (Bidirectional)" in text and "2 of 3 weight layers masked" in text
     rows = [line.split() for line in text.splitlines() if line.startswith("  ")]
-    assert rows == [["embed", "MaskedEmbedding", "masked", "160"], ["lstm", "LSTM", "dense", "192"],
-                    ["head", "MaskedDense", "masked", "12"]]  # the table: name, type, status, weights
+    assert rows == [["embed", "MaskedEmbedding", "masked", "160"], ["bilstm", "Bidirectional", "dense", "384"],
+                    ["head", "MaskedDense", "masked", "24"]]  # the table: name, type, status, weights

@@ -156,7 +156,7 @@ def test_the_8bit_path_puts_tf_use_legacy_keras_back():
 
 
 @pytest.mark.parametrize("kind", ["conv1d", "conv3d", "depthwise", "transpose", "embedding", "einsum", "attention",
-                                  "separable"])
+                                  "separable", "lstm", "gru"])
 def test_every_masked_kind_crosses_the_bridge_both_ways(kind):
     """A Keras 3 model with the layer goes through mask_model (converted first), a random mask, strip_masks and
     to_keras3: the Keras 3 copy gives the masked model's outputs."""
@@ -175,12 +175,14 @@ def test_every_masked_kind_crosses_the_bridge_both_ways(kind):
         "attention": (lambda t, mha=keras.layers.MultiHeadAttention(2, 4): mha(t, t), (5, 3), rng.randn(4, 5, 3)),
         "separable": (keras.layers.SeparableConv2D(4, 3, depth_multiplier=2, padding="same"), (6, 6, 3),
                       rng.randn(4, 6, 6, 3)),
+        "lstm": (keras.layers.LSTM(4, return_sequences=True), (5, 3), rng.randn(4, 5, 3)),
+        "gru": (keras.layers.GRU(4, return_sequences=True), (5, 3), rng.randn(4, 5, 3)),
     }[kind]
     x = x.astype(np.int32 if kind == "embedding" else np.float32)
     inputs = keras.Input(shape, dtype="int32" if kind == "embedding" else "float32")
     k3 = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(layer(inputs))))
     model = mask_model(k3)
-    assert len(masked_layers(model)) == {"attention": 5, "separable": 3}.get(kind, 2)  # the layers' masked parts
+    assert len(masked_layers(model)) == {"attention": 5, "separable": 3, "lstm": 3, "gru": 3}.get(kind, 2)  # parts
     np.testing.assert_allclose(model(x).numpy(), np.asarray(k3(x)), atol=1e-5)
     Mask({k: (rng.rand(*v.shape) < 0.5).astype(np.float32) for k, v in Mask.ones_like(model).items()}).apply_to(model)
     back = to_keras3(strip_masks(model))

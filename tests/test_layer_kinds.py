@@ -214,5 +214,70 @@ def test_a_separable_convolution_takes_mask0_and_supermasks_and_is_refused_at_8_
 
     # 64 positions x (3x3x3x2 depthwise + 6x5 pointwise) x 2 + 320 biases, then Dense 320 -> 3
     assert forward_flops_per_example(separable_model()) == forward_flops_per_example(topk) == 2 * 64 * 84 + 320 + 1923
-    with pytest.raises(lt_keras.LtKerasError, match=r"separable convolutions \(sep\)"):
+    with pytest.raises(lt_keras.LtKerasError, match=r"separable or recurrent layers \(sep\)"):
         SearchPrecision("int8").to_search(mask_model(separable_model()))
+
+
+def recurrent_model(kind):
+    inputs = keras.Input((7, 5))
+    x = getattr(keras.layers, kind)(6, return_sequences=True, name="rnn1")(inputs)
+    x = getattr(keras.layers, kind)(4, name="rnn2")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="out")(x))
+
+
+@pytest.mark.parametrize("kind", ["SimpleRNN", "GRU", "LSTM"])
+def test_recurrent_kernels_are_masked_where_the_layer_computes(kind, tmp_path):
+    """Both kernels of every recurrent layer are masked layers of their own; the layer (its fused kernels
+    included) computes with them masked, trains them with pruned entries at exactly zero, saves and strips."""
+    keras.utils.set_random_seed(0)
+    plain = recurrent_model(kind)
+    x = np.random.RandomState(0).randn(16, 7, 5).astype(np.float32)
+    model = mask_model(plain)
+    assert [l.name for l in masked_layers(model)] == ["rnn1_kernel", "rnn1_recurrent_kernel", "rnn2_kernel",
+                                                      "rnn2_recurrent_kernel", "out"]
+    np.testing.assert_allclose(model(x).numpy(), plain(x).numpy(), atol=1e-6)
+    recurrent = model.get_layer("rnn2").cell._recurrent_kernel_part
+    recurrent.kernel_mask.assign(np.zeros(recurrent.kernel_mask.shape, np.float32))  # a write, not apply_to
+    reference = keras.models.clone_model(plain)
+    reference.set_weights(plain.get_weights())
+    reference.get_layer("rnn2").cell.recurrent_kernel.assign(np.zeros(recurrent.kernel.shape, np.float32))
+    np.testing.assert_allclose(model(x).numpy(), reference(x).numpy(), atol=1e-6)
+    for optimizer in (keras.optimizers.Adam(0.05), keras.optimizers.SGD(0.5, momentum=0.9)):
+        mask = random_mask(model)
+        mask.apply_to(model)
+        before = {l.name: l.kernel.numpy().copy() for l in masked_layers(model)}
+        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, np.arange(16) % 3, epochs=3, batch_size=4, verbose=0)
+        for layer in masked_layers(model):
+            pruned = mask[layer.name + "/kernel"] == 0
+            assert np.all(layer.kernel.numpy()[pruned] == 0) and pruned.any()
+            assert not np.allclose(layer.kernel.numpy()[~pruned], before[layer.name][~pruned])
+    stripped = strip_masks(model)
+    assert type(stripped.get_layer("rnn1")) is getattr(keras.layers, kind) and not masked_layers(stripped)
+    np.testing.assert_allclose(stripped(x).numpy(), model(x).numpy(), atol=1e-5)
+    model.save(str(tmp_path / "m.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "m.keras"))
+    assert Mask.from_model(loaded) == mask
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-6)
+
+
+def test_recurrent_layers_take_mask0_and_topk_and_refuse_bernoulli_and_8_bits():
+    keras.utils.set_random_seed(0)
+    x, y = np.random.RandomState(0).randn(8, 7, 5).astype(np.float32), np.arange(8) % 3
+    frozen = mask_model(recurrent_model("LSTM"), mask0="freeze_init")
+    random_mask(frozen).apply_to(frozen)
+    part = masked_layers(frozen)[1]
+    np.testing.assert_allclose(part.masked_kernel().numpy(), part.kernel_frozen.numpy() * (
+        1 - part.kernel_mask.numpy()) + part.kernel.numpy() * part.kernel_mask.numpy(), atol=1e-6)
+    topk = mask_model(recurrent_model("GRU"), mask_mode="topk", keep_fraction=0.3)
+    part = masked_layers(topk)[1]  # the recurrent kernel, beside the bias
+    assert part.kernel_scores.trainable and not part.kernel.trainable and not part.bias.trainable
+    before = part.kernel_scores.numpy().copy()
+    topk.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    topk.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    assert not np.allclose(part.kernel_scores.numpy(), before)
+    assert int(part.hard_mask().numpy().sum()) == round(0.3 * part.kernel.shape.num_elements())
+    with pytest.raises(lt_keras.LtKerasError, match="not Bernoulli supermasks"):
+        mask_model(recurrent_model("SimpleRNN"), mask_mode="bernoulli")
+    with pytest.raises(lt_keras.LtKerasError, match=r"separable or recurrent layers \(rnn1, rnn2\)"):
+        SearchPrecision("int8").to_search(mask_model(recurrent_model("LSTM")))
