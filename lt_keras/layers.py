@@ -346,6 +346,11 @@ class MaskedEinsumDense(MaskedKernelMixin, keras.layers.EinsumDense):
         return outputs if self.activation is None else self.activation(outputs)
 
 
+def pop_mask_options(kwargs) -> dict:
+    """The masked-layer options (``MASK_OPTIONS``) taken out of ``kwargs``: what a container passes to its parts."""
+    return {name: kwargs.pop(name) for name in MASK_OPTIONS if name in kwargs}
+
+
 @keras.utils.register_keras_serializable(package=_PACKAGE)
 class MaskedMultiHeadAttention(keras.layers.MultiHeadAttention):
     """``keras.layers.MultiHeadAttention`` whose query, key, value and output projections are
@@ -357,7 +362,7 @@ class MaskedMultiHeadAttention(keras.layers.MultiHeadAttention):
     SUBLAYERS = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
 
     def __init__(self, *args, **kwargs):
-        options = {name: kwargs.pop(name) for name in MASK_OPTIONS if name in kwargs}
+        options = pop_mask_options(kwargs)
         super().__init__(*args, **kwargs)
         self.mask_options = options
 
@@ -380,7 +385,7 @@ class MaskedSeparableConv2D(keras.layers.SeparableConv2D):
     conversion see two masked kernels; ``strip_masks`` gives back one plain SeparableConv2D."""
 
     def __init__(self, *args, **kwargs):
-        options = {name: kwargs.pop(name) for name in MASK_OPTIONS if name in kwargs}
+        options = pop_mask_options(kwargs)
         super().__init__(*args, **kwargs)
         self.mask_options = options
 
@@ -432,7 +437,7 @@ class MaskedRecurrentKernel(MaskedKernelMixin, keras.layers.Layer):
 
 def _recurrent_options(kwargs) -> dict:
     """The mask options taken out of a recurrent layer's or cell's ``kwargs``; a sampled supermask is refused."""
-    options = {name: kwargs.pop(name) for name in MASK_OPTIONS if name in kwargs}
+    options = pop_mask_options(kwargs)
     if options.get("mask_mode") == "bernoulli":
         raise LtKerasError("a recurrent layer takes fixed and top-k masks, not Bernoulli supermasks: a sampled mask "
                            "would be drawn again at every step the cell reads its kernels.")
