@@ -238,7 +238,7 @@ MUTATIONS = (
              ("tests/test_early_bird.py::test_slimmed_network_equals_the_channel_masked_network",),
              "a channel BatchNorm scales by zero (an Early-Bird channel mask) is kept"),
     Mutation("attention_hides_its_projections", "walk_layers",
-             "        elif isinstance(unwrapped(layer), MASKED_CONTAINERS):\n",
+             "        elif expand and isinstance(unwrapped(layer), MASKED_CONTAINERS):\n",
              "        elif False:\n",
              ("tests/test_attention.py::test_mask_model_masks_every_kernel_of_a_transformer_encoder",),
              "the projections of a masked attention layer are not seen: no mask, no pruning"),
