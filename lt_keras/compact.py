@@ -88,6 +88,12 @@ def _pads_nothing(layer):
     return layer.padding == "valid" or all(k == 1 for k in layer.kernel_size)
 
 
+def _in_out(layer, kernel):
+    """``kernel`` of a Dense or convolution with input channels second to last and outputs last (a transposed
+    convolution stores them the other way round)."""
+    return np.swapaxes(kernel, -1, -2) if type(layer) is _L.Conv2DTranspose else kernel
+
+
 def _channels_last(layer):
     return getattr(layer, "data_format", "channels_last") == "channels_last"
 
@@ -225,9 +231,7 @@ class _Plan:
         """Dense and convolutions: a new channel per output; an input channel may go when its weights are zero
         or when it is a constant the bias absorbs exactly (Dense, unpadded convolutions; a zero one anywhere)."""
         act = _activation(layer.activation)  # None (softmax): each output depends on the others, all stay
-        kernel = layer.kernel.numpy().astype(np.float64)
-        if type(layer) is _L.Conv2DTranspose:
-            kernel = np.swapaxes(kernel, -1, -2)  # (..., in, out) like the others
+        kernel = _in_out(layer, layer.kernel.numpy().astype(np.float64))
         kernel = kernel.reshape(-1, *kernel.shape[-2:])  # (taps, in, out)
         const = self.const[id(x)]
         uniform = type(layer) is _L.Dense or (type(layer) is not _L.Conv2DTranspose and _pads_nothing(layer))
@@ -276,8 +280,7 @@ class _Plan:
         keep_in, keep_out = (self.keep[t] for t in self.io[layer.name])
         if layer.name in self.absorbed:
             kernel = layer.kernel.numpy()
-            transposed = kind is _L.Conv2DTranspose
-            work = np.swapaxes(kernel, -1, -2) if transposed else kernel  # (..., in, out)
+            work = _in_out(layer, kernel)
             removed = np.ones(work.shape[-2], bool)
             removed[keep_in] = False
             folded = (self.absorbed[layer.name] * removed) @ work.reshape(-1, *work.shape[-2:]).sum(axis=0)
@@ -285,7 +288,7 @@ class _Plan:
             use_bias = bool(layer.use_bias or np.any(bias[keep_out] != 0))
             work = work[..., keep_in, :][..., keep_out]
             size = {"units": len(keep_out)} if kind is _L.Dense else {"filters": len(keep_out)}
-            return ({**size, "use_bias": use_bias}, [np.swapaxes(work, -1, -2) if transposed else work]
+            return ({**size, "use_bias": use_bias}, [_in_out(layer, work)]
                     + ([bias[keep_out].astype(kernel.dtype)] if use_bias else []))
         if kind is _L.Embedding:
             return {"output_dim": len(keep_out)}, [layer.embeddings.numpy()[:, keep_out]]

@@ -142,8 +142,6 @@ def to_keras3(model):
 
 _BUILT_FROM_CALL = ("batch_input_shape", "input_shape", "input_length", "batch_size", "query_shape", "key_shape",
                     "value_shape")
-
-
 _HOW_NOT_WHAT = ("implementation", "use_cudnn")  # recurrent layers: gate layout, cuDNN or not
 
 

@@ -346,13 +346,25 @@ class MaskedEinsumDense(MaskedKernelMixin, keras.layers.EinsumDense):
         return outputs if self.activation is None else self.activation(outputs)
 
 
-def pop_mask_options(kwargs) -> dict:
-    """The masked-layer options (``MASK_OPTIONS``) taken out of ``kwargs``: what a container passes to its parts."""
-    return {name: kwargs.pop(name) for name in MASK_OPTIONS if name in kwargs}
+class _PartsOptions:
+    """A layer of masked parts: takes the masked-layer options (``MASK_OPTIONS``) for its parts (``take_options``
+    may refuse some) and keeps them in its config."""
+
+    @staticmethod
+    def take_options(kwargs) -> dict:
+        return {name: kwargs.pop(name) for name in MASK_OPTIONS if name in kwargs}
+
+    def __init__(self, *args, **kwargs):
+        options = self.take_options(kwargs)
+        super().__init__(*args, **kwargs)
+        self.mask_options = options
+
+    def get_config(self):
+        return {**super().get_config(), **self.mask_options}
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
-class MaskedMultiHeadAttention(keras.layers.MultiHeadAttention):
+class MaskedMultiHeadAttention(_PartsOptions, keras.layers.MultiHeadAttention):
     """``keras.layers.MultiHeadAttention`` whose query, key, value and output projections are
     ``MaskedEinsumDense`` layers named ``<layer>_query`` ... ``<layer>_attention_output`` (unique mask keys).
 
@@ -361,11 +373,6 @@ class MaskedMultiHeadAttention(keras.layers.MultiHeadAttention):
 
     SUBLAYERS = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
 
-    def __init__(self, *args, **kwargs):
-        options = pop_mask_options(kwargs)
-        super().__init__(*args, **kwargs)
-        self.mask_options = options
-
     def _build_from_signature(self, query, value, key=None):
         super()._build_from_signature(query, value, key)
         for attribute in self.SUBLAYERS:
@@ -373,21 +380,13 @@ class MaskedMultiHeadAttention(keras.layers.MultiHeadAttention):
             config = dict(plain.get_config(), name=f"{self.name}_{plain.name}", **self.mask_options)
             setattr(self, attribute, MaskedEinsumDense.from_config(config))
 
-    def get_config(self):
-        return {**super().get_config(), **self.mask_options}
-
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
-class MaskedSeparableConv2D(keras.layers.SeparableConv2D):
+class MaskedSeparableConv2D(_PartsOptions, keras.layers.SeparableConv2D):
     """``keras.layers.SeparableConv2D`` computed as TensorFlow computes it, a depthwise then a 1x1 convolution,
     each a masked layer of its own: ``<layer>_depthwise`` (``MaskedDepthwiseConv2D``) and ``<layer>_pointwise``
     (``MaskedConv2D`` with the bias and the activation). ``walk_layers`` yields the two, so masks, pruning and
     conversion see two masked kernels; ``strip_masks`` gives back one plain SeparableConv2D."""
-
-    def __init__(self, *args, **kwargs):
-        options = pop_mask_options(kwargs)
-        super().__init__(*args, **kwargs)
-        self.mask_options = options
 
     def build(self, input_shape):
         shape = tf.TensorShape(input_shape)
@@ -409,9 +408,6 @@ class MaskedSeparableConv2D(keras.layers.SeparableConv2D):
 
     def call(self, inputs, training=None):
         return self.pointwise(self.depthwise(inputs, training=training), training=training)
-
-    def get_config(self):
-        return {**super().get_config(), **self.mask_options}
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -435,22 +431,24 @@ class MaskedRecurrentKernel(MaskedKernelMixin, keras.layers.Layer):
         self.built = True
 
 
-def _recurrent_options(kwargs) -> dict:
-    """The mask options taken out of a recurrent layer's or cell's ``kwargs``; a sampled supermask is refused."""
-    options = pop_mask_options(kwargs)
-    if options.get("mask_mode") == "bernoulli":
-        raise LtKerasError("a recurrent layer takes fixed and top-k masks, not Bernoulli supermasks: a sampled mask "
-                           "would be drawn again at every step the cell reads its kernels.")
-    return options
+class _RecurrentOptions(_PartsOptions):
+    """The options of a recurrent layer or cell: a sampled (Bernoulli) supermask is refused."""
+
+    @staticmethod
+    def take_options(kwargs) -> dict:
+        options = _PartsOptions.take_options(kwargs)
+        if options.get("mask_mode") == "bernoulli":
+            raise LtKerasError("a recurrent layer takes fixed and top-k masks, not Bernoulli supermasks: a sampled "
+                               "mask would be drawn again at every step the cell reads its kernels.")
+        return options
 
 
-class _MaskedCell:
+class _MaskedCell(_RecurrentOptions):
     """A recurrent cell whose ``kernel`` and ``recurrent_kernel`` live in ``MaskedRecurrentKernel`` parts named
     ``<layer>_kernel`` and ``<layer>_recurrent_kernel`` (the bias in the second); reading ``cell.kernel`` gives
     the masked kernel, so the cell's step and the layer's fused kernels both compute with it."""
 
     def __init__(self, *args, parts_prefix="cell", **kwargs):
-        self.mask_options = _recurrent_options(kwargs)
         super().__init__(*args, **kwargs)
         self.parts_prefix = parts_prefix
 
@@ -480,7 +478,7 @@ class _MaskedCell:
         return super().call(inputs, states, training=training)
 
     def get_config(self):
-        return {**super().get_config(), **self.mask_options, "parts_prefix": self.parts_prefix}
+        return {**super().get_config(), "parts_prefix": self.parts_prefix}
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -498,25 +496,19 @@ class MaskedLSTMCell(_MaskedCell, keras.layers.LSTMCell):
     """``keras.layers.LSTMCell`` with masked kernels (``_MaskedCell``)."""
 
 
-class _MaskedRecurrent:
+class _MaskedRecurrent(_RecurrentOptions):
     """A SimpleRNN / GRU / LSTM layer whose cell is the masked twin (``CELL``): its input and recurrent kernels
     are masked layers of their own, ``<layer>_kernel`` and ``<layer>_recurrent_kernel``."""
 
     CELL = None
 
     def __init__(self, *args, **kwargs):
-        options = _recurrent_options(kwargs)
         super().__init__(*args, **kwargs)
-        self.mask_options = options
-        config = {**self.cell.get_config(), **options}
-        self.cell = self.CELL.from_config({**config, "parts_prefix": self.name})
+        self.cell = self.CELL.from_config({**self.cell.get_config(), **self.mask_options, "parts_prefix": self.name})
 
     def call(self, inputs, mask=None, training=None, initial_state=None):
         object.__setattr__(self.cell, "_step_training", training)  # the fused kernels read cell.kernel here
         return super().call(inputs, mask=mask, training=training, initial_state=initial_state)
-
-    def get_config(self):
-        return {**super().get_config(), **self.mask_options}
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
